@@ -1,0 +1,41 @@
+"""pkmix: population pharmacokinetics (NLME) on JAX.
+
+Importing pkmix turns on 64-bit floats and JAX's persistent compilation cache.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._config import enable_compilation_cache, enable_x64
+
+enable_x64()
+enable_compilation_cache()
+
+from ._data import Dataset as Dataset  # noqa: E402
+from ._data import DatasetError as DatasetError  # noqa: E402
+from ._data import DatasetWarning as DatasetWarning  # noqa: E402
+from ._data import SubjectBatch as SubjectBatch  # noqa: E402
+from ._data import read_nonmem as read_nonmem  # noqa: E402
+from ._model.error_models import additive as additive  # noqa: E402
+from ._model.error_models import combined as combined  # noqa: E402
+from ._model.error_models import log_additive as log_additive  # noqa: E402
+from ._model.error_models import proportional as proportional  # noqa: E402
+from ._model.errors import ModelError as ModelError  # noqa: E402
+from ._model.model import Model as Model  # noqa: E402
+from ._model.parameters import IOV as IOV  # noqa: E402
+from ._model.parameters import SD as SD  # noqa: E402
+from ._model.parameters import Block as Block  # noqa: E402
+from ._model.parameters import Eta as Eta  # noqa: E402
+from ._model.parameters import ParameterValues as ParameterValues  # noqa: E402
+from ._model.parameters import Sigma as Sigma  # noqa: E402
+from ._model.parameters import Theta as Theta  # noqa: E402
+from ._model.parameters import Variance as Variance  # noqa: E402
+from ._pk.closed_form import one_compartment as one_compartment  # noqa: E402
+from ._pk.closed_form import three_compartment as three_compartment  # noqa: E402
+from ._pk.closed_form import two_compartment as two_compartment  # noqa: E402
+from ._pk.ode import ODE as ODE  # noqa: E402
+from ._predict import predict as predict  # noqa: E402
+
+try:
+    __version__ = version("pkmix")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,18 @@
+"""Estimation methods, one file each: FO, FOCE, FOCE-I, Laplace."""
+
+from .base import AbstractMethod as AbstractMethod
+from .fo import FO as FO
+from .foce import FOCE as FOCE
+from .focei import FOCEI as FOCEI
+from .laplace import Laplace as Laplace
+
+METHODS = {"fo": FO(), "foce": FOCE(), "focei": FOCEI(), "laplace": Laplace()}
+
+
+def get_method(name) -> AbstractMethod:
+    if isinstance(name, AbstractMethod):
+        return name
+    key = str(name).lower().replace("-", "").replace("_", "")
+    if key not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[key]

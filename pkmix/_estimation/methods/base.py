@@ -1,0 +1,52 @@
+"""What an estimation method is: how it approximates a subject's marginal likelihood."""
+
+from __future__ import annotations
+
+import abc
+
+import jax.numpy as jnp
+
+from ..likelihood import Options, pieces
+
+
+class AbstractMethod(abc.ABC):
+    """A method turns one subject's data, parameters and eta mode into that subject's
+    contribution to the OFV (-2 log marginal likelihood without 2 pi constants)."""
+
+    name: str
+    interaction: bool  # residual variance evaluated at eta (True) or at eta = 0
+    estimates_eta: bool = True  # FO evaluates everything at eta = 0
+    supports_blq: bool = False  # M3 needs the conditional likelihood (FOCE-I, Laplace)
+
+    def options(self, has_steady_state, covariate_rule, has_blq=False) -> Options:
+        return Options(self.interaction, has_steady_state, covariate_rule, has_blq)
+
+    @abc.abstractmethod
+    def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
+        """The subject's OFV at its eta mode ``eta`` (differentiable in values and eta)."""
+
+    def __repr__(self):
+        return self.name
+
+
+def linearized_ofv(model, values, eta, subject, opts, omega, omega_inv, logdet_omega):
+    """FO/FOCE: the OFV of the model linearised in eta around ``eta``, with the residual
+    variance at eta = 0:  log|C| + r' C^-1 r,  C = G Omega G' + R0,  r = y - f + G eta.
+
+    Computed in eta space with the matrix determinant lemma and Woodbury's identity, so
+    the cost is q x q per subject, not records x records.
+    """
+    p = pieces(model, values, eta, subject, opts)
+    obs = subject.obs_mask
+    y = model.error.transform(jnp.where(obs, subject.dv, 1.0))
+    r = jnp.where(obs, y - p.ft + p.a @ eta, 0.0)
+    inv_var = jnp.where(obs, 1.0 / p.var, 0.0)
+    G = p.a * obs[:, None]
+    M = omega_inv + (G.T * inv_var) @ G  # q x q
+    chol = jnp.linalg.cholesky(M)
+    logdet_M = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    logdet_C = jnp.sum(jnp.where(obs, jnp.log(p.var), 0.0)) + logdet_omega + logdet_M
+    u = G.T @ (inv_var * r)
+    w = jnp.linalg.solve(M, u)
+    quad = jnp.sum(inv_var * r**2) - u @ w
+    return logdet_C + quad

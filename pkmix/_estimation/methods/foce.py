@@ -1,0 +1,15 @@
+"""FOCE without interaction: linearised around each subject's eta mode, with the
+residual variance evaluated at eta = 0 (NONMEM METHOD=1)."""
+
+import jax.numpy as jnp
+
+from .base import AbstractMethod, linearized_ofv
+
+
+class FOCE(AbstractMethod):
+    name = "foce"
+    interaction = False
+
+    def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
+        omega = jnp.linalg.inv(omega_inv)
+        return linearized_ofv(model, values, eta, subject, opts, omega, omega_inv, logdet_omega)

@@ -1,0 +1,304 @@
+"""The model definition: parameters, individual parameters, structure, observation, error.
+
+A model reads like nlmixr2's ``ini({}) / model({})``::
+
+    def individual(p):
+        return {"ka": jnp.exp(p.tka + p.eta_ka),
+                "cl": jnp.exp(p.tcl + p.eta_cl),
+                "v": jnp.exp(p.tv + p.eta_v)}
+
+    model = pkmix.Model(
+        theta={"tka": 0.45, "tcl": 1.0, "tv": 3.45},
+        omega={"eta_ka": 0.6, "eta_cl": 0.3, "eta_v": 0.1},
+        sigma={"add_sd": 0.7},
+        individual=individual,
+        structure=pkmix.one_compartment(depot=True),
+        observe=lambda a, p: a.central / p.v,
+        error=pkmix.additive("add_sd"),
+    )
+
+Everything is checked when the model is created: names used by ``individual`` and
+``observe`` must be declared, the structure's parameters must be produced, OMEGA must
+be positive definite and each initial value inside its bounds.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._pk.base import AbstractStructure
+from .._pk.events import subject_amounts
+from .._pk.ode import Namespace
+from .error_models import AbstractErrorModel
+from .errors import ModelError
+from .parameters import ParameterSpec, ParameterValues, parse_parameters
+
+DOSING_PREFIXES = ("f", "alag", "r", "d")
+
+
+class Model:
+    """A population PK model.
+
+    Args:
+        theta: ``{name: initial value or pkmix.Theta}`` (fixed effects).
+        omega: between-subject variability: ``{eta name: variance}`` for a diagonal
+            OMEGA, a ``pkmix.Block``, or a list of both; ``pkmix.Eta(v, fixed=True)``
+            fixes one.
+        sigma: ``{name: SD}`` or ``{name: pkmix.Variance(v)}`` residual parameters.
+        individual: ``individual(p) -> {name: value}``. ``p`` holds thetas, etas and
+            covariates by name (scalars: the values on one record). The result must
+            hold the structure's parameters (e.g. ``cl``, ``v``, ``ka``) and may hold
+            NONMEM's dose modifiers per compartment number: ``f1`` (bioavailability),
+            ``alag1`` (lag time), ``r1`` (modelled rate, RATE=-1), ``d1`` (modelled
+            duration, RATE=-2), and anything ``observe`` uses.
+        structure: a closed form (``pkmix.one_compartment`` ...) or ``pkmix.ODE``.
+        observe: ``observe(a, p) -> prediction``; ``a`` holds amounts by compartment
+            name, ``p`` the individual parameters, thetas and covariates.
+        error: ``pkmix.additive``, ``proportional``, ``combined`` or ``log_additive``.
+        covariates: names of the data columns ``individual`` reads.
+        iov: ``pkmix.IOV(...)`` inter-occasion variability.
+        name: a label for output.
+
+    Raises:
+        ModelError: naming the parameter at fault.
+    """
+
+    def __init__(
+        self,
+        *,
+        theta,
+        omega,
+        sigma,
+        individual: Callable,
+        structure: AbstractStructure,
+        observe: Callable,
+        error: AbstractErrorModel,
+        covariates: Sequence[str] = (),
+        iov=None,
+        name: str | None = None,
+    ):
+        self.name = name or "model"
+        self.spec: ParameterSpec = parse_parameters(theta, omega, sigma, iov)
+        if not isinstance(structure, AbstractStructure):
+            raise ModelError(
+                f"structure: expected a pkmix structural model (one_compartment(), ODE(...)), "
+                f"got {type(structure).__name__}"
+            )
+        if not isinstance(error, AbstractErrorModel):
+            raise ModelError(f"error: expected pkmix.additive/proportional/combined/log_additive, got {error!r}")
+        if not callable(individual) or not callable(observe):
+            raise ModelError("individual and observe must be functions")
+        self.structure = structure
+        self.error = error
+        self.individual = individual
+        self.observe = observe
+        self.covariates = tuple(covariates)
+        for n in self.covariates:
+            if n in self._declared_names():
+                raise ModelError(f"covariate '{n}' has the name of a model parameter")
+        for n in error.parameters:
+            if n not in self.spec.sigma_names:
+                raise ModelError(
+                    f"error model uses sigma '{n}', which is not declared; sigma has "
+                    f"{', '.join(self.spec.sigma_names) or 'nothing'}"
+                )
+        unused = set(self.spec.sigma_names) - set(error.parameters)
+        if unused:
+            raise ModelError(f"sigma {sorted(unused)} declared but not used by the error model")
+        self._check_functions()
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def theta_names(self):
+        return self.spec.theta_names
+
+    @property
+    def eta_names(self):
+        return self.spec.eta_names
+
+    @property
+    def sigma_names(self):
+        return self.spec.sigma_names
+
+    @property
+    def iov_names(self):
+        return self.spec.iov_names
+
+    @property
+    def occasion_column(self):
+        return self.spec.occasion_column
+
+    @property
+    def compartment_names(self):
+        return self.structure.compartment_names
+
+    @property
+    def n_compartments(self):
+        return self.structure.n_compartments
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        """Covariate columns the batch must carry (covariates, then the occasion column)."""
+        return self.covariates
+
+    def initial_values(self) -> ParameterValues:
+        return self.spec.initial_values()
+
+    def _declared_names(self):
+        s = self.spec
+        return set(s.theta_names) | set(s.eta_names) | set(s.iov_names) | set(s.sigma_names)
+
+    def __repr__(self):
+        return (
+            f"pkmix.Model({self.name!r}: {type(self.structure).__name__} {self.compartment_names}, "
+            f"thetas {list(self.theta_names)}, etas {list(self.eta_names)}"
+            + (f", iov {list(self.iov_names)} by {self.occasion_column}" if self.iov_names else "")
+            + f", error {type(self.error).__name__}{self.error.parameters})"
+        )
+
+    # ------------------------------------------------------------ definition check
+    def _check_functions(self):
+        values = self.initial_values()
+        dummy_cov = jnp.ones(len(self.covariates))
+        try:
+            ip = jax.eval_shape(lambda v, c: self._individual_one(v, jnp.zeros(self.spec.n_eta),
+                                                                   jnp.zeros(len(self.iov_names)), c),
+                                values, dummy_cov)
+        except AttributeError as e:
+            raise ModelError(f"individual(): {e}. Declare it in theta/omega/iov or in covariates=") from None
+        except ModelError:
+            raise
+        except Exception as e:  # a user function failing at definition time
+            raise ModelError(f"individual() failed on the initial values: {type(e).__name__}: {e}") from e
+        for k, v in ip.items():
+            if v.shape != ():
+                raise ModelError(f"individual() returned '{k}' with shape {v.shape}; expected a scalar")
+        have = set(ip)
+        missing = [n for n in self.structure.required_parameters if n not in have]
+        if missing:
+            raise ModelError(
+                f"structure {type(self.structure).__name__} needs individual parameter(s) {missing}; "
+                f"individual() returns {sorted(have)}"
+            )
+        n_cmt = self.n_compartments
+        for k in have:
+            for prefix in DOSING_PREFIXES:
+                number = k[len(prefix):]
+                if k.startswith(prefix) and number.isdigit() and not 1 <= int(number) <= n_cmt:
+                    raise ModelError(
+                        f"individual parameter '{k}' refers to compartment {number}; the model has "
+                        f"{n_cmt} ({', '.join(self.compartment_names)})"
+                    )
+        amounts = jnp.ones(n_cmt)
+        try:
+            out = jax.eval_shape(lambda a, v, c: self._observe_one(a, self._individual_one(
+                v, jnp.zeros(self.spec.n_eta), jnp.zeros(len(self.iov_names)), c), v, c),
+                amounts, values, dummy_cov)
+        except AttributeError as e:
+            raise ModelError(f"observe(): {e}") from None
+        except Exception as e:
+            raise ModelError(f"observe() failed on the initial values: {type(e).__name__}: {e}") from e
+        if out.shape != ():
+            raise ModelError(f"observe() returned shape {out.shape}; expected a scalar")
+        self._individual_keys = tuple(sorted(have))
+
+    # ---------------------------------------------------------------- evaluation
+    def _namespace(self, values: ParameterValues, eta, iov_eta, cov, extra=None):
+        s = self.spec
+        d = {n: values.theta[i] for i, n in enumerate(s.theta_names)}
+        d.update({n: eta[i] for i, n in enumerate(s.eta_names)})
+        d.update({n: iov_eta[i] for i, n in enumerate(s.iov_names)})
+        d.update({n: cov[i] for i, n in enumerate(self.covariates)})
+        if extra:
+            d.update(extra)
+        return Namespace(d, "name")
+
+    def _individual_one(self, values, eta, iov_eta, cov):
+        out = self.individual(self._namespace(values, eta, iov_eta, cov))
+        if not isinstance(out, dict):
+            raise ModelError(f"individual() must return a dict of named parameters, got {type(out).__name__}")
+        return {k.lower(): jnp.asarray(v, dtype=jnp.float64) for k, v in out.items()}
+
+    def _observe_one(self, amounts, ip, values, cov):
+        a = Namespace(dict(zip(self.compartment_names, amounts)), "compartment")
+        p = self._namespace(values, jnp.zeros(self.spec.n_eta), jnp.zeros(len(self.iov_names)), cov, extra=ip)
+        return jnp.asarray(self.observe(a, p), dtype=jnp.float64)
+
+    def split_eta(self, eta, n_occasions: int):
+        """A subject's eta vector -> (between-subject etas [n_eta], IOV etas [n_occ, n_iov])."""
+        n_eta, n_iov = self.spec.n_eta, len(self.iov_names)
+        return eta[:n_eta], eta[n_eta:].reshape(n_occasions, n_iov)
+
+    def n_eta_total(self, n_occasions: int) -> int:
+        return self.spec.n_eta + n_occasions * len(self.iov_names)
+
+    def subject_covariates(self, subject):
+        """Covariates per record, with padding records given the last real record's values
+        so no parameter is computed from a dummy 0 (e.g. CL = THETA*WT)."""
+        cov = subject.covariates
+        last = jnp.maximum(jnp.sum(subject.record_mask) - 1, 0)
+        return jnp.where(subject.record_mask[:, None], cov, cov[last])
+
+    def individual_parameters(self, values: ParameterValues, eta, subject):
+        """Individual parameters per record, ``{lower-case name: [R]}``."""
+        n_occ = max(int(subject.n_occasions), 1) if self.iov_names else 1
+        eta_bsv, eta_iov = self.split_eta(eta, n_occ) if self.iov_names else (eta, jnp.zeros((1, 0)))
+        cov = self.subject_covariates(subject)
+        iov_per_record = eta_iov[jnp.clip(subject.occ, 0, eta_iov.shape[0] - 1)]
+        return jax.vmap(lambda c, k: self._individual_one(values, eta_bsv, k, c))(cov, iov_per_record)
+
+    def subject_predict(self, values: ParameterValues, eta, subject, *, covariate_rule="nonmem",
+                        has_steady_state=True):
+        """Predictions (original scale) at every record of one subject: ``f [R]``."""
+        ip = self.individual_parameters(values, eta, subject)
+        amounts = subject_amounts(self.structure, subject, ip, has_steady_state=has_steady_state,
+                                  covariate_rule=covariate_rule)
+        cov = self.subject_covariates(subject)
+        return jax.vmap(lambda a, p, c: self._observe_one(a, p, values, c))(amounts, ip, cov)
+
+    def sigma_sds(self, values: ParameterValues):
+        """Residual SDs in the order of ``error.parameters``."""
+        sds = []
+        for n in self.error.parameters:
+            i = self.spec.sigma_names.index(n)
+            v = values.sigma[i]
+            sds.append(jnp.sqrt(v) if self.spec.sigmas[i].scale == "variance" else v)
+        return jnp.stack(sds)
+
+    def residual_variance(self, values: ParameterValues, f):
+        return self.error.variance(f, self.sigma_sds(values))
+
+    def omega_full(self, values: ParameterValues, n_occasions: int):
+        """The OMEGA of a subject's full eta vector (BSV block, then IOV per occasion)."""
+        if not self.iov_names:
+            return values.omega
+        n_occ = max(int(n_occasions), 1)
+        iov_block = jnp.diag(jnp.tile(values.iov, n_occ))
+        n1, n2 = values.omega.shape[0], iov_block.shape[0]
+        top = jnp.concatenate([values.omega, jnp.zeros((n1, n2))], axis=1)
+        bottom = jnp.concatenate([jnp.zeros((n2, n1)), iov_block], axis=1)
+        return jnp.concatenate([top, bottom], axis=0)
+
+    def check_values(self, values: ParameterValues):
+        """Check user-given parameter values (shapes, bounds, positive definiteness)."""
+        s = self.spec
+        theta = np.asarray(values.theta, dtype=float)
+        if theta.shape != (len(s.theta_names),):
+            raise ModelError(f"theta has shape {theta.shape}, expected ({len(s.theta_names)},)")
+        for n, t, v in zip(s.theta_names, s.thetas, theta):
+            if not np.isfinite(v):
+                raise ModelError(f"theta '{n}' = {v} is not finite")
+            if not t.lower <= v <= t.upper:
+                raise ModelError(f"theta '{n}' = {v} is outside its bounds ({t.lower}, {t.upper})")
+        om = np.asarray(values.omega, dtype=float)
+        if om.shape != (s.n_eta, s.n_eta):
+            raise ModelError(f"omega has shape {om.shape}, expected {(s.n_eta, s.n_eta)}")
+        if s.n_eta and np.linalg.eigvalsh((om + om.T) / 2).min() <= 0:
+            raise ModelError("omega is not positive definite")
+        for n, v in zip(s.sigma_names, np.asarray(values.sigma)):
+            if not v > 0:
+                raise ModelError(f"sigma '{n}' = {v} must be positive")
