@@ -1,0 +1,1 @@
+"""Bayesian dosing: MAP individualisation, posterior, regimen optimisation."""
