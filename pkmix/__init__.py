@@ -39,3 +39,7 @@ try:
     __version__ = version("pkmix")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
+
+from ._estimation.fit import evaluate as evaluate  # noqa: E402
+from ._estimation.fit import fit as fit  # noqa: E402
+from ._results import FitResult as FitResult  # noqa: E402

@@ -84,8 +84,9 @@ def m2ll(model, values, eta, subject, opts: Options, omega_inv, logdet_omega, p:
     resid = jnp.where(obs, y - p.ft, 0.0)
     gauss = jnp.where(obs, jnp.log(p.var) + resid**2 / p.var, 0.0)
     total = jnp.sum(gauss)
-    z, _ = _blq_terms(p, subject, model)
-    total = total + jnp.sum(jnp.where(blq, -2.0 * norm.logcdf(z), 0.0))
+    if opts.has_blq:
+        z, _ = _blq_terms(p, subject, model)
+        total = total + jnp.sum(jnp.where(blq, -2.0 * norm.logcdf(z), 0.0))
     return total + eta @ omega_inv @ eta + logdet_omega
 
 
@@ -111,12 +112,13 @@ def gradient_and_gauss_newton(model, values, eta, subject, opts, omega_inv, p: P
     w_dvar = (inv_var * (1.0 - e**2 * inv_var))[:, None] * p.dvar
     grad = jnp.sum(w_dvar - 2.0 * (e * inv_var)[:, None] * p.a, axis=0) + 2.0 * omega_inv @ eta
     gn = 2.0 * omega_inv + 2.0 * (p.a.T * inv_var) @ p.a + (p.dvar.T * inv_var**2) @ p.dvar
-    z, sd = _blq_terms(p, subject, model)
-    ratio = jnp.where(blq, jnp.exp(norm.logpdf(z) - norm.logcdf(z)), 0.0)
-    dz = -p.a / sd[:, None] - (z / (2.0 * p.var))[:, None] * p.dvar
-    g_blq = (-2.0 * ratio)[:, None] * dz
-    grad = grad + jnp.sum(g_blq, axis=0)
-    gn = gn + 0.5 * g_blq.T @ g_blq
+    if opts.has_blq:
+        z, sd = _blq_terms(p, subject, model)
+        ratio = jnp.where(blq, jnp.exp(norm.logpdf(z) - norm.logcdf(z)), 0.0)
+        dz = -p.a / sd[:, None] - (z / (2.0 * p.var))[:, None] * p.dvar
+        g_blq = (-2.0 * ratio)[:, None] * dz
+        grad = grad + jnp.sum(g_blq, axis=0)
+        gn = gn + 0.5 * g_blq.T @ g_blq
     return grad, gn
 
 

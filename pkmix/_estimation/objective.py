@@ -12,14 +12,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .inner import InnerResult, newton_correction, solve_eta
+from .._linalg import cho_solve, cholesky
+from .inner import InnerResult, implicit_mode, solve_eta
 
 
 def omega_terms(model, values, n_occasions):
     omega = model.omega_full(values, n_occasions)
-    chol = jnp.linalg.cholesky(omega)
-    eye = jnp.eye(omega.shape[0])
-    omega_inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+    chol = cholesky(omega)
+    omega_inv = cho_solve(chol, jnp.eye(omega.shape[0]))
     logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
     return omega_inv, logdet
 
@@ -37,30 +37,34 @@ def solve_modes(model, method, opts, values, etas0, batch, *, max_iter=100, tol=
     )(etas0, batch)
 
 
-def subject_ofvs(model, method, opts, values, etas, batch, *, newton_steps=1):
-    """Each subject's OFV at the given modes, differentiable in ``values``."""
+def subject_ofvs(model, method, opts, values, etas, batch):
+    """Each subject's OFV at the given (converged) modes, differentiable in ``values``:
+    the modes follow the parameters through the implicit-function theorem."""
     omega_inv, logdet = omega_terms(model, values, batch.n_occasions)
 
     def one(eta, subject):
-        eta = jax.lax.stop_gradient(eta)
         if method.estimates_eta:
-            eta = newton_correction(model, values, eta, subject, opts, omega_inv, logdet, steps=newton_steps)
+            eta = implicit_mode(model, values, eta, subject, opts)
+        else:
+            eta = jax.lax.stop_gradient(eta)
         return method.subject_ofv(model, values, eta, subject, opts, omega_inv, logdet)
 
     return jax.vmap(one)(etas, batch)
 
 
-def total_ofv(model, method, opts, transform, x, base, etas, batch, *, newton_steps=1):
-    values = transform.from_vector(x, base)
-    return jnp.sum(subject_ofvs(model, method, opts, values, etas, batch, newton_steps=newton_steps))
-
-
-def value_and_gradient(model, method, opts, transform, x, base, etas, batch):
-    """(OFV, dOFV/dx) at ``x`` for the given modes, by forward-mode differentiation."""
+def subject_ofvs_and_jacobian(model, method, opts, transform, x, base, etas, batch):
+    """Each subject's OFV and its gradient with respect to ``x`` ([N], [N, p]), by
+    forward-mode differentiation (the cost of the Jacobian equals that of the total's
+    gradient in forward mode; the covariance step's S matrix needs the rows)."""
 
     def f(x):
-        v = total_ofv(model, method, opts, transform, x, base, etas, batch)
-        return v, v
+        ofvs = subject_ofvs(model, method, opts, transform.from_vector(x, base), etas, batch)
+        return ofvs, ofvs
 
-    grad, value = jax.jacfwd(f, has_aux=True)(x)
-    return value, grad
+    jac, ofvs = jax.jacfwd(f, has_aux=True)(x)
+    return ofvs, jac
+
+
+def total_ofv(model, method, opts, transform, x, base, etas, batch):
+    values = transform.from_vector(x, base)
+    return jnp.sum(subject_ofvs(model, method, opts, values, etas, batch))

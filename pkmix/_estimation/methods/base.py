@@ -6,6 +6,7 @@ import abc
 
 import jax.numpy as jnp
 
+from ..._linalg import cho_solve, cholesky
 from ..likelihood import Options, pieces
 
 
@@ -43,10 +44,10 @@ def linearized_ofv(model, values, eta, subject, opts, omega, omega_inv, logdet_o
     inv_var = jnp.where(obs, 1.0 / p.var, 0.0)
     G = p.a * obs[:, None]
     M = omega_inv + (G.T * inv_var) @ G  # q x q
-    chol = jnp.linalg.cholesky(M)
+    chol = cholesky(M)
     logdet_M = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
     logdet_C = jnp.sum(jnp.where(obs, jnp.log(p.var), 0.0)) + logdet_omega + logdet_M
     u = G.T @ (inv_var * r)
-    w = jnp.linalg.solve(M, u)
+    w = cho_solve(chol, u)
     quad = jnp.sum(inv_var * r**2) - u @ w
     return logdet_C + quad

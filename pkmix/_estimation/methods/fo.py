@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 
+from ..._linalg import spd_inv
 from .base import AbstractMethod, linearized_ofv
 
 
@@ -11,5 +12,5 @@ class FO(AbstractMethod):
     estimates_eta = False
 
     def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
-        omega = jnp.linalg.inv(omega_inv)
+        omega = spd_inv(omega_inv)
         return linearized_ofv(model, values, jnp.zeros_like(eta), subject, opts, omega, omega_inv, logdet_omega)

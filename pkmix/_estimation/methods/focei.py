@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ..likelihood import blq_m2ll, expected_information, m2ll, pieces
+from ..._linalg import spd_logdet
 from .base import AbstractMethod
 
 
@@ -23,5 +24,5 @@ class FOCEI(AbstractMethod):
         H = expected_information(p, subject, omega_inv)
         if opts.has_blq:
             H = H + 0.5 * jax.jacfwd(jax.jacfwd(lambda e: blq_m2ll(model, values, e, subject, opts)))(eta)
-        sign, logdet = jnp.linalg.slogdet(H)
-        return l + jnp.where(sign > 0, logdet, jnp.inf)
+        # log|H~| by Cholesky: NaN (reported as a failed evaluation) if H~ is not SPD.
+        return l + spd_logdet(H)

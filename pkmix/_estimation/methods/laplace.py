@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from ..likelihood import m2ll
+from ..._linalg import spd_logdet
 from .base import AbstractMethod
 
 
@@ -18,5 +19,5 @@ class Laplace(AbstractMethod):
             return m2ll(model, values, e, subject, opts, omega_inv, logdet_omega)
 
         H = 0.5 * jax.jacfwd(jax.jacfwd(l_fn))(eta)
-        sign, logdet = jnp.linalg.slogdet(0.5 * (H + H.T))
-        return l_fn(eta) + jnp.where(sign > 0, logdet, jnp.inf)
+        # NaN (a failed evaluation) when the eta-Hessian is not positive definite.
+        return l_fn(eta) + spd_logdet(H)

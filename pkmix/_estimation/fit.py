@@ -1,0 +1,207 @@
+"""``pkmix.fit`` and ``pkmix.evaluate``: the estimation entry points."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _compile
+from .._config import require_x64
+from .._diagnostics import batch_diagnostics
+from .._model.errors import ModelError
+from .._model.transforms import ParameterTransform
+from .._predict import bind, parameter_values
+from .covariance import gradient_program, hessian_by_differences, jacobian_to_user_scale, natural_names, \
+    natural_parameters, summarize
+from .methods import get_method
+from .objective import solve_modes, subject_ofvs
+from .outer import STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS, OuterSettings, \
+    minimize_on_host
+
+COVARIANCE_KINDS = ("sandwich", "r", "s", "none")
+
+
+def transform_for(model) -> ParameterTransform:
+    """One transform per model (it depends only on the declarations), so repeated fits
+    of the same model reuse the compiled programs."""
+    t = getattr(model, "_transform", None)
+    if t is None:
+        t = ParameterTransform(model.spec)
+        model._transform = t
+    return t
+
+
+def _options(method, batch, covariate_rule):
+    has_ss = bool(np.any(np.asarray(batch.ss) > 0))
+    has_blq = bool(np.any(np.asarray(batch.blq) & np.asarray(batch.obs_mask)))
+    if has_blq and not method.supports_blq:
+        raise ModelError(
+            f"the data have BLQ records, which need the M3 likelihood: use method='focei' or "
+            f"'laplace' (got '{method.name}'), or drop the BLQ records"
+        )
+    return method.options(has_ss, covariate_rule, has_blq)
+
+
+def _program_evaluate(model, method, opts, transform, inner_max_iter, inner_tol, values, etas0, batch):
+    modes = solve_modes(model, method, opts, values, etas0, batch, max_iter=inner_max_iter, tol=inner_tol)
+    return modes, subject_ofvs(model, method, opts, values, modes.eta, batch)
+
+
+def _program_diagnostics(model, opts, n_sim, values, etas, batch, key):
+    return batch_diagnostics(model, opts, values, etas, batch, key, n_sim)
+
+
+def evaluate(model, data, method: str = "focei", params=None, *, etas=None, covariate_rule="nonmem",
+             diagnostics: bool = True, npde_samples: int = 1000, seed: int = 0):
+    """The OFV at given parameter values, without estimation (NONMEM's MAXEVAL=0), with
+    the EBEs and (by default) the diagnostics table.
+
+    Returns:
+        A ``FitResult`` with ``iterations = 0`` (no standard errors).
+    """
+    from .._results import build_result
+
+    require_x64()
+    method = get_method(method)
+    dataset, batch = bind(model, data)
+    values = parameter_values(model, params)
+    opts = _options(method, batch, covariate_rule)
+    transform = transform_for(model)
+    n_eta = model.n_eta_total(batch.n_occasions)
+    etas0 = jnp.zeros((dataset.n_subjects, n_eta)) if etas is None else jnp.asarray(etas, dtype=jnp.float64)
+    t0 = time.perf_counter()
+    (modes, ofvs), compile_s, run_s = _compile.run(
+        _program_evaluate, (model, method, opts, transform, 100, 1e-8), values, etas0, batch)
+    diag, diag_compile, diag_s = ({}, 0.0, 0.0)
+    if diagnostics:
+        diag, diag_compile, diag_s = _compile.run(_program_diagnostics, (model, opts, npde_samples),
+                                                  values, modes.eta, batch, jax.random.PRNGKey(seed))
+    ofv = float(np.sum(np.asarray(ofvs)))
+    status_message = "evaluation at the given parameters (no estimation)"
+    return build_result(
+        model=model, method=method, dataset=dataset, batch=batch, values=values, transform=transform,
+        ofv=ofv, subject_ofvs=np.asarray(ofvs), modes=modes, diagnostics=diag, converged=bool(np.isfinite(ofv)),
+        message=status_message, iterations=0, covariance=None,
+        timing={"total_s": time.perf_counter() - t0, "compile_s": compile_s + diag_compile,
+                "estimation_s": run_s, "covariance_s": 0.0, "diagnostics_s": diag_s},
+    )
+
+
+def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500, gtol: float = 1e-3,
+        covariance: str = "sandwich", covariate_rule: str = "nonmem", progress: bool | None = None,
+        diagnostics: bool = True, npde_samples: int = 1000, seed: int = 0):
+    """Estimate a population model.
+
+    Args:
+        model: a ``pkmix.Model``.
+        data: a ``Dataset``, a NONMEM-format CSV path or a DataFrame.
+        method: "fo", "foce", "focei" (default) or "laplace".
+        params: initial values (default the model's).
+        max_iter: outer iteration limit.
+        gtol: convergence when every |dOFV/dx| on the unconstrained scale is below it.
+        covariance: "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s" or "none".
+        covariate_rule: "nonmem" or "locf" (see ``pkmix.predict``).
+        progress: print iteration, OFV and gradient norm for fits that run longer than
+            2 s (default: when stdout is a terminal).
+        diagnostics: compute the per-record table (PRED ... NPDE).
+        npde_samples: simulations per subject for NPDE.
+        seed: random seed for NPDE.
+
+    Returns:
+        A ``FitResult``. A fit that fails says why in ``.message`` and ``.converged``, and
+        still returns its last estimates.
+    """
+    from .._results import build_result
+
+    require_x64()
+    covariance = covariance.lower()
+    if covariance not in COVARIANCE_KINDS:
+        raise ValueError(f"covariance must be one of {COVARIANCE_KINDS}, got {covariance!r}")
+    method = get_method(method)
+    dataset, batch = bind(model, data)
+    values0 = parameter_values(model, params)
+    opts = _options(method, batch, covariate_rule)
+    transform = transform_for(model)
+    if transform.size == 0:
+        raise ModelError("every parameter is fixed: use pkmix.evaluate for the OFV at fixed values")
+    base = values0
+    x0 = transform.to_vector(values0, base)
+    n_eta = model.n_eta_total(batch.n_occasions)
+    etas0 = jnp.zeros((dataset.n_subjects, n_eta))
+    settings = OuterSettings(max_iter=int(max_iter), gtol=float(gtol))
+    report = sys.stdout.isatty() if progress is None else bool(progress)
+
+    # One compiled program evaluates OFVs, exact gradients and modes at a point; the
+    # optimiser and the covariance step both call it.
+    t_start = time.perf_counter()
+    static = (model, method, opts, transform, settings.inner_max_iter, settings.inner_tol)
+    executable, compile_s = _compile.compiled(gradient_program, static, x0, base, etas0, batch)
+
+    def evaluate_at(x, etas):
+        return executable(jnp.asarray(x), base, etas, batch)
+
+    t_est = time.perf_counter()
+    state = minimize_on_host(evaluate_at, settings, x0, etas0, progress=report)
+    jax.block_until_ready(state)
+    estimation_s = time.perf_counter() - t_est
+    status = int(state.status)
+    x_hat = state.x
+    values = transform.from_vector(x_hat, base)
+    gmax = float(jnp.max(jnp.abs(state.grad), initial=0.0))
+    ofvs = np.asarray(state.ofvs)
+    ofv = float(np.sum(ofvs))
+    finite = np.isfinite(ofv) and bool(np.all(np.isfinite(np.asarray(x_hat))))
+    converged = finite and (status in (STATUS_GRADIENT, STATUS_NO_PROGRESS)
+                            or (status == STATUS_NO_DESCENT and gmax < 10 * gtol))
+    message = STATUS_MESSAGES.get(status, f"status {status}")
+    if status == STATUS_NO_DESCENT and converged:
+        message = f"converged: no lower objective along the search direction, max |gradient| {gmax:.2g}"
+    # Convergence flags of the final modes (cheap: warm-started at the modes).
+    (modes, _), flags_compile, _ = _compile.run(
+        _program_evaluate, (model, method, opts, transform, settings.inner_max_iter, settings.inner_tol),
+        values, state.etas, batch)
+    compile_s += flags_compile
+    n_bad = int(np.sum(~np.asarray(modes.converged)))
+    if n_bad:
+        message += f"; eta modes did not converge for {n_bad} subject(s)"
+        warnings.warn(f"inner eta optimisation did not converge for {n_bad} subject(s)", stacklevel=2)
+
+    cov_result, cov_compile, cov_s = None, 0.0, 0.0
+    if covariance != "none" and finite:
+        t_cov = time.perf_counter()
+        G = np.asarray(evaluate_at(x_hat, state.etas)[1])
+
+        def gradient_at(x):
+            return np.asarray(evaluate_at(x, state.etas)[1]).sum(axis=0)
+
+        R = hessian_by_differences(gradient_at, np.asarray(x_hat))
+        J_exec, cov_compile = _compile.compiled(jacobian_to_user_scale, (transform,), x_hat, base)
+        J = J_exec(x_hat, base)
+        cov_result = summarize(G, R, J, np.asarray(natural_parameters(transform, x_hat, base)),
+                               natural_names(transform), covariance)
+        cov_s = time.perf_counter() - t_cov - cov_compile
+    diag, diag_compile, diag_s = ({}, 0.0, 0.0)
+    if diagnostics and finite:
+        diag, diag_compile, diag_s = _compile.run(_program_diagnostics, (model, opts, npde_samples),
+                                                  values, modes.eta, batch, jax.random.PRNGKey(seed))
+    timing = {
+        "total_s": time.perf_counter() - t_start,
+        "compile_s": compile_s + cov_compile + diag_compile,
+        "estimation_s": estimation_s,
+        "covariance_s": cov_s,
+        "diagnostics_s": diag_s,
+    }
+    return build_result(
+        model=model, method=method, dataset=dataset, batch=batch, values=values, transform=transform,
+        ofv=ofv, subject_ofvs=ofvs, modes=modes, diagnostics=diag, converged=bool(converged),
+        message=message, iterations=int(state.iterations), covariance=cov_result, timing=timing,
+        gradient=np.asarray(state.grad),
+    )
+
+
+__all__ = ["fit", "evaluate", "transform_for"]
