@@ -1,6 +1,7 @@
 """Per-record diagnostics NONMEM users read: PRED, IPRED, RES, WRES, CWRES, IRES, IWRES, NPDE.
 
-* WRES (FO): C0^-1/2 (y - f(0)) with C0 = G0 Omega G0' + R(0).
+* WRES (FO): C0^-1/2 (y - f(0)) with C0 = G0 Omega G0' + R(0) (+ the eta-epsilon
+  interaction term when the method has interaction, as NONMEM's tables).
 * CWRES (Hooker et al. 2007): C^-1/2 (y - f(eta^) + G eta^) with C = G Omega G' + R, the
   model linearised at the EBEs (R at the EBEs when the method has interaction).
 * IWRES: (y - f(eta^))/sqrt(R(eta^)).
@@ -37,11 +38,18 @@ def subject_diagnostics(model, values, eta, subject, opts: Options, omega, key, 
     """Diagnostics for one subject (vmapped by the caller)."""
     obs = subject.obs_mask & ~subject.blq
     y = model.error.transform(jnp.where(obs, subject.dv, 1.0))
-    zero = jnp.zeros_like(eta)
-    opts_no_int = opts._replace(interaction=False)
-    p0 = pieces(model, values, zero, subject, opts_no_int)
-    pi = pieces(model, values, eta, subject, opts)
-    wres = _inverse_sqrt_weighted(p0.a @ omega @ p0.a.T + jnp.diag(p0.var), y - p0.ft, obs)
+    # Both linearisation points in one vmapped call (one compiled copy of the model's
+    # derivatives); at eta = 0 the residual variance is R(0) with or without interaction.
+    both = jax.vmap(lambda e: pieces(model, values, e, subject, opts))(jnp.stack([jnp.zeros_like(eta), eta]))
+    p0 = jax.tree_util.tree_map(lambda x: x[0], both)
+    pi = jax.tree_util.tree_map(lambda x: x[1], both)
+    C0 = p0.a @ omega @ p0.a.T + jnp.diag(p0.var)
+    if opts.interaction:
+        # NONMEM's WRES under INTERACTION keeps the eta-epsilon cross term of the FO
+        # variance: Var(H eps) with H = sqrt(R) varying with eta adds dH Omega dH' sigma^2
+        # = (dR Omega dR')/(4R).
+        C0 = C0 + jnp.diag(jnp.einsum("rk,kl,rl->r", p0.dvar, omega, p0.dvar) / (4.0 * p0.var))
+    wres = _inverse_sqrt_weighted(C0, y - p0.ft, obs)
     r = y - pi.ft + pi.a @ eta
     cwres = _inverse_sqrt_weighted(pi.a @ omega @ pi.a.T + jnp.diag(pi.var), r, obs)
     iwres = jnp.where(obs, (y - pi.ft) / jnp.sqrt(pi.var), 0.0)

@@ -47,12 +47,13 @@ def natural_names(transform):
 
 
 def gradient_program(model, method, opts, transform, inner_max_iter, inner_tol, x, base, etas, batch):
-    """Modes re-solved at ``x`` (warm from ``etas``), each subject's OFV and its exact
-    gradient [N, p]. The covariance step calls this one compiled program 2p + 1 times."""
+    """Modes re-solved at ``x`` (warm from ``etas``), each subject's OFV, its exact
+    gradient [N, p], the modes and their convergence flags. The optimiser and the
+    covariance step (2p + 1 calls) share this one compiled program."""
     modes = solve_modes(model, method, opts, transform.from_vector(x, base), etas, batch,
                         max_iter=inner_max_iter, tol=inner_tol)
     ofvs, jac = subject_ofvs_and_jacobian(model, method, opts, transform, x, base, modes.eta, batch)
-    return ofvs, jac, modes.eta
+    return ofvs, jac, modes.eta, modes.converged
 
 
 def jacobian_to_user_scale(transform, x, base):

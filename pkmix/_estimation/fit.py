@@ -19,9 +19,10 @@ from .._predict import bind, parameter_values
 from .covariance import gradient_program, hessian_by_differences, jacobian_to_user_scale, natural_names, \
     natural_parameters, summarize
 from .methods import get_method
+from .inner import InnerResult
 from .objective import solve_modes, subject_ofvs
-from .outer import STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS, OuterSettings, \
-    minimize_on_host
+from .outer import PROGRESS, STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS, \
+    OuterSettings, minimize_in_graph
 
 COVARIANCE_KINDS = ("sandwich", "r", "s", "none")
 
@@ -45,6 +46,11 @@ def _options(method, batch, covariate_rule):
             f"'laplace' (got '{method.name}'), or drop the BLQ records"
         )
     return method.options(has_ss, covariate_rule, has_blq)
+
+
+def _program_minimize(model, method, opts, transform, settings, report, x0, base, etas0, batch, max_iter):
+    return minimize_in_graph(model, method, opts, transform, settings, x0, base, etas0, batch, max_iter,
+                             report_progress=report)
 
 
 def _program_evaluate(model, method, opts, transform, inner_max_iter, inner_tol, values, etas0, batch):
@@ -133,21 +139,25 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     x0 = transform.to_vector(values0, base)
     n_eta = model.n_eta_total(batch.n_occasions)
     etas0 = jnp.zeros((dataset.n_subjects, n_eta))
-    settings = OuterSettings(max_iter=int(max_iter), gtol=float(gtol))
+    # max_iter is a run-time argument of the compiled loop (changing it compiles nothing).
+    settings = OuterSettings(gtol=float(gtol))
     report = sys.stdout.isatty() if progress is None else bool(progress)
 
-    # One compiled program evaluates OFVs, exact gradients and modes at a point; the
-    # optimiser and the covariance step both call it.
+    # One compiled program runs the whole optimisation; with max_iter = 0 it evaluates
+    # the OFV, per-subject gradients and modes at a point, which the covariance step uses.
     t_start = time.perf_counter()
-    static = (model, method, opts, transform, settings.inner_max_iter, settings.inner_tol)
-    executable, compile_s = _compile.compiled(gradient_program, static, x0, base, etas0, batch)
+    # Progress reporting is compiled in always and switched at run time, so turning it
+    # on or off does not compile again.
+    static = (model, method, opts, transform, settings, True)
+    limit = jnp.asarray(int(max_iter), jnp.int32)
+    executable, compile_s = _compile.compiled(_program_minimize, static, x0, base, etas0, batch, limit)
 
     def evaluate_at(x, etas):
-        return executable(jnp.asarray(x), base, etas, batch)
+        return executable(jnp.asarray(x), base, etas, batch, jnp.zeros((), jnp.int32))
 
+    PROGRESS.reset(report)
     t_est = time.perf_counter()
-    state = minimize_on_host(evaluate_at, settings, x0, etas0, progress=report)
-    jax.block_until_ready(state)
+    state = jax.block_until_ready(executable(x0, base, etas0, batch, limit))
     estimation_s = time.perf_counter() - t_est
     status = int(state.status)
     x_hat = state.x
@@ -161,11 +171,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     message = STATUS_MESSAGES.get(status, f"status {status}")
     if status == STATUS_NO_DESCENT and converged:
         message = f"converged: no lower objective along the search direction, max |gradient| {gmax:.2g}"
-    # Convergence flags of the final modes (cheap: warm-started at the modes).
-    (modes, _), flags_compile, _ = _compile.run(
-        _program_evaluate, (model, method, opts, transform, settings.inner_max_iter, settings.inner_tol),
-        values, state.etas, batch)
-    compile_s += flags_compile
+    modes = InnerResult(state.etas, state.etas_converged, None, None, None)
     n_bad = int(np.sum(~np.asarray(modes.converged)))
     if n_bad:
         message += f"; eta modes did not converge for {n_bad} subject(s)"
@@ -174,10 +180,10 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     cov_result, cov_compile, cov_s = None, 0.0, 0.0
     if covariance != "none" and finite:
         t_cov = time.perf_counter()
-        G = np.asarray(evaluate_at(x_hat, state.etas)[1])
+        G = np.asarray(state.jac)
 
         def gradient_at(x):
-            return np.asarray(evaluate_at(x, state.etas)[1]).sum(axis=0)
+            return np.asarray(evaluate_at(x, state.etas).grad)
 
         R = hessian_by_differences(gradient_at, np.asarray(x_hat))
         J_exec, cov_compile = _compile.compiled(jacobian_to_user_scale, (transform,), x_hat, base)

@@ -7,9 +7,10 @@ the implicit-function term for the eta modes). One program per model and data sh
 therefore serves the whole fit and the covariance step, which keeps compile time, the
 larger part of a small fit's wall time on a CPU, down to one compilation.
 
-``init``/``step`` are pure functions of an ``OuterState``: ``pkmix.fit`` drives them from
-Python (printing progress), ``fit_batch`` runs them in a bounded ``lax.while_loop``
-vmapped over replicate datasets.
+``init``/``step`` are pure functions of an ``OuterState``; ``minimize_in_graph`` runs them in
+a bounded ``lax.while_loop``: ``pkmix.fit`` compiles it once per model and data shape
+(the covariance step reuses it with ``max_iter=0``), and ``fit_batch`` vmaps it over
+replicate datasets.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class OuterState(NamedTuple):
     value: jax.Array
     grad: jax.Array
     ofvs: jax.Array  # per subject, at x
+    jac: jax.Array  # per-subject gradients at x [N, p] (the covariance step's S matrix)
     etas: jax.Array  # modes at x
+    etas_converged: jax.Array  # their convergence flags
     direction: jax.Array
     step: jax.Array  # current trial step length
     lbfgs: optax.OptState
@@ -78,14 +81,16 @@ def init(settings: OuterSettings, x0, etas0) -> OuterState:
     """A state whose first trial point is ``x0`` (accepted unconditionally)."""
     n, s = x0.shape[0], etas0.shape[0]
     return OuterState(
-        x=x0, value=jnp.asarray(jnp.inf), grad=jnp.zeros(n), ofvs=jnp.full(s, jnp.inf), etas=etas0,
+        x=x0, value=jnp.asarray(jnp.inf), grad=jnp.zeros(n), ofvs=jnp.full(s, jnp.inf), jac=jnp.zeros((s, n)),
+        etas=etas0,
+        etas_converged=jnp.zeros(s, bool),
         direction=jnp.zeros(n), step=jnp.asarray(0.0), lbfgs=_lbfgs(settings).init(x0),
         iterations=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32),
         stall=jnp.zeros((), jnp.int32), status=jnp.asarray(STATUS_RUNNING, jnp.int32),
     )
 
 
-def step(settings: OuterSettings, state: OuterState, ofvs, jac, etas) -> OuterState:
+def step(settings: OuterSettings, state: OuterState, ofvs, jac, etas, etas_converged, max_iter=None) -> OuterState:
     """Take the evaluation (per-subject OFVs, their gradients, modes) at ``state.trial``
     and decide: accept it and choose the next direction, or shorten the step."""
     value = jnp.sum(ofvs)
@@ -120,7 +125,8 @@ def step(settings: OuterSettings, state: OuterState, ofvs, jac, etas) -> OuterSt
     status_accepted = jnp.where(
         gmax < settings.gtol, STATUS_GRADIENT,
         jnp.where(stall >= settings.patience, STATUS_NO_PROGRESS,
-                  jnp.where(iterations >= settings.max_iter, STATUS_MAX_ITER, STATUS_RUNNING)))
+                  jnp.where(iterations >= (settings.max_iter if max_iter is None else max_iter),
+                            STATUS_MAX_ITER, STATUS_RUNNING)))
     # Rejected: halve the step (the trial was worse or not finite).
     half = 0.5 * state.step
     status_rejected = jnp.where(first, STATUS_NONFINITE,
@@ -132,7 +138,9 @@ def step(settings: OuterSettings, state: OuterState, ofvs, jac, etas) -> OuterSt
         value=pick(value, state.value),
         grad=pick(grad, state.grad),
         ofvs=pick(ofvs, state.ofvs),
+        jac=pick(jac, state.jac),
         etas=pick(etas, state.etas),
+        etas_converged=pick(etas_converged, state.etas_converged),
         direction=pick(direction, state.direction),
         step=pick(jnp.asarray(1.0), half),
         lbfgs=jax.tree_util.tree_map(pick, new_memory, state.lbfgs),
@@ -145,52 +153,57 @@ def step(settings: OuterSettings, state: OuterState, ofvs, jac, etas) -> OuterSt
 
 class _Progress:
     """Prints iteration, OFV and gradient once a fit has run for a couple of seconds, at
-    most twice a second (so logs are not flooded)."""
+    most twice a second (so logs are not flooded). Called from inside the compiled loop
+    through ``jax.debug.callback``; ``reset`` arms it for one fit."""
 
-    def __init__(self, enabled: bool, after_s: float = 2.0):
+    def __init__(self):
+        self.reset(False)
+
+    def reset(self, enabled: bool, after_s: float = 2.0):
         self.start = time.perf_counter()
         self.enabled = enabled
         self.after_s = after_s
         self.last = -1.0
 
-    def __call__(self, state: OuterState, force=False):
+    def __call__(self, iterations, value, gmax):
         if not self.enabled:
             return
         now = time.perf_counter() - self.start
-        if force or (now >= self.after_s and now - self.last >= 0.5):
+        if now >= self.after_s and now - self.last >= 0.5:
             self.last = now
-            gmax = float(jnp.max(jnp.abs(state.grad), initial=0.0))
-            print(f"  iteration {int(state.iterations):4d}   OFV {float(state.value):14.4f}   "
-                  f"max|grad| {gmax:10.3g}   ({now:.1f} s)", flush=True)
+            print(f"  iteration {int(iterations):4d}   OFV {float(value):14.4f}   "
+                  f"max|grad| {float(gmax):10.3g}   ({now:.1f} s)", flush=True)
 
 
-_step_jit = jax.jit(step, static_argnums=0)
+PROGRESS = _Progress()
 
 
-def minimize_on_host(evaluate, settings: OuterSettings, x0, etas0, *, progress: bool = False) -> OuterState:
-    """Run the loop from Python; ``evaluate(x, etas) -> (ofvs, jac, etas)`` is compiled."""
-    state = init(settings, x0, etas0)
-    report = _Progress(progress)
-    while int(state.status) == STATUS_RUNNING:
-        ofvs, jac, etas = evaluate(state.trial, state.etas)
-        accepted_before = int(state.iterations)
-        state = _step_jit(settings, state, ofvs, jac, etas)
-        if int(state.iterations) != accepted_before:
-            report(state)
-        if int(state.evaluations) > 20 * settings.max_iter + 100:  # a line search that never ends
-            state = state._replace(status=jnp.asarray(STATUS_NO_DESCENT, jnp.int32))
-    return state
+def minimize_in_graph(model, method, opts, transform, settings: OuterSettings, x0, base, etas0, batch,
+                      max_iter=None, *, report_progress: bool = False):
+    """The whole fit as one bounded ``lax.while_loop`` (vmappable over replicates).
 
-
-def minimize_in_graph(model, method, opts, transform, settings: OuterSettings, x0, base, etas0, batch):
-    """The same loop as one bounded ``lax.while_loop`` (vmappable over replicates)."""
+    ``max_iter`` may be a traced integer: with 0 the program evaluates the OFV, the
+    per-subject gradients and the modes at ``x0`` and stops, which is how the
+    covariance step reuses this compiled program at perturbed points.
+    """
+    limit = settings.max_iter if max_iter is None else max_iter
 
     def cond(s):
-        return (s.status == STATUS_RUNNING) & (s.evaluations < 20 * settings.max_iter + 100)
+        # One stubborn member of a vmapped batch cannot hold the others forever.
+        return (s.status == STATUS_RUNNING) & (s.evaluations < 20 * limit + 100)
 
     def body(s):
-        ofvs, jac, etas = gradient_program(model, method, opts, transform, settings.inner_max_iter,
-                                           settings.inner_tol, s.trial, base, s.etas, batch)
-        return step(settings, s, ofvs, jac, etas)
+        out = gradient_program(model, method, opts, transform, settings.inner_max_iter,
+                               settings.inner_tol, s.trial, base, s.etas, batch)
+        new = step(settings, s, *out, max_iter=limit)
+        if report_progress:
+            jax.lax.cond(new.iterations > s.iterations,
+                         lambda: jax.debug.callback(PROGRESS, new.iterations, new.value,
+                                                    jnp.max(jnp.abs(new.grad), initial=0.0)),
+                         lambda: None)
+        return new
 
-    return jax.lax.while_loop(cond, body, init(settings, x0, etas0))
+    state = jax.lax.while_loop(cond, body, init(settings, x0, etas0))
+    # A loop cut short by the evaluation bound ends in a line search: say so.
+    return state._replace(status=jnp.where(state.status == STATUS_RUNNING, STATUS_NO_DESCENT,
+                                           state.status).astype(jnp.int32))

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("check", "predict", "fit", "evaluate", "dose", "simulate", "report")
+SUBCOMMANDS = ("check", "predict", "fit", "dose", "simulate", "report")  # fit also registers evaluate
 
 
 def build_parser() -> argparse.ArgumentParser:

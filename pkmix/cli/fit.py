@@ -1,0 +1,121 @@
+"""``pkmix fit MODEL DATA [--method ...] [--out DIR]`` and ``pkmix evaluate``.
+
+``fit`` estimates the model, prints the parameter table, and writes DIR/results.json
+(every key of the results contract in DESIGN.md, plus ``model_path`` and ``data_path``),
+DIR/parameters.csv and DIR/table.csv. ``evaluate`` computes the OFV at the model's
+initial values (or ``--params``) without estimating, like NONMEM's MAXEVAL=0.
+Exit status: 0 converged, 1 a fit that did not converge (results are still written),
+2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from pathlib import Path
+
+from ._common import CLIError, default_data_for, error_exit, load_model
+
+METHODS = ("fo", "foce", "focei", "laplace")
+
+
+def _common_arguments(parser):
+    parser.add_argument("model", metavar="MODEL",
+                        help="a .py file defining a module-level `model`, or a library model name")
+    parser.add_argument("data", metavar="DATA", nargs="?",
+                        help="NONMEM-format CSV (default: the only CSV next to MODEL)")
+    parser.add_argument("--method", choices=METHODS, default="focei", help="estimation method (default focei)")
+    parser.add_argument("--out", metavar="DIR", help="write results.json, parameters.csv and table.csv here")
+    parser.add_argument("--params", metavar="FILE",
+                        help="JSON initial/fixed values: {name: value} or a fit's results.json")
+    parser.add_argument("--npde-samples", type=int, default=1000, help="simulations per subject for NPDE")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for NPDE")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("fit", help="estimate a population model (FO, FOCE, FOCE-I, Laplace)",
+                                   description="Estimate a model and write the results.")
+    _common_arguments(parser)
+    parser.add_argument("--max-iter", type=int, default=500, help="outer iteration limit (default 500)")
+    parser.add_argument("--covariance", choices=("sandwich", "r", "s", "none"), default="sandwich",
+                        help="covariance step: R^-1 S R^-1 (default), R-only, S-only, or none")
+    parser.add_argument("--report", action="store_true", help="also write DIR/report.html")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.set_defaults(run=run_fit)
+
+    ev = subparsers.add_parser("evaluate", help="the OFV at given parameter values, without estimation",
+                               description="OFV, EBEs and diagnostics at fixed parameter values (MAXEVAL=0).")
+    _common_arguments(ev)
+    ev.set_defaults(run=run_evaluate)
+    return parser
+
+
+def _inputs(args):
+    data = args.data or default_data_for(args.model)
+    if data is None:
+        raise CLIError(f"no DATA given and no single CSV next to {args.model}")
+    model = load_model(args.model)
+    params = None
+    if args.params:
+        from .predict import read_params
+
+        params = read_params(args.params, model)
+    return model, data, params
+
+
+def write_outputs(result, out: str | os.PathLike, *, model_path: str, data_path: str) -> Path:
+    """results.json, parameters.csv and table.csv in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = result.to_dict()
+    payload["model_path"] = str(Path(model_path).resolve()) if Path(model_path).exists() else model_path
+    payload["data_path"] = str(Path(data_path).resolve())
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    result.parameters().to_csv(out / "parameters.csv", index=False)
+    try:
+        result.table().to_csv(out / "table.csv", index=False)
+    except ValueError:
+        pass  # no diagnostics computed
+    return out
+
+
+def _run(args, estimate: bool) -> int:
+    from .. import DatasetError, ModelError, evaluate, fit
+
+    try:
+        model, data, params = _inputs(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if estimate:
+                result = fit(model, data, method=args.method, params=params, max_iter=args.max_iter,
+                             covariance=args.covariance, progress=not args.quiet,
+                             npde_samples=args.npde_samples, seed=args.seed)
+            else:
+                result = evaluate(model, data, method=args.method, params=params,
+                                  npde_samples=args.npde_samples, seed=args.seed)
+    except DatasetError as e:
+        print(str(e))
+        return 2
+    except (ModelError, CLIError, FileNotFoundError, ValueError) as e:
+        return error_exit(str(e))
+    for w in caught:
+        print(f"warning: {w.message}")
+    print(result)
+    if args.out:
+        out = write_outputs(result, args.out, model_path=args.model, data_path=data)
+        if estimate and getattr(args, "report", False):
+            from ..report import write_report
+
+            write_report(result, out / "report.html")
+        print(f"\nwrote {out}/results.json, parameters.csv, table.csv")
+    return 0 if result.converged else 1
+
+
+def run_fit(args) -> int:
+    return _run(args, estimate=True)
+
+
+def run_evaluate(args) -> int:
+    return _run(args, estimate=False)

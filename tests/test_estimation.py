@@ -1,0 +1,191 @@
+"""Estimation: gradients against finite differences, the theophylline fit against
+nlmixr2, no recompilation, results contract, and clear failures.
+
+Each compiled program costs seconds to tens of seconds on a 2-core CPU, so fixtures
+are module-scoped and the small Wang (2007) dataset carries the derivative checks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import pkmix
+from pkmix import _compile
+from pkmix._estimation.covariance import gradient_program
+from pkmix._estimation.fit import _options, transform_for
+from pkmix._estimation.methods import get_method
+from pkmix._predict import bind
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+
+
+def load_example(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / name / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.model
+
+
+def wang_free(structure="closed"):
+    """Wang's model with every parameter free (proportional error)."""
+    if structure == "closed":
+        struct = pkmix.one_compartment()
+    else:
+        struct = pkmix.ODE(["central"], lambda t, a, p: {"central": -p.cl / p.v * a.central})
+    return pkmix.Model(
+        name=f"wang_free_{structure}",
+        theta={"TVK": pkmix.Theta(0.45, lower=0)},
+        omega={"ETA1": 0.05},
+        sigma={"SIG": pkmix.Variance(0.12)},
+        individual=lambda p: {"cl": p.TVK * jnp.exp(p.ETA1), "v": 1.0},
+        structure=struct,
+        observe=lambda a, p: a.central / p.v,
+        error=pkmix.proportional("SIG"),
+    )
+
+
+def ofv_and_gradient(model, data, method, x):
+    method = get_method(method)
+    dataset, batch = bind(model, data)
+    opts = _options(method, batch, "nonmem")
+    transform = transform_for(model)
+    base = model.initial_values()
+    etas0 = jnp.zeros((dataset.n_subjects, model.n_eta_total(batch.n_occasions)))
+    executable, _ = _compile.compiled(gradient_program, (model, method, opts, transform, 100, 1e-10),
+                                      x, base, etas0, batch)
+
+    def at(z):
+        ofvs, jac, _, _ = executable(jnp.asarray(z), base, etas0, batch)
+        return float(jnp.sum(ofvs)), np.asarray(jnp.sum(jac, axis=0))
+
+    return at
+
+
+@pytest.fixture(scope="module")
+def wang():
+    return pkmix.read_nonmem(DATA / "wang2007.csv")
+
+
+@pytest.mark.parametrize("method", ["fo", "foce", "focei", "laplace"])
+def test_gradient_matches_central_differences(wang, method):
+    model = wang_free()
+    x = transform_for(model).to_vector(model.initial_values(), model.initial_values()) + 0.1
+    at = ofv_and_gradient(model, wang, method, x)
+    _, grad = at(x)
+    h = 1e-5
+    for k in range(x.shape[0]):
+        e = np.zeros(x.shape[0])
+        e[k] = h
+        fd = (at(x + e)[0] - at(x - e)[0]) / (2 * h)
+        assert grad[k] == pytest.approx(fd, rel=1e-4, abs=1e-6), (method, k)
+
+
+def test_ode_gradient_and_ofv_match_closed_form(wang):
+    closed, ode = wang_free("closed"), wang_free("ode")
+    x = transform_for(closed).to_vector(closed.initial_values(), closed.initial_values()) + 0.1
+    at_closed = ofv_and_gradient(closed, wang, "focei", x)
+    at_ode = ofv_and_gradient(ode, wang, "focei", x)
+    v_closed, g_closed = at_closed(x)
+    v_ode, g_ode = at_ode(x)
+    assert v_ode == pytest.approx(v_closed, abs=1e-3)
+    np.testing.assert_allclose(g_ode, g_closed, rtol=1e-5, atol=1e-6)
+    h = 1e-5
+    for k in range(x.shape[0]):
+        e = np.zeros(x.shape[0])
+        e[k] = h
+        fd = (at_ode(x + e)[0] - at_ode(x - e)[0]) / (2 * h)
+        assert g_ode[k] == pytest.approx(fd, rel=1e-4, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def theo_fit():
+    model = load_example("theophylline")
+    return model, pkmix.fit(model, DATA / "theo_sd.csv", method="focei", progress=False, npde_samples=200)
+
+
+def test_theophylline_focei_matches_nlmixr2(theo_fit):
+    _, r = theo_fit
+    assert r.converged, r.message
+    assert abs(r.ofv - 116.804) < 0.05
+    assert abs(r.minus2ll - 359.404) < 0.05
+    nlmixr2 = {"tka": 0.4663, "tcl": 1.012, "tv": 3.460}
+    for name, ref in nlmixr2.items():
+        assert r.theta[name] == pytest.approx(ref, rel=0.01), name
+    assert r.sigma["add_sd"] == pytest.approx(0.6947, rel=0.01)
+    omegas = {"eta_ka": 0.3988, "eta_cl": 0.0694, "eta_v": 0.0191}
+    for name, ref in omegas.items():
+        assert r.omega.loc[name, name] == pytest.approx(ref, rel=0.05), name
+    # Sandwich SEs of the thetas against nlmixr2's (a looser check: nlmixr2 reports its
+    # own covariance form).
+    assert r.se["tcl"] == pytest.approx(0.0837, rel=0.25)
+    assert r.se["tv"] == pytest.approx(0.0465, rel=0.25)
+
+
+def test_second_fit_compiles_nothing(theo_fit):
+    model, first = theo_fit
+    before = _compile.STATS["compiles"]
+    again = pkmix.fit(model, DATA / "theo_sd.csv", method="focei", progress=True, npde_samples=200)
+    assert _compile.STATS["compiles"] == before
+    assert again.timing["compile_s"] == 0.0
+    assert again.ofv == pytest.approx(first.ofv, abs=1e-9)
+
+
+def test_results_contract(theo_fit, tmp_path):
+    _, r = theo_fit
+    d = json.loads(r.to_json(tmp_path / "results.json"))
+    for key in ("pkmix_version", "model", "method", "n_subjects", "n_observations", "ofv", "minus2ll", "aic",
+                "bic", "converged", "message", "iterations", "theta", "omega", "sigma", "se", "rse_percent",
+                "shrinkage_percent", "timing", "device"):
+        assert key in d, key
+    assert set(d["timing"]) >= {"total_s", "compile_s", "estimation_s", "covariance_s"}
+    assert d["omega"]["names"] == ["eta_ka", "eta_cl", "eta_v"]
+    assert "omega(eta_cl,eta_cl)" in d["se"] and "add_sd" in d["se"]
+    assert d["aic"] == pytest.approx(d["minus2ll"] + 2 * 7)
+    table = r.table()
+    assert list(table.columns[:14]) == ["ID", "TIME", "DV", "EVID", "MDV", "BLQ", "PRED", "IPRED", "RES", "IRES",
+                                        "WRES", "CWRES", "IWRES", "NPDE"]
+    obs = table[table.EVID == 0]
+    assert obs[["PRED", "IPRED", "CWRES", "IWRES", "NPDE"]].notna().all().all()
+    # CWRES of a well-specified fit: mean near 0, SD near 1.
+    assert abs(obs.CWRES.mean()) < 0.3 and 0.6 < obs.CWRES.std() < 1.4
+    text = str(r)
+    assert "OFV" in text and "tka" in text and "converged" in text
+
+
+def test_bad_start_is_reported_not_hidden(theo_fit):
+    model, _ = theo_fit
+    r = pkmix.fit(model, DATA / "theo_sd.csv", params={"tv": 30.0, "tcl": -20.0}, max_iter=3,
+                  progress=False, covariance="none", diagnostics=False)
+    assert not r.converged
+    assert "iteration limit" in r.message or "line search" in r.message
+    assert all(math.isfinite(v) for v in r.theta.values())
+
+
+def test_blq_needs_a_conditional_method(wang):
+    frame = wang.to_frame()
+    frame["LLOQ"] = 4.0
+    model = wang_free()
+    with pytest.raises(pkmix.ModelError, match="M3"):
+        pkmix.evaluate(model, frame, method="foce")
+
+
+def test_bad_data_fails_clearly(theo_fit, tmp_path):
+    model, _ = theo_fit
+    frame = pd.read_csv(DATA / "theo_sd.csv").astype(object)
+    frame.loc[3, "TIME"] = -1.0
+    frame.loc[5, "DV"] = "abc"
+    with pytest.raises(pkmix.DatasetError) as err:
+        pkmix.fit(model, frame, progress=False)
+    text = str(err.value)
+    assert "TIME" in text and "DV" in text
