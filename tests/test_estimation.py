@@ -62,7 +62,7 @@ def ofv_and_gradient(model, data, method, x):
     transform = transform_for(model)
     base = model.initial_values()
     etas0 = jnp.zeros((dataset.n_subjects, model.n_eta_total(batch.n_occasions)))
-    executable, _ = _compile.compiled(gradient_program, (model, method, opts, transform, 100, 1e-10),
+    executable, _ = _compile.compiled(gradient_program, (model, method, opts, transform, 100, 1e-14),
                                       x, base, etas0, batch)
 
     def at(z):

@@ -46,7 +46,7 @@ class OuterSettings(NamedTuple):
     ftol: float = 1e-10  # relative change of OFV regarded as no change
     patience: int = 5
     inner_max_iter: int = 100
-    inner_tol: float = 1e-8
+    inner_tol: float = 1e-12  # Newton decrement of l (OFV units)
     memory_size: int = 10
     armijo: float = 1e-4
     min_step: float = 1e-12

@@ -1,0 +1,158 @@
+"""Fit benchmarks (FOCE-I): cold processes, warm fits, and simulated datasets.
+
+Prints one table. Each row:
+  * cold (no cache): a fresh Python process with an empty JAX compilation cache: import,
+    compile, fit, covariance step (wall time of the whole process);
+  * cold (cache): the same again, a new process reusing the persistent compilation cache;
+  * warm fit: in one process, the second fit of the same model and data shape (nothing
+    compiles), covariance step included; minimum of 3 repeats;
+  * compile: what the first in-process fit spent compiling.
+Run: python benchmarks/bench_fit.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def simulated(n_subjects, n_obs, two_cmt, seed=1):
+    """A 1- or 2-cmt oral dataset simulated with numpy (true parameters near the fit's start)."""
+    rng = np.random.default_rng(seed)
+    times = np.geomspace(0.25, 24.0, n_obs)
+    rows = []
+    for i in range(1, n_subjects + 1):
+        ka, cl, v = np.exp(np.log([1.2, 3.0, 30.0]) + rng.normal(0, 0.25, 3))
+        if two_cmt:
+            q, v2 = 2.0, 40.0
+            k10, k12, k21 = cl / v, q / v, q / v2
+            s = k10 + k12 + k21
+            disc = np.sqrt(s * s - 4 * k10 * k21)
+            a, b = (s + disc) / 2, (s - disc) / 2
+            c = 100 * ka / v * ((k21 - a) / ((ka - a) * (b - a)) * np.exp(-a * times)
+                                + (k21 - b) / ((ka - b) * (a - b)) * np.exp(-b * times)
+                                + (k21 - ka) / ((a - ka) * (b - ka)) * np.exp(-ka * times))
+        else:
+            k = cl / v
+            c = 100 * ka / (v * (ka - k)) * (np.exp(-k * times) - np.exp(-ka * times))
+        dv = c * (1 + 0.1 * rng.normal(size=times.size))
+        rows.append(dict(ID=i, TIME=0.0, DV=0.0, AMT=100.0, EVID=1, MDV=1, CMT=1))
+        rows += [dict(ID=i, TIME=t, DV=y, AMT=0.0, EVID=0, MDV=0, CMT=2) for t, y in zip(times, dv)]
+    return pd.DataFrame(rows)
+
+
+MODEL_CODE = {
+    "1cmt": "pkmix.one_compartment(depot=True)",
+    "2cmt": "pkmix.two_compartment(depot=True)",
+}
+
+
+def model_source(structure, ode):
+    if structure == "1cmt":
+        ind = '{"ka": jnp.exp(p.tka + p.eta_ka), "cl": jnp.exp(p.tcl + p.eta_cl), "v": jnp.exp(p.tv + p.eta_v)}'
+        theta = '{"tka": 0.1, "tcl": 1.0, "tv": 3.3}'
+        rhs = ('lambda t, a, p: {"depot": -p.ka * a.depot, "central": p.ka * a.depot - p.cl / p.v * a.central}')
+        cmts = '["depot", "central"]'
+        obs = "a.central / p.v"
+    else:
+        ind = ('{"ka": jnp.exp(p.tka + p.eta_ka), "cl": jnp.exp(p.tcl + p.eta_cl), "v1": jnp.exp(p.tv + p.eta_v),'
+               ' "q": jnp.exp(p.tq), "v2": jnp.exp(p.tv2)}')
+        theta = '{"tka": 0.1, "tcl": 1.0, "tv": 3.3, "tq": 0.7, "tv2": 3.7}'
+        rhs = ('lambda t, a, p: {"depot": -p.ka * a.depot, "central": p.ka * a.depot - (p.cl + p.q) / p.v1 * a.central'
+               ' + p.q / p.v2 * a.peripheral, "peripheral": p.q / p.v1 * a.central - p.q / p.v2 * a.peripheral}')
+        cmts = '["depot", "central", "peripheral"]'
+        obs = "a.central / p.v1"
+    struct = f"pkmix.ODE({cmts}, {rhs}, rtol=1e-8, atol=1e-10)" if ode else MODEL_CODE[structure]
+    return textwrap.dedent(f"""
+        import jax.numpy as jnp
+        import pkmix
+        model = pkmix.Model(name="{structure}{'_ode' if ode else ''}", theta={theta},
+            omega={{"eta_ka": 0.1, "eta_cl": 0.1, "eta_v": 0.1}}, sigma={{"prop_sd": 0.2}},
+            individual=lambda p: {ind}, structure={struct},
+            observe=lambda a, p: {obs}, error=pkmix.proportional("prop_sd"))
+    """)
+
+
+def cold_process(model_py, data_csv, cache_dir):
+    code = textwrap.dedent(f"""
+        import runpy, pkmix
+        model = runpy.run_path({str(model_py)!r})["model"]
+        r = pkmix.fit(model, {str(data_csv)!r}, progress=False)
+        print(repr(r.ofv), r.converged)
+    """)
+    env = dict(os.environ, PKMIX_CACHE_DIR=str(cache_dir))
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, out.stdout.strip()
+
+
+def in_process(model_py, data_csv, repeats=3):
+    import runpy
+
+    import pkmix
+
+    model = runpy.run_path(str(model_py))["model"]
+    data = pkmix.read_nonmem(data_csv)
+    first = pkmix.fit(model, data, progress=False)
+    warm = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        r = pkmix.fit(model, data, progress=False)
+        warm.append(time.perf_counter() - start)
+    return first, r, min(warm)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="only theophylline and phenobarbital")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold-process rows")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pkmix_bench_"))
+    cases = [
+        ("theophylline (12 subj)", ROOT / "examples/theophylline/model.py", ROOT / "examples/theophylline/theo_sd.csv"),
+        ("phenobarbital (59 subj)", ROOT / "examples/phenobarbital/model.py",
+         ROOT / "examples/phenobarbital/pheno.csv"),
+    ]
+    if not args.quick:
+        for n, structure, ode, n_obs in ((120, "1cmt", False, 19), (120, "2cmt", False, 19),
+                                         (120, "1cmt", True, 19), (120, "2cmt", True, 19),
+                                         (1000, "1cmt", False, 10)):
+            label = f"simulated {structure}{' ODE' if ode else ''} ({n} subj x {n_obs} obs)"
+            model_py = work / f"model_{structure}_{ode}.py"
+            model_py.write_text(model_source(structure, ode))
+            data_csv = work / f"data_{structure}_{n}.csv"
+            if not data_csv.exists():
+                simulated(n, n_obs, structure == "2cmt").to_csv(data_csv, index=False)
+            cases.append((label, model_py, data_csv))
+
+    rows = []
+    for label, model_py, data_csv in cases:
+        row = {"case": label}
+        if not args.no_cold:
+            cache = Path(tempfile.mkdtemp(prefix="cache_", dir=work))
+            row["cold no cache (s)"], _ = cold_process(model_py, data_csv, cache)
+            row["cold with cache (s)"], _ = cold_process(model_py, data_csv, cache)
+        first, last, warm = in_process(model_py, data_csv)
+        row.update({"compile (s)": first.timing["compile_s"], "warm fit+cov (s)": warm,
+                    "iterations": last.iterations, "OFV": last.ofv, "converged": last.converged})
+        rows.append(row)
+        print(pd.DataFrame([row]).to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
+    import jax
+
+    print(f"\nFOCE-I, sandwich covariance step, {os.cpu_count()} CPU cores, device {jax.devices()[0]}")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()
