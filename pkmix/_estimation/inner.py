@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .._linalg import spd_inv, spd_solve
@@ -27,8 +28,12 @@ class InnerResult(NamedTuple):
     grad_norm: jax.Array  # the Newton decrement g' M^-1 g at the last evaluation
 
 
+# Step lengths tried along each Newton direction, longest first.
+STEP_CANDIDATES = np.array([1.0, 0.5, 0.25, 0.0625, 1.0 / 256, 1.0 / 4096, 1.0 / 65536])
+
+
 def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, max_iter=100, tol=1e-12,
-              max_halvings=40) -> InnerResult:
+              ) -> InnerResult:
     def evaluate(eta):
         p = pieces(model, values, eta, subject, opts)
         l = m2ll(model, values, eta, subject, opts, omega_inv, logdet_omega, p)
@@ -64,17 +69,15 @@ def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, ma
         gnorm = jnp.abs(slope)
         converged = gnorm < tol
 
-        def ls_cond(c):
-            t, l_new, k = c
-            return (l_new > l + 1e-4 * t * slope) & (k < max_halvings)
-
-        def ls_body(c):
-            t, _, k = c
-            t = 0.5 * t
-            return t, value(s.eta + t * direction), k + 1
-
-        # Starts at t = 2 so the first pass of the loop tries the full Newton step.
-        t, l_new, _ = lax.while_loop(ls_cond, ls_body, (2.0, jnp.inf, 0))
+        # Backtracking without a nested loop: the candidate step lengths are evaluated
+        # together (one vmapped prediction) and the longest that satisfies Armijo's
+        # condition is taken. Gauss-Newton steps nearly always take the first.
+        steps = jnp.asarray(STEP_CANDIDATES)
+        trial = jax.vmap(lambda t: value(s.eta + t * direction))(steps)
+        ok = trial <= l + 1e-4 * steps * slope
+        first_ok = jnp.argmax(ok)
+        t = jnp.where(jnp.any(ok), steps[first_ok], 0.0)
+        l_new = jnp.where(jnp.any(ok), trial[first_ok], jnp.inf)
         accepted = (l_new <= l + 1e-4 * t * slope) & ~converged
         step = jnp.where(accepted, t * direction, 0.0)
         stalled = ~converged & (~accepted | (jnp.max(jnp.abs(step), initial=0.0) < 1e-12))

@@ -127,8 +127,13 @@ def step(settings: OuterSettings, state: OuterState, ofvs, jac, etas, etas_conve
         jnp.where(stall >= settings.patience, STATUS_NO_PROGRESS,
                   jnp.where(iterations >= (settings.max_iter if max_iter is None else max_iter),
                             STATUS_MAX_ITER, STATUS_RUNNING)))
-    # Rejected: halve the step (the trial was worse or not finite).
-    half = 0.5 * state.step
+    # Rejected: shorten the step to the minimiser of the quadratic through the OFV and
+    # slope at the accepted point and the OFV at the trial, kept within [0.1, 0.5] of
+    # the step (plain halving when the trial was not finite).
+    curvature = value - state.value - state.step * slope
+    quad = -slope * state.step**2 / (2.0 * jnp.where(curvature > 0, curvature, 1.0))
+    half = jnp.where(finite & (curvature > 0),
+                     jnp.clip(quad, 0.1 * state.step, 0.5 * state.step), 0.5 * state.step)
     status_rejected = jnp.where(first, STATUS_NONFINITE,
                                 jnp.where(half * jnp.max(jnp.abs(state.direction), initial=0.0) < settings.min_step,
                                           STATUS_NO_DESCENT, STATUS_RUNNING))
