@@ -1,0 +1,474 @@
+"""Visual predictive check: the plot, the binned summary it draws, and a fallback simulation.
+
+**The VPC data layout** ``vpc_plot`` draws (what ``vpc_summary`` returns) is a dict
+(or any object with these attributes):
+
+* ``"bins"`` -- a DataFrame, one row per time bin, with columns
+
+  - ``time``: where the bin is drawn (the median observation time in the bin);
+    ``time_lo``, ``time_hi``: its edges; ``n_obs``: observations in it;
+  - for each percentile ``q`` (default 5, 50, 95; named with ``f"p{q:g}"``):
+    ``obs_p{q}`` -- the observed percentile; ``sim_p{q}_lo``, ``sim_p{q}_med``,
+    ``sim_p{q}_hi`` -- the lower CI bound, median and upper CI bound of that percentile
+    across simulated replicates;
+  - when there is a limit of quantification: ``obs_blq`` (observed fraction BLQ) and
+    ``sim_blq_lo``, ``sim_blq_med``, ``sim_blq_hi`` (its simulated CI).
+
+  Percentiles that fall below the LLOQ are NaN (censored: they are not drawn).
+* ``"observed"`` -- a DataFrame of the observations (``TIME``, ``DV``, ``BLQ``), optional.
+* ``"percentiles"`` -- the ``q`` values (inferred from the columns when absent);
+  ``"ci"`` -- the CI level (e.g. 0.95); ``"lloq"`` -- a scalar LLOQ or None;
+  ``"n_sim"`` -- number of replicates; ``"pred_corrected"`` -- a bool. All optional.
+
+A bare ``bins`` DataFrame is accepted too.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from ._common import OBS_COLOR, REF_COLOR, new_figure
+
+_BAND_COLORS = {"outer": "#4a90d9", "median": "#e06666"}
+_LINE_COLORS = {"outer": "#1f4e79", "median": "#a61c00"}
+
+
+def _pname(q: float) -> str:
+    return f"p{q:g}"
+
+
+# --------------------------------------------------------------------------- binning
+def time_bins(times, n_bins: int = 10, *, min_obs: int = 5) -> np.ndarray:
+    """Bin edges for observation times: the split of the distinct times into ``n_bins``
+    groups with the least within-group sum of squares of log(time + c) (1-D k-means
+    solved exactly by dynamic programming, as in Jenks' natural breaks), so the clusters of a sampling
+    design (0.25, 0.5, 1, 2 h ...) each get their own bin. Then each bin with fewer than
+    ``min_obs`` observations is merged into its smaller neighbour.
+
+    Returns:
+        Increasing edges; edge k lies halfway between the last time of group k and the
+        first of group k + 1, the first and last edges are the extreme times.
+    """
+    t = np.asarray(times, dtype=float)
+    t = t[np.isfinite(t)]
+    if t.size == 0:
+        raise ValueError("time_bins: no finite times")
+    values, counts = np.unique(t, return_counts=True)
+    n = values.size
+    k = max(1, min(int(n_bins), n))
+    if n > 3000:  # the exact split is O(k n^2); quantile edges serve for large irregular data
+        edges = np.unique(np.quantile(t, np.linspace(0.0, 1.0, k + 1)))
+        return edges
+    w = counts.astype(float)
+    # Cluster on log(time + c): PK designs sample densely early and sparsely late, and on
+    # the raw scale the spread of the late samples (24 h +- 1 h) would outweigh the gaps
+    # between the early ones (0.25 h vs 0.5 h). c, a tenth of the median time since the
+    # first, keeps time 0 and the first samples apart without stretching them.
+    shifted = values - values[0]
+    c = 0.1 * float(np.median(np.repeat(shifted, counts)))
+    c = c if c > 0 else 0.1 * max(float(shifted[-1]), 1e-12)
+    u = np.log(shifted + c)
+    cw = np.concatenate([[0.0], np.cumsum(w)])
+    cx = np.concatenate([[0.0], np.cumsum(w * u)])
+    cxx = np.concatenate([[0.0], np.cumsum(w * u**2)])
+
+    def sse(i, j):  # groups values[i:j] (arrays of i for one j)
+        ww = cw[j] - cw[i]
+        sx = cx[j] - cx[i]
+        return (cxx[j] - cxx[i]) - np.where(ww > 0, sx * sx / np.where(ww > 0, ww, 1.0), 0.0)
+
+    inf = np.inf
+    cost = np.full((k + 1, n + 1), inf)
+    arg = np.zeros((k + 1, n + 1), dtype=int)
+    cost[0, 0] = 0.0
+    for m in range(1, k + 1):
+        for j in range(m, n + 1):
+            i = np.arange(m - 1, j)
+            c = cost[m - 1, i] + sse(i, j)
+            best = int(np.argmin(c))
+            cost[m, j] = c[best]
+            arg[m, j] = i[best]
+    cuts = []
+    j = n
+    for m in range(k, 0, -1):
+        i = arg[m, j]
+        cuts.append(i)
+        j = i
+    starts = sorted(cuts)[1:]  # first index of groups 2..k
+    # A bin of a handful of observations has no meaningful 5th or 95th percentile: merge
+    # each bin under ``min_obs`` into its smaller neighbour.
+    bounds = [0, *starts, n]
+    sizes = [int(w[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+    while len(sizes) > 1 and min(sizes) < min_obs:
+        i = int(np.argmin(sizes))
+        j = i - 1 if i == len(sizes) - 1 or (i > 0 and sizes[i - 1] <= sizes[i + 1]) else i + 1
+        lo = min(i, j)
+        sizes[lo:lo + 2] = [sizes[lo] + sizes[lo + 1]]
+        del bounds[lo + 1]
+    inner = [(values[s - 1] + values[s]) / 2.0 for s in bounds[1:-1]]
+    return np.array([values[0], *inner, values[-1]])
+
+
+def _assign(times, edges):
+    idx = np.searchsorted(edges, times, side="right") - 1
+    return np.clip(idx, 0, len(edges) - 2)
+
+
+# --------------------------------------------------------------------------- summary
+def vpc_summary(time, dv, simulated, *, bins=10, percentiles=(5, 50, 95), ci: float = 0.95,
+                lloq=None, blq=None, pred_corrected: bool = False) -> dict:
+    """The binned VPC statistics from observations and simulated replicates.
+
+    Args:
+        time: observation times [n_obs].
+        dv: observed values [n_obs] (BLQ ones may hold anything: see ``blq``).
+        simulated: simulated values at the same records, [n_sim, n_obs].
+        bins: the number of bins (edges by ``time_bins``) or the edges themselves.
+        percentiles: percentiles to summarise (0-100).
+        ci: level of the simulated percentiles' intervals.
+        lloq: scalar or per-observation limit of quantification (None: no censoring).
+        blq: per-observation flag that the observation was BLQ (default ``dv < lloq``).
+        pred_corrected: record that the values were prediction-corrected (for labels).
+
+    Returns:
+        The VPC data layout documented in this module.
+    """
+    time = np.asarray(time, dtype=float)
+    dv = np.asarray(dv, dtype=float)
+    sim = np.asarray(simulated, dtype=float)
+    if sim.ndim != 2 or sim.shape[1] != time.size or dv.size != time.size:
+        raise ValueError(f"vpc_summary: simulated must be [n_sim, n_obs] with n_obs = {time.size}; got "
+                         f"{sim.shape} (dv has {dv.size})")
+    edges = time_bins(time, bins) if np.isscalar(bins) else np.asarray(bins, dtype=float)
+    which = _assign(time, edges)
+    has_lloq = lloq is not None and np.any(np.isfinite(np.broadcast_to(np.asarray(lloq, float), time.shape)))
+    limit = np.broadcast_to(np.asarray(lloq if has_lloq else -np.inf, dtype=float), time.shape)
+    limit = np.where(np.isfinite(limit), limit, -np.inf)
+    obs_blq = np.asarray(blq, dtype=bool) if blq is not None else dv < limit
+    sim_blq = sim < limit[None, :]
+    # Censoring: a BLQ value becomes a huge negative number, so it takes part in the
+    # ranks, and a percentile that lands on or next to it (below the LLOQ) is not drawn.
+    floor = -1e300
+    obs_c = np.where(obs_blq, floor, dv)
+    sim_c = np.where(sim_blq, floor, sim)
+    a = (1.0 - ci) / 2.0
+    rows = []
+    for b in range(len(edges) - 1):
+        m = which == b
+        if not m.any():
+            continue
+        row = {"bin": b, "time": float(np.median(time[m])), "time_lo": float(edges[b]),
+               "time_hi": float(edges[b + 1]), "n_obs": int(m.sum())}
+        bin_limit = float(np.min(limit[m]))
+        for q in percentiles:
+            o = np.percentile(obs_c[m], q, method="linear")
+            s = np.percentile(sim_c[:, m], q, axis=1, method="linear")
+            s = np.where(s < bin_limit, floor, s)  # censored replicates rank lowest
+            lo, med, hi = np.percentile(s, [100 * a, 50, 100 * (1 - a)], method="linear")
+            for key, v in (("obs", o), ("sim_{}_lo", lo), ("sim_{}_med", med), ("sim_{}_hi", hi)):
+                name = f"obs_{_pname(q)}" if key == "obs" else key.format(_pname(q))
+                row[name] = float(v) if np.isfinite(v) and v >= bin_limit else np.nan
+        if has_lloq:
+            frac = sim_blq[:, m].mean(axis=1)
+            row["obs_blq"] = float(obs_blq[m].mean())
+            row["sim_blq_lo"], row["sim_blq_med"], row["sim_blq_hi"] = (
+                float(v) for v in np.percentile(frac, [100 * a, 50, 100 * (1 - a)]))
+        rows.append(row)
+    observed = pd.DataFrame({"TIME": time, "DV": dv, "BLQ": obs_blq.astype(int)})
+    lloq_scalar = None
+    if has_lloq:
+        finite = limit[np.isfinite(limit)]
+        lloq_scalar = float(np.min(finite)) if finite.size else None
+    return {"bins": pd.DataFrame(rows), "observed": observed, "percentiles": tuple(percentiles), "ci": ci,
+            "lloq": lloq_scalar, "n_sim": int(sim.shape[0]), "pred_corrected": bool(pred_corrected)}
+
+
+# --------------------------------------------------------------------------- simulation
+def simulate_observations(result, n_sim: int = 200, *, seed: int = 0) -> np.ndarray:
+    """Simulated observations [n_sim, n_obs] at the dataset's observation records, from
+    the fit's estimates: etas drawn from OMEGA, residuals from the error model, on the
+    error model's scale (log scale for log-transform-both-sides).
+
+    This is a small stand-in used by ``vpc_from_result`` when ``pkmix.vpc`` (the
+    simulation module) is not available. The replicates run as one ``pkmix.predict``
+    call on a dataset of ``n_sim`` copies of the subjects.
+    """
+    import jax.numpy as jnp
+
+    from .. import predict, read_nonmem
+
+    model, dataset, values = (getattr(result, k, None) for k in ("model", "dataset", "values"))
+    if model is None or dataset is None or values is None:
+        raise ValueError("a VPC needs the model, the dataset and the estimates (result.model/.dataset/.values)")
+    frame = dataset.to_frame()
+    ids = list(dataset.ids)
+    n_subj = len(ids)
+    index = frame["ID"].map({sid: k for k, sid in enumerate(ids)}).to_numpy()
+    reps = []
+    for r in range(n_sim):
+        reps.append(frame.assign(ID=index + 1 + r * n_subj))
+    big = read_nonmem(pd.concat(reps, ignore_index=True))
+    n_occ = int(frame[model.occasion_column].nunique()) if model.occasion_column else 1
+    omega = np.asarray(model.omega_full(values, n_occ))
+    rng = np.random.default_rng(seed)
+    n_eta = omega.shape[0]
+    if n_eta:
+        chol = np.linalg.cholesky(omega + 1e-300 * np.eye(n_eta))
+        etas = rng.standard_normal((n_sim * n_subj, n_eta)) @ chol.T
+    else:
+        etas = np.zeros((n_sim * n_subj, 0))
+    pred = predict(model, big, values, etas)
+    obs = ((big.frame["EVID"] == 0) & (big.frame["MDV"] == 0)).to_numpy()
+    f = pred["IPRED"].to_numpy()[obs]
+    var = np.asarray(model.residual_variance(values, jnp.asarray(f)))
+    ft = np.asarray(model.error.transform(jnp.asarray(f)))
+    y = ft + np.sqrt(var) * rng.standard_normal(f.shape)
+    if getattr(model.error, "log_transform", False):
+        y = np.exp(y)
+    return y.reshape(n_sim, -1)
+
+
+def vpc_from_result(result, *, n_sim: int = 200, bins=10, percentiles=(5, 50, 95), ci: float = 0.95,
+                    seed: int = 0, simulator: str = "auto") -> dict:
+    """VPC data for a fit: ``n_sim`` replicates of the data's design simulated with the
+    estimates, summarised per time bin, in this module's layout.
+
+    Args:
+        result: a ``FitResult`` carrying its model, dataset and values.
+        n_sim: replicates.
+        bins: number of bins (edges by ``time_bins``, which follows the sampling design)
+            or the edges.
+        percentiles: percentiles (0-100).
+        ci: level of the simulated percentiles' intervals.
+        seed: random seed.
+        simulator: "auto" (``pkmix.vpc``, the simulation module, when the package has
+            it, else "local"), "pkmix" or "local" (``simulate_observations`` +
+            ``vpc_summary``).
+
+    Returns:
+        The dict layout documented in this module.
+    """
+    frame = result.dataset.frame
+    obs = ((frame["EVID"] == 0) & (frame["MDV"] == 0)).to_numpy()
+    o = frame.loc[obs]
+    times = o["TIME"].to_numpy(dtype=float)
+    edges = time_bins(times, bins) if np.isscalar(bins) else np.asarray(bins, dtype=float)
+    engine = _simulation_vpc() if simulator in ("auto", "pkmix") else None
+    if simulator == "pkmix" and engine is None:
+        raise ImportError("simulator='pkmix' needs pkmix's simulation module (pkmix._simulate.vpc)")
+    if simulator not in ("auto", "pkmix", "local"):
+        raise ValueError(f"simulator must be 'auto', 'pkmix' or 'local', got {simulator!r}")
+    if engine is not None:
+        v = engine(result.model, result.dataset, result.values, n=n_sim, bins=edges,
+                   pi=tuple(q / 100.0 for q in percentiles), ci=ci, seed=seed)
+        ((_, layout),) = vpc_layouts(v)
+        return layout
+    sim = simulate_observations(result, n_sim, seed=seed)
+    lloq = o["LLOQ"].to_numpy(dtype=float)
+    has_lloq = np.isfinite(lloq).any() and (o["BLQ"] == 1).any()
+    return vpc_summary(times, o["DV"].to_numpy(dtype=float), sim, bins=edges, percentiles=percentiles, ci=ci,
+                       lloq=lloq if has_lloq else None, blq=(o["BLQ"] == 1).to_numpy() if has_lloq else None)
+
+
+def _simulation_vpc():
+    try:
+        from .._simulate import vpc
+    except ImportError:
+        return None
+    return vpc
+
+
+# --------------------------------------------------------------------------- layouts
+def _from_vpc_result(v) -> list[tuple[object, dict]]:
+    """``pkmix.vpc``'s ``VPCResult`` (long tables with a stratum column) as one layout
+    per stratum."""
+    pct, bins, blq, obs = v.percentiles, v.bins, getattr(v, "blq", None), v.observations
+    levels = [float(p) for p in v.pi]
+    strata = list(pd.unique(bins["stratum"])) if "stratum" in bins.columns else [None]
+    if getattr(v, "stratify", None) is None:
+        strata = [None] if strata in ([None], ["all"]) else strata
+    try:
+        strata = sorted(strata)
+    except TypeError:  # mixed kinds: keep the order of appearance
+        pass
+    out = []
+    for st in strata:
+        def pick(df):
+            return df if st is None or df is None or "stratum" not in df.columns else df[df["stratum"] == st]
+
+        b = pick(bins)
+        wide = pd.DataFrame({"bin": b["bin"].to_numpy(), "time": b["time"].to_numpy(dtype=float),
+                             "time_lo": b["lower"].to_numpy(dtype=float), "time_hi": b["upper"].to_numpy(dtype=float),
+                             "n_obs": b["n_observed"].to_numpy()})
+        p_st = pick(pct)
+        qs = []
+        for p in levels:
+            q = 100.0 * p
+            qs.append(q)
+            rows = p_st[np.isclose(p_st["pi"].to_numpy(dtype=float), p)].set_index("bin")
+            for src, dst in (("observed", f"obs_{_pname(q)}"), ("sim_lower", f"sim_{_pname(q)}_lo"),
+                             ("sim_median", f"sim_{_pname(q)}_med"), ("sim_upper", f"sim_{_pname(q)}_hi")):
+                wide[dst] = rows[src].reindex(wide["bin"]).to_numpy(dtype=float)
+        if blq is not None and len(blq):
+            rows = pick(blq).set_index("bin")
+            for src, dst in (("observed", "obs_blq"), ("sim_lower", "sim_blq_lo"), ("sim_median", "sim_blq_med"),
+                             ("sim_upper", "sim_blq_hi")):
+                wide[dst] = rows[src].reindex(wide["bin"]).to_numpy(dtype=float)
+        o = pick(obs)
+        observed = pd.DataFrame({"TIME": o["TIME"].to_numpy(dtype=float), "DV": o["DV"].to_numpy(dtype=float),
+                                 "BLQ": o["BLQ"].to_numpy(dtype=int)})
+        out.append((st, {"stratum_label": _stratum_label(getattr(v, "stratify", None), st), "bins": wide,
+                         "observed": observed, "percentiles": tuple(qs), "ci": float(v.ci),
+                         "lloq": v.lloq, "n_sim": int(v.n), "pred_corrected": bool(v.pred_corrected)}))
+    return out
+
+
+def _stratum_label(column, value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    return f"{column} = {value}" if column else str(value)
+
+
+def vpc_layouts(vpc) -> list[tuple[object, dict]]:
+    """Any accepted VPC data as ``[(stratum or None, layout dict)]``: the dict layout of
+    this module, a bare ``bins`` DataFrame, or ``pkmix.vpc``'s ``VPCResult`` (one entry
+    per stratum)."""
+    if isinstance(vpc, pd.DataFrame):
+        return [(None, {"bins": vpc})]
+    if isinstance(vpc, dict):
+        return [(None, vpc)]
+    pct = getattr(vpc, "percentiles", None)
+    if isinstance(pct, pd.DataFrame) and "pi" in pct.columns:
+        return _from_vpc_result(vpc)
+    data = {k: getattr(vpc, k) for k in ("bins", "observed", "percentiles", "ci", "lloq", "n_sim", "pred_corrected")
+            if hasattr(vpc, k)}
+    return [(None, data)]
+
+
+def _check(data):
+    """(bins, observed, percentiles, meta) of one layout, checked."""
+    bins = data.get("bins")
+    if not isinstance(bins, pd.DataFrame):
+        raise TypeError("VPC data: expected a 'bins' DataFrame (see pkmix.plots.vpc for the layout)")
+    if "time" not in bins.columns:
+        raise ValueError(f"VPC data: 'bins' needs a 'time' column; it has {list(bins.columns)}")
+    percentiles = data.get("percentiles")
+    if percentiles is None:
+        found = sorted({float(m.group(1)) for c in bins.columns if (m := re.fullmatch(r"obs_p([0-9.]+)", c))})
+        percentiles = tuple(found)
+    for q in percentiles:
+        need = [f"obs_{_pname(q)}", f"sim_{_pname(q)}_lo", f"sim_{_pname(q)}_hi"]
+        missing = [c for c in need if c not in bins.columns]
+        if missing:
+            raise ValueError(f"VPC data: percentile {q:g} needs columns {missing}")
+    return bins.sort_values("time"), data.get("observed"), tuple(percentiles), data
+
+
+# --------------------------------------------------------------------------- plot
+def vpc_plot(vpc, *, log_y: bool = False, blq_panel: bool | None = None, show_points: bool = True,
+             title: str | None = None, xlabel: str = "TIME", ylabel: str | None = None):
+    """Draw a VPC: observed points, observed percentile lines, simulated percentile bands.
+
+    Args:
+        vpc: VPC data: the layout documented in this module (``vpc_summary``,
+            ``vpc_from_result``), or ``pkmix.vpc``'s result (a stratified one gets one
+            column of panels per stratum).
+        log_y: log-scaled y axis (non-positive values are left out).
+        blq_panel: add a panel of the fraction BLQ per bin (observed line, simulated CI);
+            default when the data have a limit of quantification.
+        show_points: draw the observations.
+        title, xlabel, ylabel: labels (``ylabel`` default "DV" or "prediction-corrected DV").
+
+    Returns:
+        A matplotlib ``Figure``: the VPC axes (one per stratum) first, then the BLQ axes.
+    """
+    layouts = [(st, _check(d)) for st, d in vpc_layouts(vpc)]
+    has_blq = []
+    for _, (bins, _, _, meta) in layouts:
+        cols = {"obs_blq", "sim_blq_lo", "sim_blq_hi"} <= set(bins.columns)
+        has_blq.append(cols)
+    if blq_panel is None:
+        blq_panel = all(has_blq) and any(meta.get("lloq") is not None for _, (_, _, _, meta) in layouts)
+    if blq_panel and not all(has_blq):
+        raise ValueError("VPC data: a BLQ panel needs columns obs_blq, sim_blq_lo, sim_blq_hi")
+    n = len(layouts)
+    if blq_panel:
+        fig, axes = new_figure(2, n, width=max(8.0, 5.0 * n), height=7.0, gridspec_kw={"height_ratios": [3, 1]},
+                               sharex="col")
+    else:
+        fig, axes = new_figure(1, n, width=max(8.0, 5.0 * n), height=5.2)
+    for j, (stratum, (bins, observed, percentiles, meta)) in enumerate(layouts):
+        ax = axes[0, j]
+        ax_blq = axes[1, j] if blq_panel else None
+        _draw(ax, ax_blq, bins, observed, percentiles, meta, log_y=log_y, show_points=show_points,
+              xlabel=xlabel, ylabel=ylabel if j == 0 else "", legend=j == 0)
+        pc = bool(meta.get("pred_corrected"))
+        n_sim = meta.get("n_sim")
+        default = ("Prediction-corrected VPC" if pc else "VPC") + (f" ({n_sim} simulations)" if n_sim else "")
+        label = title or default
+        st_label = meta.get("stratum_label") or (None if stratum is None else str(stratum))
+        ax.set_title(label if st_label is None else f"{label}: {st_label}")
+    return fig  # fig.axes is row-major: the VPC axes, then the BLQ axes
+
+
+def _draw(ax, ax_blq, bins, observed, percentiles, meta, *, log_y, show_points, xlabel, ylabel, legend):
+    t = bins["time"].to_numpy(dtype=float)
+
+    def positive(y):
+        y = np.asarray(y, dtype=float)
+        return np.where(y > 0, y, np.nan) if log_y else y
+
+    if show_points and isinstance(observed, pd.DataFrame) and len(observed):
+        o = observed
+        if "BLQ" in o.columns:
+            o = o[o["BLQ"] != 1]
+        ax.scatter(o["TIME"], positive(o["DV"]), s=9, color=OBS_COLOR, alpha=0.35, edgecolors="none",
+                   label="observed", zorder=2)
+    mid = min(percentiles, key=lambda q: abs(q - 50.0)) if percentiles else None
+    ci = meta.get("ci")
+    ci_txt = f"{100 * ci:g} % CI" if ci else "CI"
+    outer = [q for q in percentiles if q != mid]
+    names = {"median": f"{mid:g}th percentile" if mid is not None else "",
+             "outer": " & ".join(f"{q:g}th" for q in outer) + " percentiles"}
+    labelled = set()
+    for q in percentiles:
+        kind = "median" if q == mid else "outer"
+        p = _pname(q)
+        first = kind not in labelled
+        labelled.add(kind)
+        # One legend entry per kind: the outer percentiles share a colour.
+        ax.fill_between(t, positive(bins[f"sim_{p}_lo"]), positive(bins[f"sim_{p}_hi"]),
+                        color=_BAND_COLORS[kind], alpha=0.28, lw=0, zorder=1,
+                        label=f"simulated {names[kind]}, {ci_txt}" if first else None)
+        ax.plot(t, positive(bins[f"obs_{p}"]), color=_LINE_COLORS[kind], lw=2.0 if kind == "median" else 1.5,
+                ls="-" if kind == "median" else "--", marker="o", ms=3, zorder=3,
+                label=f"observed {names[kind]}" if first else None)
+    lloq = meta.get("lloq")
+    if lloq is not None and np.isfinite(lloq) and (not log_y or lloq > 0):
+        ax.axhline(lloq, color=REF_COLOR, lw=0.9, ls=":", label="LLOQ")
+    if log_y:
+        ax.set_yscale("log")
+    pc = bool(meta.get("pred_corrected"))
+    ax.set_ylabel(ylabel if ylabel is not None else ("prediction-corrected DV" if pc else "DV"))
+    if ax_blq is None:
+        ax.set_xlabel(xlabel)
+    if legend:
+        ax.legend(fontsize="x-small", loc="best", frameon=False)
+    if ax_blq is not None:
+        ax_blq.fill_between(t, bins["sim_blq_lo"], bins["sim_blq_hi"], color=_BAND_COLORS["outer"], alpha=0.3, lw=0,
+                            label=f"simulated, {ci_txt}")
+        ax_blq.plot(t, bins["obs_blq"], color=_LINE_COLORS["outer"], marker="o", ms=3, label="observed")
+        top = np.nanmax(bins[["obs_blq", "sim_blq_hi"]].to_numpy(dtype=float), initial=0.0)
+        ax_blq.set_ylim(0, max(1e-3, float(top) * 1.1))
+        ax_blq.set_ylabel("fraction BLQ" if legend else "")
+        ax_blq.set_xlabel(xlabel)
+        if legend:
+            ax_blq.legend(fontsize="x-small", loc="best", frameon=False)
+
+
+__all__ = ["simulate_observations", "time_bins", "vpc_from_result", "vpc_layouts", "vpc_plot", "vpc_summary"]
