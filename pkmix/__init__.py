@@ -43,3 +43,8 @@ except PackageNotFoundError:  # running from a source tree without installation
 from ._estimation.fit import evaluate as evaluate  # noqa: E402
 from ._estimation.fit import fit as fit  # noqa: E402
 from ._results import FitResult as FitResult  # noqa: E402
+
+from . import plots as plots  # noqa: E402  (matplotlib is imported only when a plot is made)
+from ._arviz import to_inference_data as to_inference_data  # noqa: E402
+from .report import load_run as load_run  # noqa: E402
+from .report import write_report as write_report  # noqa: E402
