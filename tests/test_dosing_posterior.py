@@ -86,6 +86,7 @@ def test_gradient_is_forward_mode_behind_a_vjp(fit):
     np.testing.assert_allclose(g, fd, rtol=1e-6)
 
 
+@pytest.mark.slow  # compiles an ODE model's MAP and gradient (~20 s)
 def test_reverse_mode_gradient_of_an_ode_model():
     # diffrax solves in pkmix use ForwardMode and cannot be reverse-differentiated; the
     # custom VJP makes jax.grad (what NUTS calls) work anyway.
@@ -109,6 +110,7 @@ def test_reverse_mode_gradient_of_an_ode_model():
     np.testing.assert_allclose(g, g_cf, rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles NUTS with window adaptation (~20-30 s on 2 cores)
 def test_nuts_matches_hessian_covariance_and_reports_diagnostics(fit):
     idata = sample_posterior(bolus_model(), fit, method="nuts", n_samples=1000, chains=4, warmup=500, seed=3)
     post = idata.posterior

@@ -113,12 +113,16 @@ def test_steady_state_exposure_matches_the_engine(fit):
     assert e["auc_tau"] == pytest.approx(dose / fit.current["cl"], rel=1e-9)
 
 
-def test_oral_peak_is_the_maximum():
-    model = pkmix.Model(
+def oral_model():
+    return pkmix.Model(
         theta={"tka": 1.0, "tcl": 5.0, "tv": 60.0}, omega={"eta_cl": 0.1, "eta_v": 0.1}, sigma={"prop": 0.2},
         individual=lambda p: {"ka": p.tka, "cl": p.tcl * jnp.exp(p.eta_cl), "v": p.tv * jnp.exp(p.eta_v)},
         structure=pkmix.one_compartment(depot=True), observe=lambda a, p: a.central / p.v,
         error=pkmix.proportional("prop"), name="oral")
+
+
+def test_oral_peak_is_the_maximum():
+    model = oral_model()
     patient = {"doses": [{"time": 0, "amount": 400, "route": "oral"}], "levels": [{"time": 6, "value": 3.0}]}
     fit = map_estimate(model, patient)
     e = steady_state_exposure(fit, 400.0, 12.0, 0.0)
@@ -130,8 +134,14 @@ def test_oral_peak_is_the_maximum():
     assert e["peak"] == pytest.approx(c.max(), rel=1e-9)
     assert e["tmax"] == pytest.approx(s[np.argmax(c)], abs=1e-3)
     assert e["trough"] == pytest.approx(c[0], rel=1e-9)
-    rec = recommend(model, fit, "peak=8:10", intervals=(12, 24), dose_unit=50, dose_max=2000)
-    assert rec.regimen.route == "oral"
+
+
+@pytest.mark.slow  # compiles the whole pipeline for a second model (~30 s on 2 cores)
+def test_oral_recommendation():
+    model = oral_model()
+    patient = {"doses": [{"time": 0, "amount": 400, "route": "oral"}], "levels": [{"time": 6, "value": 3.0}]}
+    rec = recommend(model, patient, "peak=8:10", intervals=(12, 24), dose_unit=50, dose_max=2000)
+    assert rec.regimen.route == "oral" and rec.regimen.infusion_duration == 0
     assert rec.exposure_unrounded == pytest.approx(9.0, rel=1e-8)
 
 

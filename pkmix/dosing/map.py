@@ -275,7 +275,7 @@ class MAPResult:
         """The individual estimates with their uncertainty, as text."""
         lines = [f"MAP estimate: model {self.model_name}, patient {self.patient_id}"
                  f" ({self.bound.n_observations} level{'s' if self.bound.n_observations != 1 else ''})"]
-        width = max([len(k) for k in self.current] + [9])
+        width = max([len(k) for k in self.current] + [len(n) for n in self.eta_names] + [9])
         lines.append(f"  {'parameter':<{width}}  {'typical':>10}  {'individual':>10}  {'SE':>9}  95% CI")
         for k, v in self.current.items():
             lo, hi = self.ci[k]

@@ -71,17 +71,15 @@ def _last_parameters(model, values, etas, subject):
     return jax.vmap(one)(etas)
 
 
-def _sir_core_impl(model, opts, n_proposals: int, n_draws: int, df: int, values, subject, eta_hat, cov, seed):
+def _sir_core_impl(model, opts, n_draws: int, df: int, with_parameters: bool, values, subject, eta_hat, cov,
+                   z, chi2, u0):
+    """SIR from standard normal ``z`` [n, q], chi^2_df draws ``chi2`` [n] and one uniform
+    ``u0`` (random numbers come from the host: a random-number generator in the program
+    would only add to its compile time)."""
     TRACES["sir"] += 1
-    key = jax.random.PRNGKey(seed)
-    q = eta_hat.shape[0]
+    n_proposals, q = z.shape
     chol = jnp.linalg.cholesky(cov)
-    k1, k2, k3 = jax.random.split(key, 3)
-    z = jax.random.normal(k1, (n_proposals, q))
-    # chi^2 with an integer df as a sum of squared normals (jax.random.gamma's rejection
-    # sampler is slow to compile, and compile time is the user's wait).
-    w = jnp.sum(jax.random.normal(k2, (n_proposals, df)) ** 2, axis=1) / df
-    x = z / jnp.sqrt(w)[:, None]
+    x = z / jnp.sqrt(chi2 / df)[:, None]
     etas = eta_hat + x @ chol.T
     # log q up to a constant: multivariate t with scale matrix cov.
     maha = jnp.sum(x * x, axis=1)
@@ -91,14 +89,16 @@ def _sir_core_impl(model, opts, n_proposals: int, n_draws: int, df: int, values,
     log_w = jnp.where(jnp.isfinite(log_p), log_p - log_q, -jnp.inf)
     log_w = log_w - jax.scipy.special.logsumexp(log_w)
     weights = jnp.exp(log_w)
-    # Systematic resampling: one uniform, n_draws evenly spaced points on the weights' CDF.
+    # Systematic resampling: n_draws evenly spaced points on the weights' CDF.
     cdf = jnp.cumsum(weights)
-    u = (jnp.arange(n_draws) + jax.random.uniform(k3)) / n_draws
+    u = (jnp.arange(n_draws) + u0) / n_draws
     idx = jnp.clip(jnp.searchsorted(cdf, u * cdf[-1], method="sort"), 0, n_proposals - 1)
     draws = etas[idx]
     ess = 1.0 / jnp.sum(weights**2)
-    return {"eta": draws, "ess": ess, "max_weight": jnp.max(weights), "log_weight": log_w[idx],
-            "parameters": _last_parameters(model, values, draws, subject)}
+    out = {"eta": draws, "ess": ess, "max_weight": jnp.max(weights), "log_weight": log_w[idx]}
+    if with_parameters:
+        out["parameters"] = _last_parameters(model, values, draws, subject)
+    return out
 
 
 _sir_core = eqx.filter_jit(_sir_core_impl)
@@ -109,7 +109,7 @@ class Draws:
     """Posterior draws as arrays (what the regimen optimiser consumes)."""
 
     eta: np.ndarray  # [chain, draw, q]
-    parameters: dict  # {name: [chain, draw]}
+    parameters: dict  # {name: [chain, draw]} (empty when not asked for)
     method: str
     stats: dict  # sampler statistics (arrays [chain, draw]) and scalars
     eta_names: list
@@ -126,15 +126,29 @@ def _prepare(model, patient, covariate_rule, params, metadata) -> MAPResult:
 
 
 def sir_draws(fit: MAPResult, *, n_samples: int = 2000, n_proposals: int | None = None, seed: int = 0,
-              df: int = SIR_DF) -> Draws:
-    """SIR draws for a MAP fit (arrays; `sample_posterior` wraps them for arviz)."""
+              df: int = SIR_DF, parameters: bool = True) -> Draws:
+    """SIR draws for a MAP fit (arrays; `sample_posterior` wraps them for arviz).
+
+    Args:
+        fit: the patient's `MAPResult`.
+        n_samples: draws returned.
+        n_proposals: proposals drawn (default 4 x n_samples, at least 4000).
+        seed: seed of the proposals and the resampling.
+        df: degrees of freedom of the t proposal (an integer).
+        parameters: also return the individual parameters of each draw.
+    """
     n_proposals = int(n_proposals or max(4 * n_samples, 4000))
+    q = len(fit.eta)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n_proposals, q))
+    chi2 = rng.chisquare(df, n_proposals)
+    u0 = rng.uniform()
     subject = fit.subject()
-    out = call_program("sir", _sir_core_impl, _sir_core, (fit.model, fit.opts, n_proposals, int(n_samples), int(df)),
-                       (fit.values, subject, jnp.asarray(fit.eta), jnp.asarray(fit.covariance),
-                        jnp.asarray(seed, jnp.uint32)), model_fingerprint(fit.info))
+    out = call_program("sir", _sir_core_impl, _sir_core, (fit.model, fit.opts, int(n_samples), int(df), parameters),
+                       (fit.values, subject, jnp.asarray(fit.eta), jnp.asarray(fit.covariance), z, chi2,
+                        np.asarray(u0)), model_fingerprint(fit.info))
     eta = np.asarray(out["eta"])[None]
-    params = {k: np.asarray(v)[None] for k, v in out["parameters"].items()}
+    params = {k: np.asarray(v)[None] for k, v in out.get("parameters", {}).items()}
     stats = {"log_weight": np.asarray(out["log_weight"])[None], "ess": float(out["ess"]),
              "max_weight": float(out["max_weight"]), "n_proposals": n_proposals}
     return Draws(eta=eta, parameters=params, method="sir", stats=stats, eta_names=list(fit.eta_names))

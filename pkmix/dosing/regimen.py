@@ -934,7 +934,7 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     # Posterior draws for the probability of target attainment.
     if draws is None:
         draws = (nuts_draws(fit, n_samples=max(n_samples // 4, 1), seed=seed) if posterior == "nuts"
-                 else sir_draws(fit, n_samples=n_samples, seed=seed))
+                 else sir_draws(fit, n_samples=n_samples, seed=seed, parameters=False))
     flat = draws.flat_eta
     n_eta = m.spec.n_eta
     n_iov = len(m.iov_names)
