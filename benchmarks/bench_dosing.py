@@ -13,7 +13,9 @@ Prints one table:
   Python process with an empty JAX compilation cache (everything compiles). Target
   < 10 s.
 * second cold process: the same command again, now with the persistent compilation
-  cache the first one filled (pkmix turns it on at import). Target < 4 s.
+  cache the first one filled (pkmix turns it on at import), and, when `flatbuffers` is
+  installed, the traced programs the first one exported (see pkmix.dosing.map's
+  program cache). Target < 4 s.
 
 Timings follow the usual rules: a warm-up call first, block until ready, minimum of
 repeats. The load average is printed with them: on a shared machine it explains much
@@ -118,6 +120,13 @@ def main() -> None:
           f"({fit.bound.n_observations} levels, {fit.bound.n_records} records); "
           f"{os.cpu_count()} CPUs, JAX {jax.__version__} on {jax.devices()[0].platform}")
     print(f"SIR: {draws.stats['n_proposals']} proposals, effective sample size {draws.stats['ess']:.0f}")
+    import importlib.util
+
+    if importlib.util.find_spec("flatbuffers") is not None:
+        print("traced-program cache (jax.export, needs flatbuffers): on")
+    else:
+        print("traced-program cache (jax.export) off: flatbuffers is not installed, so a second process "
+              "traces every program again (only XLA compilation is cached)")
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement':<{width}}  {'min':>9}  {'median':>9}  {'target':>8}  {'ok':>3}  load")
     for name, best, med, target, load in rows:

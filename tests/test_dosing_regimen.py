@@ -143,6 +143,9 @@ def test_oral_recommendation():
     rec = recommend(model, patient, "peak=8:10", intervals=(12, 24), dose_unit=50, dose_max=2000)
     assert rec.regimen.route == "oral" and rec.regimen.infusion_duration == 0
     assert rec.exposure_unrounded == pytest.approx(9.0, rel=1e-8)
+    # After an oral dose the level first rises: the threshold is crossed on the way down.
+    nd = time_below(rec.fit, 2.0)
+    assert nd["status"] == "found" and nd["hours_after_last_dose"] > 3.0
 
 
 def test_unreachable_target_says_so_and_respects_the_maximum(fit):

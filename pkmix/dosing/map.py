@@ -21,7 +21,9 @@ counts as information.
 
 Everything numerical for one patient runs in one jitted program per model and padded
 record count (`_map_core`), and the prediction curve in another (`simulate`), so a
-second patient with the same padded shape compiles nothing.
+second patient with the same padded shape compiles nothing. For library models the
+traced programs are also kept on disk (`call_program`), so a new process neither
+traces nor compiles them again.
 """
 
 from __future__ import annotations
@@ -146,9 +148,10 @@ def model_fingerprint(info) -> str | None:
 def _program_dir():
     from pathlib import Path
 
-    try:  # jax.export serialises with flatbuffers, an optional dependency of JAX
-        import flatbuffers  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    # jax.export serialises with flatbuffers, an optional dependency of JAX.
+    if importlib.util.find_spec("flatbuffers") is None:
         return None
     base = jax.config.jax_compilation_cache_dir
     if not base:

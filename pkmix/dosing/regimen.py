@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -46,7 +45,7 @@ import numpy as np
 from .._data import SubjectBatch
 from .._pk.events import dose_schedule
 from .map import CURVE_POINTS, TRACES, MAPResult, _bucket, call_program, map_estimate, model_fingerprint, simulate
-from .patient import Patient, PatientError, _dose_compartment, load_patient, model_info
+from .patient import _dose_compartment
 from .posterior import Draws, nuts_draws, sir_draws
 
 TARGET_KINDS = {
@@ -629,22 +628,24 @@ def time_below(fit: MAPResult, threshold: float, *, horizon: float | None = None
 
     Returns:
         ``{"threshold", "time", "hours_after_last_dose", "datetime", "status"}`` with
-        status "found", "already below" (at the end of the last infusion), "not within"
-        (the horizon), or "no dose".
+        status "found", "already below" (even the peak after the last dose is below the
+        threshold), "not within" (the horizon), or "no dose".
     """
     last = fit.bound.last_dose
     if last is None:
         return {"threshold": threshold, "time": None, "hours_after_last_dose": None, "datetime": None,
                 "status": "no dose"}
-    t_end = last["time"] + last["duration"]
     horizon = horizon or max(72.0, 4.0 * (last.get("interval") or 12.0))
     n = 200
-    grid = t_end + np.linspace(0.0, horizon, n)
+    grid = last["time"] + np.linspace(0.0, horizon, n)
     _, c, _ = continue_history(fit, curve=grid)
-    below = c < threshold
+    # The fall after the last dose's peak (the end of an infusion, or the maximum after
+    # an oral dose).
+    peak = int(np.argmax(c))
+    below = (c < threshold) & (np.arange(n) > peak)
     status = "found"
-    if below[0]:
-        t = float(grid[0])
+    if c[peak] < threshold:
+        t = float(grid[peak])
         status = "already below"
     elif not below.any():
         t = None
@@ -1093,10 +1094,6 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         predicted=predicted, pta=float(choice["pta"]), current=cur, next_dose=next_dose, loading=loading,
         alternatives=table, fit=fit, posterior=posterior_info, warnings=warnings_list, units=units, curve=profile,
     )
-
-
-def _default_cmt(model) -> int:
-    return int(model.structure.default_dose_compartment)
 
 
 def _design_loading(fit, target, regimen: Regimen, unit, dmin, ld_max, options, rate_max, oral, cmt, curve_t):
