@@ -1,0 +1,582 @@
+"""``pkmix.fit_batch``: many replicate datasets fitted by one compiled program.
+
+The program is the fit of one replicate, vmapped over a chunk of replicates and
+split over every visible device along the replicate axis (``jax.shard_map`` over a
+1-D mesh; inputs placed with ``NamedSharding``). Each device runs its own bounded
+``lax.while_loop``, so a device never waits for another device's replicates.
+
+One replicate's loop is ``pkmix.fit``'s loop (``outer.minimize_in_graph``): the same
+``outer.init``/``outer.step`` (L-BFGS with a backtracking Armijo search) fed by the same
+``gradient_program``, so a replicate takes the steps ``pkmix.fit`` takes on that
+dataset, up to the rounding of a differently vectorised program. After convergence
+the loop goes on for the covariance step, as ``pkmix.fit`` does it: S from the
+per-subject gradients at the estimate, R by central differences of the total gradient
+at x +- h e_k, h = 1e-4 max(1, |x_k|) (``hessian_by_differences``): 2p more
+evaluations, in the same loop so the graph holds one copy of the objective.
+
+Bounds: a replicate stops after ``max_iter`` accepted iterations or
+``20 max_iter + 100`` evaluations (as ``pkmix.fit``); a vmapped loop runs until its
+slowest member stops, so these bound the whole chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ._config import require_x64
+from ._data import Dataset, SubjectBatch, read_nonmem
+from ._estimation.covariance import gradient_program, natural_names, natural_parameters, summarize
+from ._estimation.fit import NEGLIGIBLE_OFV_GAIN, _options, transform_for
+from ._estimation.methods import get_method
+from ._estimation.outer import (STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS,
+                                STATUS_RUNNING, OuterSettings, OuterState, init, step)
+from ._model.errors import ModelError
+from ._predict import parameter_values
+from ._simulate import Replicates
+
+# The relative step of the central differences for R (covariance.hessian_by_differences).
+R_STEP = 1e-4
+Z95 = 1.959963984540054
+
+
+# ------------------------------------------------------------------ the program
+class _Loop(NamedTuple):
+    opt: OuterState
+    k: jax.Array  # covariance evaluations done
+    grads: jax.Array  # total gradients at x + h_j e_j (rows 0..p-1) and x - h_j e_j (rows p..2p-1)
+
+
+class _Out(NamedTuple):
+    x: jax.Array
+    ofv: jax.Array
+    gmax: jax.Array
+    predicted_gain: jax.Array  # -1/2 grad . direction at the end (fit's noise-floor rule)
+    status: jax.Array
+    iterations: jax.Array
+    evaluations: jax.Array
+    eta_failures: jax.Array
+    natural: jax.Array  # estimates on the user's scale (covariance.natural_parameters order)
+    J: jax.Array  # d natural / d x
+    G: jax.Array  # per-subject gradients at the estimate (S = G'G)
+    R: jax.Array
+
+
+def _fit_one(model, method, opts, transform, settings: OuterSettings, with_cov: bool, x0, base, etas0, batch,
+             limit):
+    """One replicate's fit, then its covariance evaluations (vmapped by the caller).
+
+    The optimisation is ``outer.minimize_in_graph``'s loop: the same ``step`` on the
+    same ``gradient_program``, the same bound (20 limit + 100 evaluations, after which a
+    running fit is reported as a line search that did not end). The covariance phase
+    continues the same loop, so the graph holds one copy of ``gradient_program`` (one
+    compilation's worth, as for ``pkmix.fit``).
+    """
+    p = x0.shape[0]
+    n_cov = 2 * p if with_cov else 0
+    bound = 20 * limit + 100
+    loop0 = _Loop(init(settings, x0, etas0), jnp.zeros((), jnp.int32), jnp.zeros((2 * p, p)))
+
+    def cond(c):
+        return (c.opt.status == STATUS_RUNNING) | (c.k < n_cov)
+
+    def body(c):
+        optimizing = c.opt.status == STATUS_RUNNING
+        # Covariance point k: x + h_j e_j for k = j < p, x - h_j e_j for k = p + j.
+        j = c.k % p
+        sign = jnp.where(c.k < p, 1.0, -1.0)
+        h = R_STEP * jnp.maximum(1.0, jnp.abs(c.opt.x[j]))
+        point = jnp.where(optimizing, c.opt.trial, c.opt.x.at[j].add(sign * h))
+        ofvs, jac, etas, converged = gradient_program(model, method, opts, transform, settings.inner_max_iter,
+                                                      settings.inner_tol, point, base, c.opt.etas, batch)
+        new = step(settings, c.opt, ofvs, jac, etas, converged, max_iter=limit)
+        cut = (new.status == STATUS_RUNNING) & (new.evaluations >= bound)
+        new = new._replace(status=jnp.where(cut, STATUS_NO_DESCENT, new.status).astype(jnp.int32))
+        opt = jax.tree_util.tree_map(lambda a, b: jnp.where(optimizing, a, b), new, c.opt)
+        covariance = ~optimizing
+        row = jnp.clip(c.k, 0, 2 * p - 1)
+        grads = jnp.where(covariance, c.grads.at[row].set(jnp.sum(jac, axis=0)), c.grads)
+        return _Loop(opt, c.k + covariance.astype(jnp.int32), grads)
+
+    out = jax.lax.while_loop(cond, body, loop0)
+    s = out.opt
+    x = s.x
+    hs = R_STEP * jnp.maximum(1.0, jnp.abs(x))
+    R = ((out.grads[:p] - out.grads[p:]) / (2.0 * hs)[:, None]).T  # column j: d grad / d x_j
+    R = 0.5 * (R + R.T)
+    natural = natural_parameters(transform, x, base)
+    J = jax.jacfwd(lambda z: natural_parameters(transform, z, base))(x)
+    return _Out(x=x, ofv=jnp.sum(s.ofvs), gmax=jnp.max(jnp.abs(s.grad), initial=0.0),
+                predicted_gain=-0.5 * jnp.dot(s.grad, s.direction), status=s.status,
+                iterations=s.iterations, evaluations=s.evaluations,
+                eta_failures=jnp.sum(~s.etas_converged).astype(jnp.int32), natural=natural, J=J, G=s.jac, R=R)
+
+
+def _chunk_program(model, method, opts, transform, settings, with_cov, varying_names, x0, base, etas0, shared,
+                   varying, limit):
+    """vmap of ``_fit_one`` over the replicates of a chunk (on one device's share)."""
+
+    def one(x0_r, etas_r, fields):
+        batch = dataclasses.replace(shared, **dict(zip(varying_names, fields)))
+        return _fit_one(model, method, opts, transform, settings, with_cov, x0_r, base, etas_r, batch, limit)
+
+    return jax.vmap(one)(x0, etas0, varying)
+
+
+_PROGRAMS: dict = {}
+
+
+def _compiled(static, mesh, args):
+    """The sharded chunk program for these shapes, compiled once per process (and cached
+    on disk by JAX's persistent cache). Returns (executable, compile seconds)."""
+    from ._compile import _signature
+
+    key = (static, tuple(mesh.devices.flat), _signature(args))
+    hit = _PROGRAMS.get(key)
+    if hit is not None:
+        return hit, 0.0
+    rep = P("rep")
+    in_specs = (rep, P(), rep, P(), rep, P())  # x0, base, etas0, shared, varying, max_iter
+
+    def program(x0, base, etas0, shared, varying, limit):
+        return _chunk_program(*static, x0, base, etas0, shared, varying, limit)
+
+    sharded = jax.shard_map(program, mesh=mesh, in_specs=in_specs, out_specs=rep, check_vma=False)
+    t0 = time.perf_counter()
+    executable = jax.jit(sharded).lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    _PROGRAMS[key] = executable
+    return executable, seconds
+
+
+# ------------------------------------------------------------------ the data
+@dataclass
+class _Stack:
+    """Replicates as one shared batch plus stacked per-replicate fields."""
+
+    shared: SubjectBatch
+    varying: dict  # name -> np.ndarray [R, ...]
+    truth: tuple | None  # (model, values) the data were simulated from
+    n: int
+
+
+_FIELDS = ("time", "amt", "rate", "dur", "ii", "dv", "lloq", "evid", "cmt", "ss", "occ", "obs_mask", "blq",
+           "record_mask", "covariates")
+
+
+def _select_covariates(batch: SubjectBatch, model, varying=None):
+    """The batch's covariates restricted to (and ordered as) the model's, by name."""
+    names = [n.upper() for n in batch.covariate_names]
+    missing = [c for c in model.covariates if c.upper() not in names]
+    if missing:
+        raise ModelError(f"the model uses covariate(s) {missing}; the replicate data have {list(batch.covariate_names)}")
+    idx = np.asarray([names.index(c.upper()) for c in model.covariates], dtype=int)
+    shared = dataclasses.replace(batch, covariates=jnp.asarray(batch.covariates)[..., idx],
+                                 covariate_names=tuple(model.covariates))
+    if varying is not None and "covariates" in varying:
+        varying = dict(varying, covariates=np.asarray(varying["covariates"])[..., idx])
+    return shared, varying
+
+
+def _stack(model, datasets) -> _Stack:
+    if isinstance(datasets, Replicates):
+        shared, varying = _select_covariates(datasets.template, model, datasets.varying_fields())
+        if model.occasion_column is not None and shared.n_occasions < 1:
+            raise ModelError("the model has IOV but the replicates have no occasions")
+        return _Stack(shared, {k: np.asarray(v) for k, v in varying.items()},
+                      (datasets.model, datasets.values), datasets.n_replicates)
+    if isinstance(datasets, pd.DataFrame):
+        if "REP" not in [c.upper() for c in datasets.columns]:
+            raise ValueError("a DataFrame of replicates needs a REP column (one value per replicate)")
+        rep_col = next(c for c in datasets.columns if c.upper() == "REP")
+        return _stack_frame(model, datasets, rep_col)
+    if isinstance(datasets, (Dataset, str)) or not isinstance(datasets, Sequence):
+        raise TypeError("datasets: expected Replicates (pkmix.simulate(..., output='arrays')), a DataFrame with a "
+                        f"REP column, or a list of datasets; got {type(datasets).__name__}")
+    sets = [d if isinstance(d, Dataset) else read_nonmem(d, model=model) for d in datasets]
+    if not sets:
+        raise ValueError("datasets is empty")
+    counts = {d.n_subjects for d in sets}
+    if len(counts) > 1:
+        raise ValueError(f"every replicate must have the same number of subjects (got {sorted(counts)}): a padded "
+                         "subject would still add its eta prior to the OFV")
+    for d in sets:
+        d.check(model)
+    width = max(max(d.frame.groupby("ID", sort=False).size()) for d in sets)
+    width = -(-width // 8) * 8
+    batches = [d.batch(model.covariates, n_records=width, occasion_column=model.occasion_column) for d in sets]
+    occ = {b.n_occasions for b in batches}
+    if len(occ) > 1:
+        raise ValueError(f"replicates have different numbers of occasions {sorted(occ)}")
+    varying = {f: np.stack([np.asarray(getattr(b, f)) for b in batches]) for f in _FIELDS}
+    return _Stack(batches[0], varying, None, len(batches))
+
+
+def _stack_frame(model, frame, rep_col) -> _Stack:
+    """A long frame (REP, ID, ...) read once: (REP, ID) pairs become subjects, and the
+    subject axis is cut into replicates."""
+    frame = frame.copy()
+    reps = frame[rep_col].to_numpy()
+    id_col = next(c for c in frame.columns if c.upper() == "ID")
+    codes, _ = pd.factorize(pd.MultiIndex.from_arrays([reps, frame[id_col].to_numpy()]), sort=False)
+    rep_codes, rep_levels = pd.factorize(reps, sort=False)
+    per_rep = pd.Series(codes).groupby(rep_codes).nunique().to_numpy()
+    if len(set(per_rep)) > 1:
+        raise ValueError(f"every replicate must have the same number of subjects (got {sorted(set(per_rep))})")
+    frame[id_col] = codes + 1
+    frame = frame.drop(columns=rep_col)
+    ds = read_nonmem(frame, model=model)
+    ds.check(model)
+    batch = ds.batch(model.covariates, occasion_column=model.occasion_column)
+    n_rep, n_subj = len(rep_levels), int(per_rep[0])
+    varying = {f: np.asarray(getattr(batch, f)).reshape((n_rep, n_subj) + tuple(getattr(batch, f).shape[1:]))
+               for f in _FIELDS}
+    shared = jax.tree_util.tree_map(lambda a: a[:n_subj], batch)
+    return _Stack(shared, varying, None, n_rep)
+
+
+# ------------------------------------------------------------------ the result
+@dataclass
+class BatchFitResult:
+    """Estimates of every replicate and their summary.
+
+    Attributes:
+        estimates: one row per replicate: ``REP`` (1-based), ``converged``, ``status``
+            (see ``pkmix._estimation.outer.STATUS_MESSAGES``), ``message``,
+            ``iterations``, ``evaluations``, ``ofv``, ``max_gradient``,
+            ``eta_failures`` (subjects whose eta mode did not converge), then every
+            estimated parameter on the user's scale (thetas by name, OMEGA elements as
+            ``omega(ETA_A,ETA_B)`` variances/covariances, sigmas as declared), then
+            ``se(NAME)`` per parameter (sandwich, NaN without a covariance step) and
+            ``covariance`` (what was computed: sandwich, r, s or none).
+        names: the estimated parameters' names.
+        truth: {name: value} the data were simulated from (None when unknown).
+        timing: compile_s, run_s (all chunks), total_s, fits_per_second, devices.
+        method, model_name, n_subjects.
+    """
+
+    estimates: pd.DataFrame
+    names: list
+    truth: dict | None
+    timing: dict
+    method: str
+    model_name: str
+    n_subjects: int
+    n_estimated: int
+
+    @property
+    def ofv(self) -> np.ndarray:
+        return self.estimates["ofv"].to_numpy()
+
+    @property
+    def converged(self) -> np.ndarray:
+        return self.estimates["converged"].to_numpy()
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.converged))
+
+    def summary(self, truth=None, *, converged_only: bool = True, level: float = 0.95) -> pd.DataFrame:
+        """Bias and precision per parameter over the (converged) replicates.
+
+        Args:
+            truth: {name: true value}; default the values simulated from.
+            converged_only: leave out replicates that did not converge.
+            level: confidence level of the Wald intervals for coverage.
+
+        Returns:
+            One row per parameter: ``true``, ``mean``, ``sd`` (across replicates),
+            ``bias`` (mean - true), ``bias_mcse`` (its Monte-Carlo SE, sd/sqrt(n)),
+            ``relative_bias_percent``, ``rmse``, ``relative_rmse_percent``,
+            ``mean_se`` (the mean sandwich SE, to compare with ``sd``), ``coverage``
+            (fraction of the replicates whose ``level`` Wald interval est +- z SE holds
+            the truth, among those with an SE), ``n`` replicates used; and the
+            attribute ``success_rate`` in ``.attrs``.
+        """
+        from scipy.stats import norm
+
+        truth = self.truth if truth is None else dict(truth)
+        rows = self.estimates[self.estimates["converged"]] if converged_only else self.estimates
+        z = float(norm.ppf(0.5 + level / 2.0))
+        out = []
+        for name in self.names:
+            est = rows[name].to_numpy(dtype=float)
+            se = rows[f"se({name})"].to_numpy(dtype=float)
+            t = np.nan if truth is None or name not in truth else float(truth[name])
+            ok = np.isfinite(est)
+            e = est[ok]
+            n = int(e.size)
+            mean = float(np.mean(e)) if n else np.nan
+            sd = float(np.std(e, ddof=1)) if n > 1 else np.nan
+            bias = mean - t
+            rmse = float(np.sqrt(np.mean((e - t) ** 2))) if n else np.nan
+            has_se = ok & np.isfinite(se)
+            cover = float(np.mean(np.abs(est[has_se] - t) <= z * se[has_se])) if has_se.any() and np.isfinite(t) \
+                else np.nan
+            out.append({
+                "parameter": name, "true": t, "mean": mean, "sd": sd, "bias": bias,
+                "bias_mcse": sd / math.sqrt(n) if n > 1 else np.nan,
+                "relative_bias_percent": 100.0 * bias / t if t not in (0.0,) and np.isfinite(t) else np.nan,
+                "rmse": rmse, "relative_rmse_percent": 100.0 * rmse / abs(t) if t and np.isfinite(t) else np.nan,
+                "mean_se": float(np.nanmean(se[has_se])) if has_se.any() else np.nan,
+                "coverage": cover, "n": n,
+            })
+        table = pd.DataFrame(out).set_index("parameter")
+        table.attrs["success_rate"] = self.success_rate
+        return table
+
+    def __str__(self):
+        t = self.timing
+        lines = [f"fit_batch: {len(self.estimates)} replicates of {self.n_subjects} subjects, {self.method}, "
+                 f"model {self.model_name}",
+                 f"  converged {self.success_rate:.1%}; compile {t['compile_s']:.1f} s, run {t['run_s']:.1f} s "
+                 f"({t['fits_per_second']:.2f} fits/s on {t['devices']} device(s))"]
+        with pd.option_context("display.width", 120, "display.precision", 4):
+            lines.append(str(self.summary()))
+        return "\n".join(lines)
+
+
+@dataclass
+class PowerResult:
+    """A likelihood-ratio test per replicate (full vs reduced model).
+
+    Attributes:
+        table: one row per replicate: ``REP``, ``ofv_full``, ``ofv_reduced``, ``dofv``
+            (reduced - full), ``significant`` (dofv > critical), ``both_converged``.
+        power: fraction significant among replicates where both fits converged.
+        power_ci: Wilson 95 % interval of ``power``.
+        critical: the chi-square critical value (3.84 for 1 df at alpha 0.05).
+        df, alpha, n: degrees of freedom, level, replicates counted.
+    """
+
+    table: pd.DataFrame
+    power: float
+    power_ci: tuple
+    critical: float
+    df: int
+    alpha: float
+    n: int
+
+
+def likelihood_ratio_test(full: BatchFitResult, reduced: BatchFitResult, df: int | None = None,
+                          alpha: float = 0.05) -> PowerResult:
+    """Power of a design to detect an effect: the fraction of replicates where the
+    reduced model's OFV exceeds the full model's by more than the chi-square critical
+    value (both models batch-fitted to the same replicates).
+
+    Args:
+        full, reduced: ``fit_batch`` results on the same replicates.
+        df: degrees of freedom (default: the difference in estimated parameters).
+        alpha: the test's level.
+    """
+    from scipy.stats import chi2
+
+    if len(full.estimates) != len(reduced.estimates):
+        raise ValueError("full and reduced fits have different numbers of replicates")
+    df = int(full.n_estimated - reduced.n_estimated) if df is None else int(df)
+    if df < 1:
+        raise ValueError(f"df must be at least 1 (full model estimates {full.n_estimated}, reduced "
+                         f"{reduced.n_estimated} parameters)")
+    critical = float(chi2.ppf(1.0 - alpha, df))
+    dofv = reduced.ofv - full.ofv
+    both = full.converged & reduced.converged
+    sig = dofv > critical
+    n = int(both.sum())
+    power = float(np.mean(sig[both])) if n else float("nan")
+    table = pd.DataFrame({"REP": full.estimates["REP"].to_numpy(), "ofv_full": full.ofv,
+                          "ofv_reduced": reduced.ofv, "dofv": dofv, "significant": sig, "both_converged": both})
+    return PowerResult(table, power, _wilson(power, n), critical, df, float(alpha), n)
+
+
+def _wilson(p, n, z=Z95):
+    if not n or not np.isfinite(p):
+        return (float("nan"), float("nan"))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+# ------------------------------------------------------------------ entry point
+def _mesh(devices):
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("no devices")
+    return Mesh(np.asarray(devices), ("rep",))
+
+
+def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: int = 500, gtol: float = 1e-3,
+              covariance: str = "sandwich", covariate_rule: str = "nonmem", chunk_size: int | None = None,
+              devices=None, truth=None, progress: bool = False) -> BatchFitResult:
+    """Fit every replicate dataset in one compiled program, sharded over devices.
+
+    Args:
+        model: a ``pkmix.Model``.
+        datasets: ``Replicates`` (``pkmix.simulate(..., output="arrays")``), a DataFrame
+            with a REP column (e.g. ``pkmix.simulate``'s default output), or a list of
+            datasets (``Dataset``, DataFrames or paths) with equal numbers of subjects.
+        method: "fo", "foce", "focei" (default) or "laplace".
+        params: initial values (default the model's), the same for every replicate.
+        max_iter: outer iteration limit per replicate; a replicate also stops after
+            20 max_iter + 100 objective evaluations (a line search that never ends).
+            A run-time value: changing it compiles nothing.
+        gtol: convergence when every |dOFV/dx| (unconstrained scale) is below it.
+        covariance: "sandwich" (standard errors R^-1 S R^-1 per replicate, needed for
+            coverage; 2p + 1 extra evaluations each) or "none".
+        covariate_rule: "nonmem" or "locf".
+        chunk_size: replicates per call of the compiled program (rounded up to a
+            multiple of the device count); smaller chunks use less memory. Default:
+            all replicates, at most 1024 per device.
+        devices: the devices to shard over (default every visible device).
+        truth: {name: value} for the summary (default: the values the replicates were
+            simulated from, when they come from ``pkmix.simulate`` with matching names).
+        progress: print one line per chunk.
+
+    Returns:
+        A ``BatchFitResult``.
+    """
+    require_x64()
+    covariance = covariance.lower()
+    if covariance not in ("sandwich", "none"):
+        raise ValueError(f"covariance must be 'sandwich' or 'none' for batch fits, got {covariance!r}")
+    t_start = time.perf_counter()
+    method = get_method(method)
+    stack = _stack(model, datasets)
+    opts = _batch_options(method, stack, covariate_rule)
+    transform = transform_for(model)
+    if transform.size == 0:
+        raise ModelError("every parameter is fixed: nothing to estimate")
+    values0 = parameter_values(model, params)
+    base = values0
+    x0 = np.asarray(transform.to_vector(values0, base))
+    n_eta = model.n_eta_total(stack.shared.n_occasions)
+    n_subj = int(stack.shared.time.shape[0])
+    # As in pkmix.fit: max_iter is a run-time argument (changing it compiles nothing).
+    settings = OuterSettings(gtol=float(gtol))
+    limit = jnp.asarray(int(max_iter), jnp.int32)
+    with_cov = covariance == "sandwich"
+    mesh = _mesh(devices)
+    n_dev = mesh.devices.size
+    R = stack.n
+    if chunk_size is None:
+        chunk = min(-(-R // n_dev) * n_dev, 1024 * n_dev)
+    else:
+        chunk = max(1, int(chunk_size))
+    chunk = -(-chunk // n_dev) * n_dev
+    names_v = tuple(sorted(stack.varying))
+    static = (model, method, opts, transform, settings, with_cov, names_v)
+    rep_sharding = NamedSharding(mesh, P("rep"))
+    replicated = NamedSharding(mesh, P())
+    shared = jax.device_put(stack.shared, replicated)
+    base_d = jax.device_put(base, replicated)
+
+    outs, compile_s, run_s = [], 0.0, 0.0
+    for start in range(0, R, chunk):
+        idx = np.arange(start, min(start + chunk, R))
+        real = idx.size
+        if real < chunk:  # pad with copies of the chunk's first replicate (results dropped)
+            idx = np.concatenate([idx, np.full(chunk - real, idx[0])])
+        varying = tuple(jax.device_put(stack.varying[k][idx], rep_sharding) for k in names_v)
+        args = (jax.device_put(np.broadcast_to(x0, (chunk, x0.size)).copy(), rep_sharding), base_d,
+                jax.device_put(np.zeros((chunk, n_subj, n_eta)), rep_sharding), shared, varying,
+                jax.device_put(limit, replicated))
+        executable, c_s = _compiled(static, mesh, args)
+        compile_s += c_s
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(executable(*args))
+        run_s += time.perf_counter() - t0
+        outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:real], out))
+        if progress:
+            print(f"  replicates {start + 1}-{start + real} of {R}: {time.perf_counter() - t0:.1f} s", flush=True)
+    out = _Out(*(np.concatenate([getattr(o, f) for o in outs]) for f in _Out._fields))
+    estimates = _table(out, transform, covariance)
+    total_s = time.perf_counter() - t_start
+    timing = {"compile_s": compile_s, "run_s": run_s, "total_s": total_s,
+              "fits_per_second": R / run_s if run_s > 0 else float("inf"), "devices": n_dev, "chunk_size": chunk}
+    names = natural_names(transform)
+    if truth is None and stack.truth is not None:
+        truth = _truth_from(stack.truth, names)
+    return BatchFitResult(estimates=estimates, names=names, truth=truth, timing=timing, method=method.name,
+                          model_name=model.name, n_subjects=n_subj, n_estimated=transform.size)
+
+
+def _batch_options(method, stack: _Stack, covariate_rule):
+    """``fit``'s options, from the flags of every replicate (steady state, BLQ)."""
+    from types import SimpleNamespace
+
+    def get(name):
+        return np.asarray(stack.varying.get(name, getattr(stack.shared, name)))
+
+    return _options(method, SimpleNamespace(ss=get("ss"), blq=get("blq"), obs_mask=get("obs_mask")), covariate_rule)
+
+
+def _truth_from(truth, names):
+    sim_model, sim_values = truth
+    t = transform_for(sim_model)
+    base = sim_values
+    try:
+        x = t.to_vector(sim_values, base)
+        nat = np.asarray(natural_parameters(t, x, base))
+        sim_names = natural_names(t)
+    except Exception:  # a truth on a scale the transform cannot express (e.g. a zero variance)
+        return None
+    full = dict(zip(sim_names, nat))
+    # Parameters fixed in the simulation model are not in its vector; take them too.
+    s = sim_model.spec
+    for i, n in enumerate(s.theta_names):
+        full.setdefault(n, float(np.asarray(sim_values.theta)[i]))
+    for i, n in enumerate(s.sigma_names):
+        full.setdefault(n, float(np.asarray(sim_values.sigma)[i]))
+    om = np.asarray(sim_values.omega)
+    for r, a in enumerate(s.eta_names):
+        for c, b in enumerate(s.eta_names):
+            full.setdefault(f"omega({a},{b})", float(om[r, c]))
+    for i, n in enumerate(s.iov_names):
+        full.setdefault(f"omega({n},{n})", float(np.asarray(sim_values.iov)[i]))
+    return {n: float(full[n]) for n in names if n in full}
+
+
+def _table(out: _Out, transform, covariance) -> pd.DataFrame:
+    names = natural_names(transform)
+    R = out.x.shape[0]
+    rows = []
+    for r in range(R):
+        status = int(out.status[r])
+        finite = bool(np.isfinite(out.ofv[r]) and np.all(np.isfinite(out.x[r])))
+        gmax = float(out.gmax[r])
+        # pkmix.fit's rule: a line search stopped at the OFV's rounding noise with a
+        # negligible predicted gain is a minimum.
+        gain = float(out.predicted_gain[r])
+        at_noise_floor = status == STATUS_NO_DESCENT and 0.0 <= gain < NEGLIGIBLE_OFV_GAIN
+        converged = finite and (status in (STATUS_GRADIENT, STATUS_NO_PROGRESS) or at_noise_floor)
+        message = STATUS_MESSAGES.get(status, f"status {status}")
+        if at_noise_floor and finite:
+            message = (f"converged: the OFV is within {gain:.1g} of a minimum (line search at the objective's "
+                       f"rounding noise), max |gradient| {gmax:.2g}")
+        row = {"REP": r + 1, "converged": converged, "status": status, "message": message,
+               "iterations": int(out.iterations[r]), "evaluations": int(out.evaluations[r]),
+               "ofv": float(out.ofv[r]), "max_gradient": gmax, "eta_failures": int(out.eta_failures[r])}
+        row.update(dict(zip(names, (float(v) for v in out.natural[r]))))
+        se = np.full(len(names), np.nan)
+        kind = "none"
+        if covariance != "none" and finite:
+            res = summarize(out.G[r], out.R[r], out.J[r], out.natural[r], names, covariance)
+            if res.se is not None:
+                se = res.se
+            kind = res.kind
+        row.update({f"se({n})": float(v) for n, v in zip(names, se)})
+        row["covariance"] = kind
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["fit_batch", "BatchFitResult", "likelihood_ratio_test", "PowerResult"]
