@@ -4,13 +4,21 @@ The disposition part (central + 0-2 peripheral compartments) is a linear system
 dA/dt = K A whose matrix exponential we write through its eigenvalues and spectral
 projectors (Sylvester's formula): exp(K t) = sum_i exp(lambda_i t) P_i. For mammillary
 models with every Q > 0 the eigenvalues are real, negative and always distinct (K is
-similar to a symmetric arrowhead matrix), so the projectors are well defined.
+similar to a symmetric arrowhead matrix), so each projector is rank one,
+P_i = u_i w_i^T / (w_i^T u_i), with the right and left eigenvectors in closed form:
+u_i = (1, k12/(lambda_i + k21), k13/(lambda_i + k31)) and
+w_i = (1, k21/(lambda_i + k21), k31/(lambda_i + k31)).
 
 First-order absorption from a depot is handled apart from the eigen-decomposition:
 its contribution is a divided difference (e^{a t} - e^{b t})/(a - b) of two rates,
 written as t e^{a t} phi1(-(a - b) t) with phi1(x) = expm1(x)/x. That form is exact and
 smooth when ka equals a disposition eigenvalue (ka = k), where the textbook formula
 is 0/0.
+
+Everything is written on scalars (eigenvalues and eigenvector entries are lists of
+scalars, not small arrays): under ``vmap`` over records and subjects every quantity is
+then an array over records and subjects, which XLA vectorises well, whereas arrays
+with a trailing axis of length 1-4 are slow on CPU.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ def _eigen_2(k10, k12, k21):
     disc = jnp.sqrt((k10 - k21) ** 2 + k12 * (k12 + 2.0 * k10 + 2.0 * k21))
     lam_fast = -(s + disc) / 2.0
     lam_slow = k10 * k21 / lam_fast
-    return jnp.stack([lam_fast, lam_slow])
+    return [lam_fast, lam_slow]
 
 
 def _eigen_3(k10, k12, k21, k13, k31):
@@ -71,26 +79,10 @@ def _eigen_3(k10, k12, k21, k13, k31):
     m = 2.0 * jnp.sqrt(-p / 3.0)
     arg = jnp.clip(3.0 * q / (p * m), -1.0, 1.0)
     theta = jnp.arccos(arg) / 3.0
-    roots = jnp.stack([m * jnp.cos(theta - 2.0 * math.pi * k / 3.0) for k in range(3)]) - a2 / 3.0
+    roots = [m * jnp.cos(theta - 2.0 * math.pi * k / 3.0) - a2 / 3.0 for k in range(3)]
     for _ in range(2):
-        f = ((roots + a2) * roots + a1) * roots + a0
-        fp = (3.0 * roots + 2.0 * a2) * roots + a1
-        roots = roots - f / fp
+        roots = [r - (((r + a2) * r + a1) * r + a0) / ((3.0 * r + 2.0 * a2) * r + a1) for r in roots]
     return roots
-
-
-def _projectors(K, lam):
-    """Spectral projectors P_i = prod_{j != i} (K - lam_j I)/(lam_i - lam_j)."""
-    n = lam.shape[0]
-    eye = jnp.eye(n, dtype=K.dtype)
-    projectors = []
-    for i in range(n):
-        P = eye
-        for j in range(n):
-            if j != i:
-                P = P @ (K - lam[j] * eye) / (lam[i] - lam[j])
-        projectors.append(P)
-    return jnp.stack(projectors)
 
 
 class LinearCompartmentModel(AbstractStructure):
@@ -134,49 +126,66 @@ class LinearCompartmentModel(AbstractStructure):
         return names + (("ka",) if self.depot else ())
 
     def prepare(self, ip):
+        """Eigenvalues ``lam`` of the disposition matrix, the rate constants ``k_in``
+        (central to peripheral) and ``k_out`` (back) of each peripheral compartment, and
+        ``ka``. (The eigenvectors are a few divisions; ``propagate`` forms them, so that
+        only this small set travels through the event engine's scans.)"""
         n = self.n_disposition
         if n == 1:
             k10 = ip["cl"] / ip["v"]
-            K = -k10.reshape(1, 1)
-            lam = -k10.reshape(1)
-            P = jnp.ones((1, 1, 1), dtype=K.dtype)
+            lam, k_in, k_out = [-k10], [], []
         elif n == 2:
             k10, k12, k21 = ip["cl"] / ip["v1"], ip["q"] / ip["v1"], ip["q"] / ip["v2"]
-            K = jnp.array([[-(k10 + k12), k21], [k12, -k21]])
-            lam = _eigen_2(k10, k12, k21)
-            P = _projectors(K, lam)
+            lam, k_in, k_out = _eigen_2(k10, k12, k21), [k12], [k21]
         else:
             k10 = ip["cl"] / ip["v1"]
             k12, k21 = ip["q2"] / ip["v1"], ip["q2"] / ip["v2"]
             k13, k31 = ip["q3"] / ip["v1"], ip["q3"] / ip["v3"]
-            K = jnp.array([[-(k10 + k12 + k13), k21, k31], [k12, -k21, 0.0], [k13, 0.0, -k31]])
-            lam = _eigen_3(k10, k12, k21, k13, k31)
-            P = _projectors(K, lam)
-        ka = ip["ka"] if self.depot else jnp.zeros((), dtype=lam.dtype)
-        return {"lam": lam, "P": P, "ka": ka}
+            lam, k_in, k_out = _eigen_3(k10, k12, k21, k13, k31), [k12, k13], [k21, k31]
+        ka = ip["ka"] if self.depot else jnp.zeros_like(lam[0])
+        return {"lam": lam, "k_in": k_in, "k_out": k_out, "ka": ka}
 
-    def propagate(self, state, rates, t0, dt, prepared):
-        del t0  # time-invariant between events
-        lam, P, ka = prepared["lam"], prepared["P"], prepared["ka"]
+    def propagate_components(self, state, rates, dt, prepared):
+        """``propagate`` on lists of scalars (one per compartment): the form the event
+        engine uses, free of small arrays."""
+        lam, k_in, k_out, ka = prepared["lam"], prepared["k_in"], prepared["k_out"], prepared["ka"]
         if self.depot:
             a_depot, a_disp = state[0], state[1:]
             r_depot, r_disp = rates[0], rates[1:]
         else:
             a_disp, r_disp = state, rates
-        decay = jnp.exp(lam * dt)  # [n]
-        h = exp_integral(lam, dt)  # zero-order input integrals
-        # sum_i P_i (e^{lam_i dt} A + h_i R)
-        new_disp = jnp.einsum("i,ijk,k->j", decay, P, a_disp) + jnp.einsum("i,ijk,k->j", h, P, r_disp)
-        if not self.depot:
-            return new_disp
-        # Depot -> central input, the divided difference of e^{lam_i t} and e^{-ka t}.
-        g = exp_divided_difference(lam, -ka, dt)
-        # Amount entering from the depot's initial content, and from an infusion into the
-        # depot (its content then is R (1 - e^{-ka s})/ka, flowing out at ka times that).
-        weight = ka * a_depot * g + r_depot * (h - g)
-        new_disp = new_disp + jnp.einsum("i,ij->j", weight, P[:, :, 0])
-        new_depot = a_depot * jnp.exp(-ka * dt) + r_depot * exp_integral(-ka, dt)
-        return jnp.concatenate([new_depot[None], new_disp])
+        coef, vectors = [], []
+        for l in lam:
+            # Right (u) and left (w) eigenvectors, central entry 1; P = u w^T / (w^T u).
+            ratio = [1.0 / (l + k) for k in k_out]
+            u = [k * x for k, x in zip(k_in, ratio)]
+            w = [k * x for k, x in zip(k_out, ratio)]
+            norm = 1.0 / (1.0 + sum(a * b for a, b in zip(u, w)))
+            w = [1.0] + w
+            # Along the eigenvector, the amounts decay and the rates accumulate
+            # (h = int_0^dt e^{lam s} ds).
+            along_a = norm * sum(wb * x for wb, x in zip(w, a_disp))
+            along_r = norm * sum(wb * x for wb, x in zip(w, r_disp))
+            h = exp_integral(l, dt)
+            c = jnp.exp(l * dt) * along_a + h * along_r
+            if self.depot:
+                # Depot -> central input, the divided difference of e^{lam t} and
+                # e^{-ka t}: from the depot's content, and from an infusion into the depot
+                # (its content then is R (1 - e^{-ka s})/ka, flowing out at ka times that).
+                g = exp_divided_difference(l, -ka, dt)
+                c = c + norm * (ka * g * a_depot + (h - g) * r_depot)
+            coef.append(c)
+            vectors.append(u)
+        out = [sum(coef)] + [sum(u[p] * c for u, c in zip(vectors, coef)) for p in range(len(k_in))]
+        if self.depot:
+            out = [a_depot * jnp.exp(-ka * dt) + r_depot * exp_integral(-ka, dt)] + out
+        return out
+
+    def propagate(self, state, rates, t0, dt, prepared):
+        del t0  # time-invariant between events
+        n = self.n_compartments
+        return jnp.stack(self.propagate_components([state[k] for k in range(n)],
+                                                   [rates[k] for k in range(n)], dt, prepared))
 
 
 def one_compartment(*, depot: bool = False) -> LinearCompartmentModel:

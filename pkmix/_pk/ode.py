@@ -144,15 +144,15 @@ class ODE(AbstractStructure):
 
     def propagate(self, state, rates, t0, dt, prepared):
         solver = diffrax.Kvaerno5() if self.stiff else diffrax.Tsit5()
-        # Zero-length intervals (several events at one time) are skipped; diffrax is
-        # given a positive dummy length so it never sees t0 == t1.
-        empty = dt <= 0
-        length = jnp.where(empty, 1.0, dt)
+        # Zero-length intervals (several events at one time; the unused event slots of
+        # records that are not infusions) are common: diffrax takes no step when
+        # t0 == t1, so they cost only the solver's set-up.
+        dt = jnp.maximum(dt, 0.0)
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(self._vector_field),
             solver,
             t0=t0,
-            t1=t0 + length,
+            t1=t0 + dt,
             dt0=None,
             y0=state,
             args=(rates, prepared),
@@ -165,5 +165,4 @@ class ODE(AbstractStructure):
         # A failed solve (too many steps, non-finite state) gives NaN, which the caller
         # reports per subject; it is never silently replaced by a number.
         ok = sol.result == diffrax.RESULTS.successful
-        end = jnp.where(ok, sol.ys[-1], jnp.nan)
-        return jnp.where(empty, state, end)
+        return jnp.where(ok, sol.ys[-1], jnp.nan)

@@ -1,0 +1,60 @@
+"""Shared test fixtures and helpers.
+
+Importing pkmix turns on 64-bit floats before any array exists. Parsed reference
+datasets are session-scoped: they are read once for the whole run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import pkmix
+
+DATA = Path(__file__).parent / "data"
+
+assert jax.config.read("jax_enable_x64"), "importing pkmix must turn on 64-bit floats"
+
+
+def _read_quietly(path):
+    # The reference files are valid; any DatasetWarning (e.g. a subject without
+    # observations) is not what these fixtures are about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pkmix.DatasetWarning)
+        return pkmix.read_nonmem(path)
+
+
+@pytest.fixture(scope="session")
+def theo() -> pkmix.Dataset:
+    """Theophylline, single oral dose, 12 subjects (tests/data/theo_sd.csv)."""
+    return _read_quietly(DATA / "theo_sd.csv")
+
+
+@pytest.fixture(scope="session")
+def pheno() -> pkmix.Dataset:
+    """Phenobarbital in neonates, repeated IV bolus doses, 59 subjects (tests/data/pheno.csv)."""
+    return _read_quietly(DATA / "pheno.csv")
+
+
+def tree_allclose(actual, expected, *, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
+    """True when two pytrees have the same structure and every leaf is close."""
+    a_leaves, a_def = jax.tree_util.tree_flatten(actual)
+    e_leaves, e_def = jax.tree_util.tree_flatten(expected)
+    if a_def != e_def:
+        return False
+    return all(
+        np.shape(a) == np.shape(e) and np.allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
+        for a, e in zip(a_leaves, e_leaves)
+    )
+
+
+def assert_close(actual, expected, *, rtol: float = 1e-6, atol: float = 1e-9, what: str = "values"):
+    """``np.testing.assert_allclose`` with a message that shows the worst element."""
+    actual = np.asarray(actual, dtype=float)
+    expected = np.asarray(expected, dtype=float)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
