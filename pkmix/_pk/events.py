@@ -9,22 +9,25 @@ For one subject, every record gives up to three events:
   starts its rate;
 * the end of an infusion (kind 2) at TIME + ALAG + duration.
 
-When the model defines no lag time (no ``alagN`` among its individual parameters) every
-administration happens at its record's time, so the administration is folded into the
-record's own event and a subject has two events per record instead of three.
+Ties keep data order: a record's own event, then its administration, then its end,
+then the next record; so an administration or an infusion end at the time of a later
+record comes before it (NONMEM gives a dose before an observation at the same time). A
+reset (EVID 3/4) starts a new segment: TIME may go back there, and every event of the
+records before it belongs before it. A reset, or an SS=1 dose, also cancels running
+infusions and lagged doses still to come.
 
-Lag times and modelled rates/durations (RATE = -1/-2) depend on parameters, so the
-events are sorted at run time (a permutation is piecewise constant: gradients flow
-through the times). The sort key is (reset segment, time, data order): a reset
-(EVID 3/4) starts a new segment, because TIME may go back at a reset and every event
-of the records before it belongs before it. Ties keep data order: the record's own
-event, then its administration, then its end, then the next record.
+Two engines implement these semantics, and the tests check each against the other:
 
-Between events the state moves with the structure's ``propagate``, which never steps
-across a dose. For linear structures the step over each interval is the affine map
-``A a + B r`` (amounts ``a``, infusion rates ``r``); the maps of all events are
-computed at once, vectorised, and the sequential part is a scan of small
-matrix-vector products. Other structures (ODEs) call ``propagate`` inside the scan.
+* Linear structures (closed forms): a scan over the records, each closing the interval
+  since the previous one, with the administrations after a lag and the infusion ends
+  that fall inside an interval added by superposition (see
+  ``_amounts_by_superposition``). No event list is sorted.
+* Any structure (ODEs): the events sorted by (segment, time, data order) at run time
+  (lag times and modelled durations depend on parameters; a permutation is piecewise
+  constant, so gradients flow through the times), and the state carried from event to
+  event with the structure's ``propagate``, which never steps across a dose. Without
+  lag times (no ``alagN`` among the individual parameters) a record and its
+  administration are one event.
 
 Individual parameters may change from record to record (time-varying covariates,
 inter-occasion variability). NONMEM's rule is the default: the values on a record
@@ -124,7 +127,8 @@ def dose_schedule(structure: AbstractStructure, subject, ip) -> DoseSchedule:
     duration = jnp.where(constant_infusion, jnp.inf, duration)
     rate = jnp.where(is_infusion, rate, 0.0)
     duration = jnp.where(is_infusion, duration, 0.0)
-    lag = jnp.where(is_dose & ~constant_infusion, alag, 0.0)
+    # A negative lag would put a dose before its own record: NaN, not a guess.
+    lag = jnp.where(is_dose & ~constant_infusion, jnp.where(alag >= 0, alag, jnp.nan), 0.0)
     return DoseSchedule(
         is_dose=is_dose,
         is_infusion=is_infusion,
@@ -239,9 +243,10 @@ def subject_amounts(structure: AbstractStructure, subject, ip, *, has_steady_sta
         is_ss = dose.is_dose & (subject.ss > 0)
 
         def at_record(r):
-            # Every record is computed (vmap), so the others get a harmless regimen (no
-            # dose, a unit interval): under vmap the slowest lane sets the pace, and an
-            # ODE solve over a nonsense interval could run to its step limit.
+            # Under vmap the subjects without an SS dose at this record compute too; they
+            # get a harmless regimen (no dose, a unit interval), since the slowest lane
+            # sets the pace and an ODE solve over a nonsense interval could run to its
+            # step limit.
             ss = is_ss[r]
             prepared_r = jax.tree_util.tree_map(lambda x: x[r], prepared)
             return _steady_state_at_record(

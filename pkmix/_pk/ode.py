@@ -59,9 +59,10 @@ class ODE(AbstractStructure):
         structure = pkmix.ODE(["depot", "central"], rhs)
 
     ``rhs(t, a, p)`` gets the time, the amounts by compartment name and the individual
-    parameters (and covariates) of the interval; it returns the derivatives by
-    compartment name (a missing compartment has derivative 0). Zero-order inputs
-    (infusions) are added by the engine.
+    parameters of the interval (what ``individual()`` returns on the record that governs
+    it; return a covariate from ``individual()`` to use it here); it returns the
+    derivatives by compartment name (a missing compartment has derivative 0).
+    Zero-order inputs (infusions) are added by the engine.
 
     Args:
         compartments: names in NONMEM order (the first is CMT 1).
