@@ -1,10 +1,10 @@
 """Prediction speed: 1,000 subjects x 100 records (10 doses each), 2-compartment oral.
 
 Times the jitted prediction kernel for a closed form (``pkmix.two_compartment``) and
-the same system written as an ODE (``pkmix.ODE``, explicit Tsit5). Compilation is timed
-on the first call with JAX's persistent compilation cache off; warm times are the
-minimum over repeats of a call on the same shapes after a warm-up, each ended with
-``block_until_ready``.
+the same system written as an ODE (``pkmix.ODE``, explicit Tsit5, at its default
+tolerances unless --rtol/--atol say otherwise). Compilation is timed on the first call
+with JAX's persistent compilation cache off; warm times are the minimum over repeats of
+a call on the same shapes after a warm-up, each ended with ``block_until_ready``.
 
 Run from the repository root (see benchmarks/README.md)::
 
@@ -111,8 +111,8 @@ def main():
     parser.add_argument("--records", type=int, default=100)
     parser.add_argument("--doses", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rtol", type=float, default=1e-6, help="ODE relative tolerance")
-    parser.add_argument("--atol", type=float, default=1e-9, help="ODE absolute tolerance")
+    parser.add_argument("--rtol", type=float, default=None, help="ODE relative tolerance (default: pkmix.ODE's)")
+    parser.add_argument("--atol", type=float, default=None, help="ODE absolute tolerance (default: pkmix.ODE's)")
     parser.add_argument("--only", choices=("closed", "ode"), default=None)
     args = parser.parse_args()
 
@@ -123,8 +123,9 @@ def main():
     if args.only in (None, "closed"):
         cases.append(("closed form", make_model(pkmix.two_compartment(depot=True))))
     if args.only in (None, "ode"):
-        ode = pkmix.ODE(["depot", "central", "peripheral"], rhs, rtol=args.rtol, atol=args.atol)
-        cases.append((f"ODE Tsit5 rtol={args.rtol:g} atol={args.atol:g}", make_model(ode)))
+        tol = {k: v for k, v in (("rtol", args.rtol), ("atol", args.atol)) if v is not None}
+        ode = pkmix.ODE(["depot", "central", "peripheral"], rhs, **tol)
+        cases.append((f"ODE Tsit5 rtol={ode.rtol:g} atol={ode.atol:g}", make_model(ode)))
 
     print(f"# {args.subjects} subjects x {args.records} records ({args.doses} doses each), "
           f"2-compartment oral; jax {jax.__version__} on {jax.devices()[0].device_kind} "

@@ -462,16 +462,20 @@ def _amounts_by_events(structure, subject, dose, prepared, ss_amounts, resets, r
     dt = jnp.maximum(times - t_prev, 0.0)
     prepared_e = jax.tree_util.tree_map(lambda x: x[governing], prepared)
 
-    def step(carry, e):
-        a, r = carry
-        t0, h, p, reset_e, add_e, dr_e = e
-        a = structure.propagate(a, r, t0, h, p)
-        a = jnp.where(reset_e, 0.0, a) + add_e
-        r = jnp.where(reset_e, 0.0, r) + dr_e
-        return (a, r), a
+    if hasattr(structure, "solve_events"):
+        # One adaptive solve through all the events (ODEs).
+        states = structure.solve_events(times, prepared_e, reset, add, rate_change, jnp.sum(active))
+    else:
+        def step(carry, e):
+            a, r = carry
+            t0, h, p, reset_e, add_e, dr_e = e
+            a = structure.propagate(a, r, t0, h, p)
+            a = jnp.where(reset_e, 0.0, a) + add_e
+            r = jnp.where(reset_e, 0.0, r) + dr_e
+            return (a, r), a
 
-    zeros = jnp.zeros(n_cmt)
-    _, states = lax.scan(step, (zeros, zeros), (t_prev, dt, prepared_e, reset, add, rate_change))
+        zeros = jnp.zeros(n_cmt)
+        _, states = lax.scan(step, (zeros, zeros), (t_prev, dt, prepared_e, reset, add, rate_change))
 
     # The state seen by each record is the one right after its own event; a dose record
     # without a lag shows the state after its administration (as NONMEM's tables do).
