@@ -3,9 +3,10 @@ textbook formulas worked out here by hand, and their derivatives against finite
 differences.
 
 The closed forms (``pkmix.one/two/three_compartment``) go through the superposition
-engine for linear structures; ``pkmix.ODE`` goes through the sorted event list and
-diffrax. The two share only the dose bookkeeping (F, ALAG, RATE/DUR), so agreement on
-randomised dose histories checks each against the other.
+engine for linear structures (a scan over records); ``pkmix.ODE`` goes through the
+sorted event list and one adaptive solve per subject. The two share only the dose
+bookkeeping (F, ALAG, RATE/DUR) and the steady-state fixed point, so agreement on
+randomised dose histories checks each engine against the other.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +30,6 @@ from pkmix._pk.closed_form import _eigen_2
 
 ODE_TOL = dict(rtol=1e-10, atol=1e-12)
 AGREE = dict(rtol=1e-6, atol=1e-9)
-COLUMNS = ["ID", "TIME", "DV", "AMT", "EVID", "MDV", "CMT", "RATE", "II", "SS"]
 
 
 # --------------------------------------------------------------------------- models
@@ -381,17 +382,21 @@ def _observed(out):
 
 
 # ------------------------------------------------------------- textbook formulas
-@functools.lru_cache(maxsize=None)
-def one_cmt_model(*, depot=False, lag=None, f=None, rate=None, duration=None):
-    """CL = 2, V = 20 (k = 0.1), KA = 1.1, with optional dose modifiers of CMT 1."""
+class Case(NamedTuple):
+    """A model and the subject covariates that set its dose modifiers."""
 
+    model: pkmix.Model
+    columns: dict
+
+
+@functools.lru_cache(maxsize=None)
+def _one_cmt(depot, modifiers):
     def individual(p):
         out = {"cl": p.cl, "v": p.v}
         if depot:
             out["ka"] = p.ka
-        for key, value in (("alag1", lag), ("f1", f), ("r1", rate), ("d1", duration)):
-            if value is not None:
-                out[key] = value
+        if modifiers:
+            out.update(f1=p.F1, alag1=p.LAG1, r1=p.R1, d1=p.D1)
         return out
 
     return pkmix.Model(
@@ -399,7 +404,15 @@ def one_cmt_model(*, depot=False, lag=None, f=None, rate=None, duration=None):
         omega={"eta": 0.1}, sigma={"add": 1.0},
         individual=individual, structure=pkmix.one_compartment(depot=depot),
         observe=lambda a, p: a.central / p.v, error=pkmix.additive("add"),
+        covariates=["F1", "LAG1", "R1", "D1"] if modifiers else [],
     )
+
+
+def one_cmt_model(*, depot=False, lag=0.0, f=1.0, rate=1.0, duration=1.0):
+    """CL = 2, V = 20 (k = 0.1), KA = 1.1, and dose modifiers of CMT 1 (f1, alag1, r1,
+    d1). The modifiers are covariates, so that one compiled prediction serves every
+    test of a shape."""
+    return Case(_one_cmt(depot, True), {"F1": f, "LAG1": lag, "R1": rate, "D1": duration})
 
 
 CL, V, KA = 2.0, 20.0, 1.1
@@ -414,8 +427,12 @@ def frame_of(doses, obs, obs_cmt=0):
     return pd.DataFrame(rows).sort_values("TIME", kind="stable").fillna(0.0)
 
 
-def observed(model, frame):
-    out = pkmix.predict(model, frame)
+def predict_case(case, frame, **kwargs):
+    return pkmix.predict(case.model, frame.assign(**case.columns), **kwargs)
+
+
+def observed(case, frame):
+    out = predict_case(case, frame) if isinstance(case, Case) else pkmix.predict(case, frame)
     return out.loc[out["EVID"] == 0, ["TIME", "PRED"]].to_numpy().T
 
 
@@ -465,7 +482,7 @@ def test_modelled_rate_and_duration():
 
 def test_modelled_rate_the_model_does_not_define_is_nan():
     # RATE = -1 into CMT 1 without r1: there is no rate to use, so no number is made up.
-    _, c = observed(one_cmt_model(), frame_of([dict(TIME=0.0, AMT=100.0, RATE=-1.0)], [1.0, 2.0]))
+    _, c = observed(_one_cmt(False, False), frame_of([dict(TIME=0.0, AMT=100.0, RATE=-1.0)], [1.0, 2.0]))
     assert np.isnan(c).all()
 
 
@@ -488,9 +505,8 @@ def test_oral_bateman_function():
 
 def test_oral_with_ka_equal_to_k():
     # The limit of the Bateman function: Dose/V ka t e^{-k t}.
-    model = one_cmt_model(depot=True)
-    out = pkmix.predict(model, frame_of([dict(TIME=0.0, AMT=100.0, CMT=1)], [0.5, 2.0, 10.0], obs_cmt=2),
-                        params={"ka": K})
+    out = predict_case(one_cmt_model(depot=True),
+                       frame_of([dict(TIME=0.0, AMT=100.0, CMT=1)], [0.5, 2.0, 10.0], obs_cmt=2), params={"ka": K})
     obs = out[out["EVID"] == 0]
     t = obs["TIME"].to_numpy()
     assert_close(obs["PRED"], 100.0 / V * K * t * np.exp(-K * t), rtol=1e-12, atol=0, what="ka = k")
@@ -542,7 +558,7 @@ def test_steady_state_infusion_and_oral_against_a_long_regimen():
         (one_cmt_model(depot=True, lag=0.8), dict(AMT=100.0, CMT=1)),  # oral with a lag
         (one_cmt_model(depot=True, lag=0.8, f=0.7), dict(AMT=100.0, CMT=1, RATE=50.0)),  # into the depot
     ]:
-        cmt = 2 if model.structure.depot else 0
+        cmt = 2 if model.model.structure.depot else 0
         _, ss = observed(model, frame_of([dict(TIME=0.0, SS=1, II=tau, **dose)], obs, cmt))
         regimen = [dict(TIME=k * tau, **dose) for k in range(31)]
         _, long = observed(model, frame_of(regimen, obs + 30 * tau, cmt))
@@ -584,7 +600,7 @@ def test_reset_with_time_going_back():
         "AMT": [100.0, 0, 0, 0, 50.0, 0, 0], "EVID": [1, 0, 0, 3, 1, 0, 0], "DV": 0.0,
         "MDV": [1, 0, 0, 1, 1, 0, 0],
     })
-    c = pkmix.predict(one_cmt_model(), frame)["PRED"].to_numpy()
+    c = predict_case(one_cmt_model(), frame)["PRED"].to_numpy()
     t = frame["TIME"].to_numpy()
     expected = np.where(np.arange(7) < 3, 100.0, 50.0) / V * np.exp(-K * t)
     expected[3] = 0.0

@@ -174,6 +174,17 @@ def _steady_state_at_record(structure, prepared_r, amount, rate, duration, ii, c
     )
 
     def cycle(a):
+        if hasattr(structure, "solve_events"):
+            # An ODE: the cycle as four events of its own event solver (start, dose,
+            # infusion end, end of the interval), the rates as changes.
+            add, rates, t0, dt = stretches
+            times = jnp.concatenate([t0, (t0 + dt)[-1:]])
+            n = times.shape[0]
+            changes = jnp.concatenate([jnp.diff(rates, axis=0, prepend=zeros[None]), -rates[-1:]])
+            return structure.solve_events(
+                times, jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), prepared_r),
+                jnp.zeros(n, dtype=bool), jnp.concatenate([add, zeros[None]]), changes, n, y0=a)[-1]
+
         def stretch(a, xs):
             add, rates, t0, dt = xs
             return structure.propagate(a + add, rates, t0, dt, prepared_r), None

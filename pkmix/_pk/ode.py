@@ -171,7 +171,7 @@ class ODE(AbstractStructure):
         ok = sol.result == diffrax.RESULTS.successful
         return jnp.where(ok, sol.ys[-1], jnp.nan)
 
-    def solve_events(self, times, prepared, reset, add, rate_change, n_active):
+    def solve_events(self, times, prepared, reset, add, rate_change, n_active, y0=None):
         """The amounts right after each of one subject's events, from one adaptive solve
         that runs through all of them (the event engine's path for ODEs).
 
@@ -193,18 +193,20 @@ class ODE(AbstractStructure):
             add: ``[E, n]`` amounts added at the event (after a reset).
             rate_change: ``[E, n]`` change of the zero-order input rates.
             n_active: how many leading events to process; the later ones change nothing.
+            y0: the amounts at ``times[0]`` (default zero).
 
         Returns:
             ``[E, n]`` amounts after each event; NaN from the first interval whose solve
             fails (more than ``max_steps`` steps, or a non-finite state).
         """
         n_events = times.shape[0]
-        y0 = jnp.zeros(self.n_compartments)
+        zeros = jnp.zeros(self.n_compartments)
+        y0 = zeros if y0 is None else y0
         t_first = times[0]
         span = times[jnp.maximum(n_active - 1, 0)] - t_first
         # Any first guess will do: the controller shrinks a step that is too long.
         h0 = lax.stop_gradient(jnp.maximum(span, 1.0) * 1e-3)
-        args0 = (y0, jax.tree_util.tree_map(lambda x: x[0], prepared))
+        args0 = (zeros, jax.tree_util.tree_map(lambda x: x[0], prepared))
         step, error_order, state0 = self._stepper(t_first, t_first + h0, y0, args0)
 
         def going(carry):
@@ -252,10 +254,13 @@ class ODE(AbstractStructure):
             jumped = jumped | reached  # new state or parameters: re-evaluate the rhs
             steps = jnp.where(reached, 0, steps)
             e = e + reached.astype(e.dtype)
-            failed = (steps > self.max_steps) | ~jnp.isfinite(h) | ~(h > 0) | ~jnp.all(jnp.isfinite(y))
+            # (A NaN event time, e.g. from a modelled duration that is NaN, would never be
+            # reached: it fails too, rather than looping forever.)
+            failed = (steps > self.max_steps) | ~jnp.isfinite(h) | ~(h > 0) | ~jnp.all(jnp.isfinite(y)) \
+                | jnp.isnan(target)
             return e, t, y, rates, h, state, jumped, steps, out, failed
 
-        init = (jnp.zeros((), jnp.int32), t_first, y0, y0, h0, state0, jnp.ones((), bool),
+        init = (jnp.zeros((), jnp.int32), t_first, y0, zeros, h0, state0, jnp.ones((), bool),
                 jnp.zeros((), jnp.int32), jnp.zeros((n_events, self.n_compartments)), jnp.zeros((), bool))
         final = eqxi.while_loop(going, body, init, buffers=lambda c: c[8], kind="lax")
         e, y, out, failed = final[0], final[2], final[8], final[-1]
