@@ -279,7 +279,7 @@ def subject_amounts(structure: AbstractStructure, subject, ip, *, has_steady_sta
         # pending lagged doses.
         resets = resets_data | (is_ss & (subject.ss == 1))
     else:
-        ss_amounts = jnp.zeros((n_rec, n_cmt))
+        ss_amounts = None
         resets = resets_data
 
     lagged = has_lag_times(structure, ip)
@@ -333,7 +333,6 @@ def _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, re
     n_cmt = structure.n_compartments
     rows = jnp.arange(n_rec)
     t = subject.time
-    dt = jnp.maximum(t - jnp.concatenate([t[:1], t[:-1]]), 0.0)
     # The parameters of interval j: record j's (NONMEM) or record j-1's (LOCF).
     prepared_j = _shift(prepared, locf)
 
@@ -353,64 +352,74 @@ def _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, re
     owner = jnp.tile(rows, len(inputs))
     cmt = jnp.tile(dose.cmt, len(inputs))
 
-    # The interval (t_{j-1}, t_j] that holds time s: the first record after the owner,
-    # in the owner's reset segment, with t_j >= s (ties: the input comes first, as
-    # NONMEM gives a dose before an observation at the same time). Segments are laid
-    # end to end on one axis so that a single binary search finds it.
-    segment = _segments(resets_data)
-    span = 2.0 * jnp.max(jnp.abs(t)) + 1.0
-    key = t + segment * span
-    s_segment = jnp.tile(segment, len(inputs))
-    j = jnp.searchsorted(key, s_time + s_segment * span, side="left")
-    j = jnp.maximum(j, owner + 1)
-    j = jnp.where(jnp.isnan(s_time), owner + 1, j)  # keep NaN visible
-    j_safe = jnp.minimum(j, n_rec - 1)
-    cum_resets = jnp.cumsum(resets.astype(jnp.int32))
-    # Not after the owner's segment ends, and not cancelled by a reset or SS=1 dose
-    # between the owner and the interval (a reset at j itself comes after the input,
-    # and clears it with the rest of the state).
-    live = (s_valid & (j < n_rec) & (segment[j_safe] == s_segment)
-            & (cum_resets[jnp.maximum(j_safe - 1, 0)] == jnp.tile(cum_resets, len(inputs))))
-    h = jnp.maximum(t[j_safe] - s_time, 0.0)
-    prepared_s = jax.tree_util.tree_map(lambda v: v[j_safe], prepared_j)
+    def inputs_inside_intervals(_):
+        # The interval (t_{j-1}, t_j] that holds time s: the first record after the owner,
+        # in the owner's reset segment, with t_j >= s (ties: the input comes first, as
+        # NONMEM gives a dose before an observation at the same time). Segments are laid
+        # end to end on one axis so that a single binary search finds it.
+        segment = _segments(resets_data)
+        span = 2.0 * jnp.max(jnp.abs(t)) + 1.0
+        key = t + segment * span
+        s_segment = jnp.tile(segment, len(inputs))
+        j = jnp.searchsorted(key, s_time + s_segment * span, side="left")
+        j = jnp.maximum(j, owner + 1)
+        j = jnp.where(jnp.isnan(s_time), owner + 1, j)  # keep NaN visible
+        j_safe = jnp.minimum(j, n_rec - 1)
+        cum_resets = jnp.cumsum(resets.astype(jnp.int32))
+        # Not after the owner's segment ends, and not cancelled by a reset or SS=1 dose
+        # between the owner and the interval (a reset at j itself comes after the input,
+        # and clears it with the rest of the state).
+        live = (s_valid & (j < n_rec) & (segment[j_safe] == s_segment)
+                & (cum_resets[jnp.maximum(j_safe - 1, 0)] == jnp.tile(cum_resets, len(inputs))))
+        h = jnp.maximum(t[j_safe] - s_time, 0.0)
+        prepared_s = jax.tree_util.tree_map(lambda v: v[j_safe], prepared_j)
 
-    # The contribution of each input at the end of its interval. A scan over inputs
-    # rather than one vectorised expression: it materialises only its results, not the
-    # dozens of intermediate [inputs] arrays of a transition (which cost page faults
-    # for every subject on CPU).
-    def contribution(carry, xs):
-        t0, h_e, p_e, cmt_e, bolus_e, rate_e = xs
-        bolus = [jnp.where(cmt_e == c, bolus_e, 0.0) for c in range(n_cmt)]
-        rate = [jnp.where(cmt_e == c, rate_e, 0.0) for c in range(n_cmt)]
-        return carry, _propagate_lists(structure, bolus, rate, t0, h_e, p_e)
+        # The contribution of each input at the end of its interval. A scan over inputs
+        # rather than one vectorised expression: it materialises only its results, not the
+        # dozens of intermediate [inputs] arrays of a transition (which cost page faults
+        # for every subject on CPU).
+        def contribution(carry, xs):
+            t0, h_e, p_e, cmt_e, bolus_e, rate_e = xs
+            bolus = [jnp.where(cmt_e == c, bolus_e, 0.0) for c in range(n_cmt)]
+            rate = [jnp.where(cmt_e == c, rate_e, 0.0) for c in range(n_cmt)]
+            return carry, _propagate_lists(structure, bolus, rate, t0, h_e, p_e)
 
-    _, contributions = lax.scan(contribution, None, (s_time, h, prepared_s, cmt, s_bolus, s_rate))
-    target = jnp.where(live, j, n_rec)
-    extra_add = [jnp.zeros(n_rec).at[target].add(x, mode="drop") for x in contributions]
-    extra_rate = [jnp.zeros(n_rec).at[target].add(jnp.where(cmt == c, s_rate, 0.0), mode="drop")
-                  for c in range(n_cmt)]
+        _, contributions = lax.scan(contribution, None, (s_time, h, prepared_s, cmt, s_bolus, s_rate))
+        target = jnp.where(live, j, n_rec)
+        extra_add = [jnp.zeros(n_rec).at[target].add(x, mode="drop") for x in contributions]
+        extra_rate = [jnp.zeros(n_rec).at[target].add(jnp.where(cmt == c, s_rate, 0.0), mode="drop")
+                      for c in range(n_cmt)]
+        return extra_add, extra_rate
+
+    def no_inputs(_):
+        return [jnp.zeros(n_rec) for _ in range(n_cmt)], [jnp.zeros(n_rec) for _ in range(n_cmt)]
+
+    # Only when some subject of the batch has such an input (the condition is taken over
+    # the batch under vmap): bolus and oral data without lag times have none.
+    extra_add, extra_rate = lax.cond(eqxi.unvmap_any(jnp.any(s_valid)), inputs_inside_intervals, no_inputs,
+                                     None)
 
     # What record j adds after its interval (after a reset, which also clears what came
     # in during the interval): steady-state amounts and a dose given at its time.
-    add = [jnp.where(resets, 0.0, extra) + ss_amounts[:, c]
-           + jnp.where(immediate & ~dose.is_infusion & (dose.cmt == c), dose.amount, 0.0)
+    add = [jnp.where(resets, 0.0, extra) + jnp.where(immediate & ~dose.is_infusion & (dose.cmt == c), dose.amount, 0.0)
            for c, extra in enumerate(extra_add)]
+    if ss_amounts is not None:
+        add = [x + ss_amounts[:, c] for c, x in enumerate(add)]
     rate_change = [jnp.where(resets, 0.0, extra)
                    + jnp.where(immediate & dose.is_infusion & (dose.cmt == c), dose.rate, 0.0)
                    for c, extra in enumerate(extra_rate)]
 
     def step(carry, xs):
-        a, r = carry
-        t0, dt_j, p_j, reset_j, add_j, rate_j = xs
-        moved = _propagate_lists(structure, a, r, t0, dt_j, p_j)
+        t0, a, r = carry
+        t_j, p_j, reset_j, add_j, rate_j = xs
+        moved = _propagate_lists(structure, a, r, t0, jnp.maximum(t_j - t0, 0.0), p_j)
         # where, not a multiplication by 0: a reset clears NaN too.
         a = [jnp.where(reset_j, 0.0, m) + x for m, x in zip(moved, add_j)]
         r = [jnp.where(reset_j, 0.0, x) + d for x, d in zip(r, rate_j)]
-        return (a, r), a
+        return (t_j, a, r), a
 
     zeros = [jnp.zeros(()) for _ in range(n_cmt)]
-    t_start = jnp.concatenate([t[:1], t[:-1]])
-    _, states = lax.scan(step, (zeros, zeros), (t_start, dt, prepared_j, resets, add, rate_change))
+    _, states = lax.scan(step, (t[0], zeros, zeros), (t, prepared_j, resets, add, rate_change))
     return jnp.stack(states, axis=-1)
 
 
@@ -464,8 +473,9 @@ def _amounts_by_events(structure, subject, dose, prepared, ss_amounts, resets, r
     stop = live & (kinds == EVENT_STOP) & ends[owners]
     unit = jax.nn.one_hot(dose.cmt[owners], n_cmt, dtype=times.dtype)
     infusion = dose.is_infusion[owners]
-    add = (jnp.where(at_record[:, None], ss_amounts[owners], 0.0)
-           + jnp.where(admin & ~infusion, dose.amount[owners], 0.0)[:, None] * unit)
+    add = jnp.where(admin & ~infusion, dose.amount[owners], 0.0)[:, None] * unit
+    if ss_amounts is not None:
+        add = add + jnp.where(at_record[:, None], ss_amounts[owners], 0.0)
     rate_change = (jnp.where(admin & infusion, dose.rate[owners], 0.0)
                    - jnp.where(stop, dose.rate[owners], 0.0))[:, None] * unit
 
