@@ -25,9 +25,10 @@ Two engines implement these semantics, and the tests check each against the othe
 * Any structure (ODEs): the events sorted by (segment, time, data order) at run time
   (lag times and modelled durations depend on parameters; a permutation is piecewise
   constant, so gradients flow through the times), and the state carried from event to
-  event with the structure's ``propagate``, which never steps across a dose. Without
-  lag times (no ``alagN`` among the individual parameters) a record and its
-  administration are one event.
+  event by one adaptive solve that stops at every event (``ODE.solve_events``), or with
+  the structure's ``propagate``, which never steps across a dose. Without lag times
+  (no ``alagN`` among the individual parameters) a record and its administration are
+  one event.
 
 Individual parameters may change from record to record (time-varying covariates,
 inter-occasion variability). NONMEM's rule is the default: the values on a record
@@ -426,7 +427,8 @@ def _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, re
 def _amounts_by_events(structure, subject, dose, prepared, ss_amounts, resets, resets_data, *,
                        lagged, covariate_rule):
     """Any structure: a sorted event list, the state carried from event to event with
-    ``propagate`` (an ODE solve for ``pkmix.ODE``)."""
+    ``propagate``, or by the structure's own ``solve_events`` where it has one
+    (``pkmix.ODE``: one adaptive solve through all the events)."""
     n_rec = subject.time.shape[0]
     n_cmt = structure.n_compartments
     rows = jnp.arange(n_rec)

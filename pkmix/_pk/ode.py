@@ -1,9 +1,13 @@
-"""Structural models given as ODE right-hand sides, solved with diffrax.
+"""Structural models given as ODE right-hand sides.
 
-The event engine integrates only between events (doses, infusion starts and stops,
-records), so every discontinuity is an interval end and the adaptive step controller
-never steps across one. Solves use ``diffrax.ForwardMode`` so predictions can be
-differentiated in forward mode (the estimator needs d prediction / d eta and d theta).
+The event engine hands ``ODE.solve_events`` a subject's sorted events (doses, infusion
+starts and stops, records): one adaptive solve steps from event to event, landing on
+each, so every discontinuity is a step end and the step-size control never steps
+across one. The explicit solver is Tsit5 (diffrax's tableau, stages written out), the
+implicit one diffrax's Kvaerno5. Everything is forward-mode differentiable (the
+estimator needs d prediction / d eta and d theta); reverse mode is not supported.
+``propagate`` (one interval, ``diffrax.diffeqsolve`` with ``ForwardMode``) remains for
+the structure interface.
 """
 
 from __future__ import annotations
