@@ -333,7 +333,9 @@ def _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, re
     n_rec = subject.time.shape[0]
     n_cmt = structure.n_compartments
     rows = jnp.arange(n_rec)
-    t = subject.time
+    # As JAX arrays: the subject may hold NumPy arrays (a concrete patient), and they are
+    # indexed with traced positions below.
+    t = jnp.asarray(subject.time)
     # The parameters of interval j: record j's (NONMEM) or record j-1's (LOCF).
     prepared_j = _shift(prepared, locf)
 
@@ -373,7 +375,7 @@ def _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, re
         live = (s_valid & (j < n_rec) & (segment[j_safe] == s_segment)
                 & (cum_resets[jnp.maximum(j_safe - 1, 0)] == jnp.tile(cum_resets, len(inputs))))
         h = jnp.maximum(t[j_safe] - s_time, 0.0)
-        prepared_s = jax.tree_util.tree_map(lambda v: v[j_safe], prepared_j)
+        prepared_s = jax.tree_util.tree_map(lambda v: jnp.asarray(v)[j_safe], prepared_j)
 
         # The contribution of each input at the end of its interval. A scan over inputs
         # rather than one vectorised expression: it materialises only its results, not the
