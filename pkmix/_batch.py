@@ -1,9 +1,14 @@
 """``pkmix.fit_batch``: many replicate datasets fitted by one compiled program.
 
-The program is the fit of one replicate, vmapped over a chunk of replicates and
-split over every visible device along the replicate axis (``jax.shard_map`` over a
-1-D mesh; inputs placed with ``NamedSharding``). Each device runs its own bounded
-``lax.while_loop``, so a device never waits for another device's replicates.
+The program is the fit of one replicate, applied to a chunk of replicates split over
+every visible device along the replicate axis (``jax.shard_map`` over a 1-D mesh;
+inputs placed with ``NamedSharding``). Each device runs its own bounded
+``lax.while_loop``s, so a device never waits for another device's replicates. On a
+device the replicates are vmapped in groups of ``vmap_width`` (``lax.map`` with
+``batch_size``): the whole share on a GPU, where vmapped members run in parallel, and
+1 on a CPU, where they would not and every member would wait for the slowest (in both
+the outer loop and the vmapped inner eta solves: measured 4.9x slower at width 20 than
+at width 1 for 20 replicates of 100 subjects).
 
 One replicate's loop is ``pkmix.fit``'s loop (``outer.minimize_in_graph``): the same
 ``outer.init``/``outer.step`` (L-BFGS with a backtracking Armijo search) fed by the same
@@ -83,7 +88,8 @@ def _fit_one(model, method, opts, transform, settings: OuterSettings, with_cov: 
     compilation's worth, as for ``pkmix.fit``).
     """
     p = x0.shape[0]
-    n_cov = 2 * p if with_cov else 0
+    # A padding replicate (limit 0) stops after one evaluation and skips the covariance.
+    n_cov = jnp.where(limit > 0, 2 * p, 0) if with_cov else 0
     bound = 20 * limit + 100
     loop0 = _Loop(init(settings, x0, etas0), jnp.zeros((), jnp.int32), jnp.zeros((2 * p, p)))
 
@@ -122,15 +128,20 @@ def _fit_one(model, method, opts, transform, settings: OuterSettings, with_cov: 
                 eta_failures=jnp.sum(~s.etas_converged).astype(jnp.int32), natural=natural, J=J, G=s.jac, R=R)
 
 
-def _chunk_program(model, method, opts, transform, settings, with_cov, varying_names, x0, base, etas0, shared,
-                   varying, limit):
-    """vmap of ``_fit_one`` over the replicates of a chunk (on one device's share)."""
+def _chunk_program(model, method, opts, transform, settings, with_cov, varying_names, width, x0, base, etas0,
+                   shared, varying, limit):
+    """``_fit_one`` over the replicates of one device's share of a chunk: vmapped in
+    groups of ``width`` replicates, the groups one after another (``lax.map``)."""
 
-    def one(x0_r, etas_r, fields):
+    def one(args):
+        x0_r, etas_r, fields, limit_r = args
         batch = dataclasses.replace(shared, **dict(zip(varying_names, fields)))
-        return _fit_one(model, method, opts, transform, settings, with_cov, x0_r, base, etas_r, batch, limit)
+        return _fit_one(model, method, opts, transform, settings, with_cov, x0_r, base, etas_r, batch, limit_r)
 
-    return jax.vmap(one)(x0, etas0, varying)
+    n = x0.shape[0]
+    if width >= n:
+        return jax.vmap(lambda *a: one(a))(x0, etas0, varying, limit)
+    return jax.lax.map(one, (x0, etas0, varying, limit), batch_size=width if width > 1 else None)
 
 
 _PROGRAMS: dict = {}
@@ -146,7 +157,7 @@ def _compiled(static, mesh, args):
     if hit is not None:
         return hit, 0.0
     rep = P("rep")
-    in_specs = (rep, P(), rep, P(), rep, P())  # x0, base, etas0, shared, varying, max_iter
+    in_specs = (rep, P(), rep, P(), rep, rep)  # x0, base, etas0, shared, varying, max_iter
 
     def program(x0, base, etas0, shared, varying, limit):
         return _chunk_program(*static, x0, base, etas0, shared, varying, limit)
@@ -407,6 +418,26 @@ def _wilson(p, n, z=Z95):
 
 
 # ------------------------------------------------------------------ entry point
+def _put(tree, sharding):
+    """Host arrays (the same on every process) as global arrays laid out by ``sharding``.
+    Each process fills only the shards of its own devices, so this serves one host and
+    several (``jax.distributed``) alike."""
+    def one(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def _fetch(a):
+    """A global array's values on this host (gathered from the other hosts if any)."""
+    if jax.process_count() > 1 and not a.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
+
+
 def _mesh(devices):
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
@@ -416,7 +447,7 @@ def _mesh(devices):
 
 def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: int = 500, gtol: float = 1e-3,
               covariance: str = "sandwich", covariate_rule: str = "nonmem", chunk_size: int | None = None,
-              devices=None, truth=None, progress: bool = False) -> BatchFitResult:
+              devices=None, vmap_width: int | None = None, truth=None, progress: bool = False) -> BatchFitResult:
     """Fit every replicate dataset in one compiled program, sharded over devices.
 
     Args:
@@ -436,7 +467,16 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
         chunk_size: replicates per call of the compiled program (rounded up to a
             multiple of the device count); smaller chunks use less memory. Default:
             all replicates, at most 1024 per device.
-        devices: the devices to shard over (default every visible device).
+        devices: the devices to shard over (default every visible device: with
+            ``jax.distributed`` initialised, those of every host; each process then
+            passes the same replicates and gets every result).
+        vmap_width: replicates a device fits side by side (vmapped); its share of a
+            chunk runs in groups of this many, one group after another. A vmapped loop
+            runs until its slowest member stops, so wider groups waste the work done
+            for finished members; they pay where the device computes them in parallel
+            (GPU). Default: the device's whole share on GPU/TPU, 1 on CPU (one
+            replicate at a time per device; use several CPU devices, e.g.
+            ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>``, for parallelism).
         truth: {name: value} for the summary (default: the values the replicates were
             simulated from, when they come from ``pkmix.simulate`` with matching names).
         progress: print one line per chunk.
@@ -462,7 +502,6 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     n_subj = int(stack.shared.time.shape[0])
     # As in pkmix.fit: max_iter is a run-time argument (changing it compiles nothing).
     settings = OuterSettings(gtol=float(gtol))
-    limit = jnp.asarray(int(max_iter), jnp.int32)
     with_cov = covariance == "sandwich"
     mesh = _mesh(devices)
     n_dev = mesh.devices.size
@@ -472,41 +511,58 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     else:
         chunk = max(1, int(chunk_size))
     chunk = -(-chunk // n_dev) * n_dev
+    if vmap_width is not None and chunk // n_dev > int(vmap_width):
+        # Whole groups only: a remainder group would compile the fit a second time.
+        chunk = -(-chunk // (n_dev * int(vmap_width))) * n_dev * int(vmap_width)
     names_v = tuple(sorted(stack.varying))
-    static = (model, method, opts, transform, settings, with_cov, names_v)
+    width = _width(vmap_width, mesh, chunk // n_dev)
+    static = (model, method, opts, transform, settings, with_cov, names_v, width)
     rep_sharding = NamedSharding(mesh, P("rep"))
     replicated = NamedSharding(mesh, P())
-    shared = jax.device_put(stack.shared, replicated)
-    base_d = jax.device_put(base, replicated)
+    shared = _put(stack.shared, replicated)
+    base_d = _put(base, replicated)
 
     outs, compile_s, run_s = [], 0.0, 0.0
     for start in range(0, R, chunk):
         idx = np.arange(start, min(start + chunk, R))
         real = idx.size
-        if real < chunk:  # pad with copies of the chunk's first replicate (results dropped)
+        # Pad with copies of the chunk's first replicate, given 0 iterations (dropped).
+        limits = np.full(chunk, int(max_iter), np.int32)
+        limits[real:] = 0
+        if real < chunk:
             idx = np.concatenate([idx, np.full(chunk - real, idx[0])])
-        varying = tuple(jax.device_put(stack.varying[k][idx], rep_sharding) for k in names_v)
-        args = (jax.device_put(np.broadcast_to(x0, (chunk, x0.size)).copy(), rep_sharding), base_d,
-                jax.device_put(np.zeros((chunk, n_subj, n_eta)), rep_sharding), shared, varying,
-                jax.device_put(limit, replicated))
+        varying = tuple(_put(stack.varying[k][idx], rep_sharding) for k in names_v)
+        args = (_put(np.broadcast_to(x0, (chunk, x0.size)), rep_sharding), base_d,
+                _put(np.zeros((chunk, n_subj, n_eta)), rep_sharding), shared, varying, _put(limits, rep_sharding))
         executable, c_s = _compiled(static, mesh, args)
         compile_s += c_s
         t0 = time.perf_counter()
         out = jax.block_until_ready(executable(*args))
         run_s += time.perf_counter() - t0
-        outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:real], out))
+        outs.append(jax.tree_util.tree_map(lambda a: _fetch(a)[:real], out))
         if progress:
             print(f"  replicates {start + 1}-{start + real} of {R}: {time.perf_counter() - t0:.1f} s", flush=True)
     out = _Out(*(np.concatenate([getattr(o, f) for o in outs]) for f in _Out._fields))
     estimates = _table(out, transform, covariance)
     total_s = time.perf_counter() - t_start
     timing = {"compile_s": compile_s, "run_s": run_s, "total_s": total_s,
-              "fits_per_second": R / run_s if run_s > 0 else float("inf"), "devices": n_dev, "chunk_size": chunk}
+              "fits_per_second": R / run_s if run_s > 0 else float("inf"), "devices": n_dev, "chunk_size": chunk,
+              "vmap_width": width}
     names = natural_names(transform)
     if truth is None and stack.truth is not None:
         truth = _truth_from(stack.truth, names)
     return BatchFitResult(estimates=estimates, names=names, truth=truth, timing=timing, method=method.name,
                           model_name=model.name, n_subjects=n_subj, n_estimated=transform.size)
+
+
+def _width(vmap_width, mesh, per_device):
+    if vmap_width is not None:
+        w = int(vmap_width)
+        if w < 1:
+            raise ValueError(f"vmap_width must be at least 1, got {vmap_width}")
+        return min(w, per_device)
+    platform = mesh.devices.flat[0].platform
+    return 1 if platform == "cpu" else per_device
 
 
 def _batch_options(method, stack: _Stack, covariate_rule):

@@ -1,4 +1,5 @@
-"""fit_batch sharded over 4 virtual CPU devices gives what one device gives.
+"""fit_batch sharded over 4 virtual CPU devices (replicates vmapped on each) gives what
+one device fitting them one at a time gives.
 
 XLA's device count is fixed when JAX starts, so the check runs in a subprocess started
 with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``; it prints a JSON line that
@@ -30,12 +31,15 @@ SCRIPT = textwrap.dedent("""
     reps = simulate(model, TrialDesign(n_subjects=12, doses=[Dose(100.0)], times=(0.5, 2, 6, 12, 24)),
                     n=6, seed=3, output="arrays")
     start = {"tcl": 1.2, "tv": 2.8}
-    four = fit_batch(model, reps, params=start, chunk_size=8)           # 2 replicates a device
+    # 4 devices, each fitting its 2 replicates side by side (vmapped: the GPU layout), and
+    # 1 device fitting them one after another (lax.map: the CPU default).
+    four = fit_batch(model, reps, params=start, chunk_size=8, vmap_width=2)
     one = fit_batch(model, reps, params=start, devices=jax.devices()[:1], chunk_size=8)
     cols = four.names + ["ofv", "iterations"] + [f"se({n})" for n in four.names]
     print(json.dumps({
         "n_devices": len(jax.devices()),
         "devices_used": [four.timing["devices"], one.timing["devices"]],
+        "widths": [four.timing["vmap_width"], one.timing["vmap_width"]],
         "four": four.estimates[cols].to_numpy().tolist(),
         "one": one.estimates[cols].to_numpy().tolist(),
         "converged": [bool(c) for c in four.converged],
@@ -51,10 +55,11 @@ def test_four_devices_match_one():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["n_devices"] == 4
     assert out["devices_used"] == [4, 1]
+    assert out["widths"] == [2, 1]
     import numpy as np
 
     four, one = np.asarray(out["four"]), np.asarray(out["one"])
-    # Same replicate, same steps: only the vectorisation (2 vs 8 replicates per device
-    # program) differs, which changes rounding, not the optimum.
+    # Same replicate, same steps: only the vectorisation differs, which can change
+    # rounding, not the steps.
     np.testing.assert_allclose(four, one, rtol=1e-6, atol=1e-9)
     assert sum(out["converged"]) >= 4
