@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import norm
 
+from . import _linalg as linalg
 from ._estimation.likelihood import Options, pieces, predictions
 
 
@@ -29,7 +30,7 @@ def _inverse_sqrt_weighted(C, r, mask):
     eye = jnp.eye(C.shape[0])
     both = mask[:, None] & mask[None, :]
     C = jnp.where(both, C, eye)
-    w, V = jnp.linalg.eigh(0.5 * (C + C.T))
+    w, V = linalg.eigh(0.5 * (C + C.T))
     w = jnp.maximum(w, 1e-300)
     return jnp.where(mask, V @ ((V.T @ jnp.where(mask, r, 0.0)) / jnp.sqrt(w)), 0.0)
 
@@ -56,7 +57,7 @@ def subject_diagnostics(model, values, eta, subject, opts: Options, omega, key, 
 
     # NPDE by simulation from the model.
     k_eta, k_eps = jax.random.split(key)
-    chol_omega = jnp.linalg.cholesky(omega + 1e-300 * jnp.eye(omega.shape[0])) if omega.shape[0] else omega
+    chol_omega = linalg.cholesky(omega + 1e-300 * jnp.eye(omega.shape[0])) if omega.shape[0] else omega
     eta_sim = jax.random.normal(k_eta, (n_sim, eta.shape[0])) @ chol_omega.T
     eps = jax.random.normal(k_eps, (n_sim, y.shape[0]))
 
@@ -70,9 +71,9 @@ def subject_diagnostics(model, values, eta, subject, opts: Options, omega, key, 
     cov = centred.T @ centred / (n_sim - 1)
     both = obs[:, None] & obs[None, :]
     cov = jnp.where(both, cov, jnp.eye(cov.shape[0]))
-    L = jnp.linalg.cholesky(cov)
-    decor_obs = jax.scipy.linalg.solve_triangular(L, jnp.where(obs, y - mean, 0.0), lower=True)
-    decor_sim = jax.scipy.linalg.solve_triangular(L, centred.T, lower=True).T
+    L = linalg.cholesky(cov)
+    decor_obs = linalg.solve_triangular(L, jnp.where(obs, y - mean, 0.0))
+    decor_sim = linalg.solve_triangular(L, centred.T).T
     pde = jnp.mean(decor_sim < decor_obs, axis=0)
     pde = jnp.clip(pde, 1.0 / (2 * n_sim), 1.0 - 1.0 / (2 * n_sim))
     npde = norm.ppf(pde)

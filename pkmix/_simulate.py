@@ -35,6 +35,7 @@ import pandas as pd
 from . import _compile
 from ._config import require_x64
 from ._data import Dataset, SubjectBatch, read_nonmem
+from . import _linalg as linalg
 from ._model.errors import ModelError
 from ._model.parameters import ParameterValues
 from ._predict import parameter_values
@@ -330,7 +331,7 @@ def _omega_root(model, values, n_occasions):
     omega = model.omega_full(values, n_occasions)
     if omega.shape[0] == 0:
         return omega
-    w, V = jnp.linalg.eigh(0.5 * (omega + omega.T))
+    w, V = linalg.eigh(0.5 * (omega + omega.T))
     return V * jnp.sqrt(jnp.maximum(w, 0.0))
 
 

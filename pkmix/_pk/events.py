@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .. import _linalg as linalg
 from .base import AbstractStructure
 
 EVENT_RECORD, EVENT_ADMIN, EVENT_STOP = 0, 1, 2
@@ -198,7 +199,7 @@ def _steady_state_at_record(structure, prepared_r, amount, rate, duration, ii, c
 
     def newton_step(a):
         jac, value = jax.jacfwd(with_value, has_aux=True)(a)
-        return a - jnp.linalg.solve(jac - jnp.eye(n_cmt), value - a)
+        return a - linalg.solve(jac - jnp.eye(n_cmt), value - a)
 
     if structure.is_linear:
         a = newton_step(zeros)

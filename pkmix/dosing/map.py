@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._estimation.inner import solve_eta
+from .. import _linalg as linalg
 from .._estimation.likelihood import Options, gradient_and_gauss_newton, pieces
 from .._estimation.objective import omega_terms
 from .patient import BoundPatient, ModelInfo, Patient, bind, load_patient, model_info
@@ -61,7 +62,7 @@ def _map_core_impl(model, opts: Options, max_iter: int, tol: float | None, value
     p = pieces(model, values, res.eta, subject, opts)
     _, gn = gradient_and_gauss_newton(model, values, res.eta, subject, opts, omega_inv, p)
     info = 0.25 * (gn + gn.T)  # H~ = (1/2) Gauss-Newton, symmetrised
-    cov = jnp.linalg.inv(info)
+    cov = linalg.spd_inv(info)
     cov = 0.5 * (cov + cov.T)
     last = jnp.maximum(jnp.sum(subject.record_mask) - 1, 0)
 
@@ -72,7 +73,7 @@ def _map_core_impl(model, opts: Options, max_iter: int, tol: float | None, value
     jac = jax.jacfwd(ip_last)(res.eta)
     ip = model.individual_parameters(values, res.eta, subject)
     ip0 = model.individual_parameters(values, jnp.zeros_like(res.eta), subject)
-    prior_cov = jnp.linalg.inv(omega_inv)
+    prior_cov = linalg.spd_inv(omega_inv)
     return {
         "eta": res.eta, "converged": res.converged, "iterations": res.iterations, "objective": res.m2ll,
         "grad_norm": res.grad_norm, "information": info, "covariance": cov, "prior_covariance": prior_cov,

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _linalg as linalg
 from .._estimation.likelihood import m2ll
 from .._estimation.objective import omega_terms
 from .map import TRACES, MAPResult, call_program, map_estimate, model_fingerprint
@@ -78,7 +79,7 @@ def _sir_core_impl(model, opts, n_draws: int, df: int, with_parameters: bool, va
     would only add to its compile time)."""
     TRACES["sir"] += 1
     n_proposals, q = z.shape
-    chol = jnp.linalg.cholesky(cov)
+    chol = linalg.cholesky(cov)
     x = z / jnp.sqrt(chi2 / df)[:, None]
     etas = eta_hat + x @ chol.T
     # log q up to a constant: multivariate t with scale matrix cov.
@@ -160,7 +161,7 @@ def _nuts_core(model, opts, values, subject, eta_hat, cov, keys, n_warmup: int, 
 
     TRACES["nuts"] += 1
     logp = log_density(model, opts, values, subject)
-    chol = jnp.linalg.cholesky(cov)
+    chol = linalg.cholesky(cov)
 
     def chain(key):
         k0, k1, k2 = jax.random.split(key, 3)

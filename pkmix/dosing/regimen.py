@@ -44,6 +44,7 @@ import numpy as np
 
 from .._data import SubjectBatch
 from .._pk.events import dose_schedule
+from .. import _linalg as linalg
 from .map import CURVE_POINTS, TRACES, MAPResult, _bucket, call_program, map_estimate, model_fingerprint, simulate
 from .patient import _dose_compartment
 from .posterior import Draws, nuts_draws, sir_draws
@@ -287,7 +288,7 @@ def _steady_state_trough(structure, prepared, amount, rate, duration, tau, cmt):
 
     def newton_step(a):
         jac, value = jax.jacfwd(lambda x: (cycle(x), cycle(x)), has_aux=True)(a)
-        return a - jnp.linalg.solve(jac - jnp.eye(n_cmt), value - a)
+        return a - linalg.solve(jac - jnp.eye(n_cmt), value - a)
 
     if structure.is_linear:
         # cycle(a) = A a + b: b = cycle(0), and A's columns from the unit vectors, all in
@@ -295,7 +296,7 @@ def _steady_state_trough(structure, prepared, amount, rate, duration, tau, cmt):
         images = jax.vmap(cycle)(jnp.concatenate([zeros[None, :], jnp.eye(n_cmt)], axis=0))
         b = images[0]
         A = (images[1:] - b).T
-        return jnp.linalg.solve(jnp.eye(n_cmt) - A, b)
+        return linalg.solve(jnp.eye(n_cmt) - A, b)
     rtol = getattr(structure, "rtol", 1e-10)
     atol = getattr(structure, "atol", 1e-12)
 
