@@ -114,7 +114,9 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         covariance: "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s" or "none".
         covariate_rule: "nonmem" or "locf" (see ``pkmix.predict``).
         progress: print iteration, OFV and gradient norm for fits that run longer than
-            2 s (default: when stdout is a terminal).
+            2 s (default: when stdout is a terminal). The display is a host callback in
+            the compiled program, which keeps that program out of the persistent
+            compilation cache: pass ``progress=False`` in scripts run again and again.
         diagnostics: compute the per-record table (PRED ... NPDE).
         npde_samples: simulations per subject for NPDE.
         seed: random seed for NPDE.
@@ -147,9 +149,10 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     # One compiled program runs the whole optimisation; with max_iter = 0 it evaluates
     # the OFV, per-subject gradients and modes at a point, which the covariance step uses.
     t_start = time.perf_counter()
-    # Progress reporting is compiled in always and switched at run time, so turning it
-    # on or off does not compile again.
-    static = (model, method, opts, transform, settings, True)
+    # Progress reporting is compiled in only when asked for: a program with a host
+    # callback is never written to JAX's persistent compilation cache, so a fit without
+    # progress is the one a second process finds compiled.
+    static = (model, method, opts, transform, settings, report)
     limit = jnp.asarray(int(max_iter), jnp.int32)
     executable, compile_s = _compile.compiled(_program_minimize, static, x0, base, etas0, batch, limit)
 

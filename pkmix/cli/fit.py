@@ -42,7 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--covariance", choices=("sandwich", "r", "s", "none"), default="sandwich",
                         help="covariance step: R^-1 S R^-1 (default), R-only, S-only, or none")
     parser.add_argument("--report", action="store_true", help="also write DIR/report.html")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress display (shown on a terminal; a fit with it is not kept in "
+                             "the persistent compilation cache)")
     parser.set_defaults(run=run_fit)
 
     ev = subparsers.add_parser("evaluate", help="the OFV at given parameter values, without estimation",
@@ -90,7 +92,7 @@ def _run(args, estimate: bool) -> int:
             warnings.simplefilter("always")
             if estimate:
                 result = fit(model, data, method=args.method, params=params, max_iter=args.max_iter,
-                             covariance=args.covariance, progress=not args.quiet,
+                             covariance=args.covariance, progress=False if args.quiet else None,
                              npde_samples=args.npde_samples, seed=args.seed)
             else:
                 result = evaluate(model, data, method=args.method, params=params,
