@@ -105,3 +105,32 @@ def test_fit_and_diagnostics_programs_never_block_and_can_be_cached(theo):
     assert "callback" in fit_program(True)
     # The check itself finds what it is looking for.
     assert _batched_lapack_calls(jax.jit(jax.vmap(jnp.linalg.cholesky)).lower(jnp.ones((4, 3, 3))).as_text())
+
+
+def test_stiff_ode_prediction_has_no_batched_lapack_call():
+    """The implicit solver's Newton systems go through ``_linalg.solve`` too (lineax's
+    default would be a batched LU), for PRED and IPRED of several subjects side by side."""
+    import pandas as pd
+
+    import pkmix
+    from pkmix._predict import _predict_batch, bind, parameter_values
+
+    def rhs(t, a, p):
+        return {"central": -(p.cl + p.q) / p.v1 * a.central + p.q / p.v2 * a.peripheral,
+                "peripheral": p.q / p.v1 * a.central - p.q / p.v2 * a.peripheral}
+
+    model = pkmix.Model(
+        theta={"cl": 2.0, "v1": 20.0, "q": 2e4, "v2": 40.0}, omega={"eta": 0.1}, sigma={"add": 1.0},
+        individual=lambda p: {"cl": p.cl * jnp.exp(p.eta), "v1": p.v1, "q": p.q, "v2": p.v2},
+        structure=pkmix.ODE(["central", "peripheral"], rhs, stiff=True), observe=lambda a, p: a.central / p.v1,
+        error=pkmix.additive("add"))
+    rows = []
+    for i in (1, 2, 3):
+        rows.append(dict(ID=i, TIME=0.0, DV=0.0, AMT=100.0, EVID=1, MDV=1))
+        rows += [dict(ID=i, TIME=t, DV=1.0, AMT=0.0, EVID=0, MDV=0) for t in (0.1, 1.0, 12.0)]
+    _, batch = bind(model, pd.DataFrame(rows))
+    values = parameter_values(model, None)
+    text = jax.jit(lambda v, e, b: _predict_batch(model, v, e, b, False, "nonmem")).lower(
+        values, jnp.zeros((3, 1)), batch).as_text()
+    assert "stablehlo" in text
+    assert _batched_lapack_calls(text) == []
