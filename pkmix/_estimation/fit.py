@@ -83,7 +83,8 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     etas0 = jnp.zeros((dataset.n_subjects, n_eta)) if etas is None else jnp.asarray(etas, dtype=jnp.float64)
     t0 = time.perf_counter()
     (modes, ofvs), compile_s, run_s = _compile.run(
-        _program_evaluate, (model, method, opts, transform, 100, 1e-12), values, etas0, batch)
+        _program_evaluate, (model, method, opts, transform, OuterSettings().inner_max_iter, OuterSettings().inner_tol),
+        values, etas0, batch)
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics:
         diag, diag_compile, diag_s = _compile.run(_program_diagnostics, (model, opts, npde_samples),
