@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._estimation.inner import solve_eta
 from .. import _linalg as linalg
+from .._estimation.inner import solve_eta
 from .._estimation.likelihood import Options, gradient_and_gauss_newton, pieces
 from .._estimation.objective import omega_terms
 from .patient import BoundPatient, ModelInfo, Patient, bind, load_patient, model_info
