@@ -194,8 +194,8 @@ def test_bad_data_fails_clearly(theo_fit, tmp_path):
 def test_subject_far_from_typical_reaches_its_mode():
     """A simulated subject (1-compartment oral, proportional error) eliminating ~4x faster
     than typical, its levels falling five decades: Newton on the Gauss-Newton matrix
-    from eta = 0 takes 113 steps. It used to stop at 100, unconverged, and a batch fit
-    of its replicate failed with a non-finite gradient at the start."""
+    takes 113 steps from eta = 0. The limit was 100: the mode was reported unconverged
+    and a batch fit of its replicate failed with a non-finite gradient at the start."""
     model = pkmix.Model(
         theta={"tka": 0.0, "tcl": 1.0, "tv": 3.0}, omega={"eta_ka": 0.2, "eta_cl": 0.1, "eta_v": 0.1},
         sigma={"prop_sd": 0.15},

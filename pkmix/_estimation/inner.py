@@ -32,7 +32,7 @@ class InnerResult(NamedTuple):
 STEP_CANDIDATES = np.array([1.0, 0.5, 0.25, 0.0625, 1.0 / 256, 1.0 / 4096, 1.0 / 65536])
 
 
-def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, max_iter=500, tol=1e-12,
+def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, max_iter=200, tol=1e-12,
               ) -> InnerResult:
     def evaluate(eta):
         p = pieces(model, values, eta, subject, opts)

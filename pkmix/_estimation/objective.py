@@ -24,7 +24,7 @@ def omega_terms(model, values, n_occasions):
     return omega_inv, logdet
 
 
-def solve_modes(model, method, opts, values, etas0, batch, *, max_iter=500, tol=1e-12) -> InnerResult:
+def solve_modes(model, method, opts, values, etas0, batch, *, max_iter=200, tol=1e-12) -> InnerResult:
     """Every subject's eta mode (vmapped); FO's are zero by definition."""
     values = jax.lax.stop_gradient(values)
     if not method.estimates_eta:
