@@ -58,3 +58,16 @@ def assert_close(actual, expected, *, rtol: float = 1e-6, atol: float = 1e-9, wh
     expected = np.asarray(expected, dtype=float)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def oral_one_compartment(theta, omega, sigma, error) -> pkmix.Model:
+    """One compartment with first-order absorption, KA, CL and V log-normal:
+    ``exp(tka + eta_ka)`` etc. (thetas ``tka``, ``tcl``, ``tv``; etas ``eta_ka``,
+    ``eta_cl``, ``eta_v``), observed as central amount / V."""
+    import jax.numpy as jnp
+
+    return pkmix.Model(
+        theta=theta, omega=omega, sigma=sigma,
+        individual=lambda p: {"ka": jnp.exp(p.tka + p.eta_ka), "cl": jnp.exp(p.tcl + p.eta_cl),
+                              "v": jnp.exp(p.tv + p.eta_v)},
+        structure=pkmix.one_compartment(depot=True), observe=lambda a, p: a.central / p.v, error=error)

@@ -24,6 +24,8 @@ from pkmix._estimation.fit import _options, transform_for
 from pkmix._estimation.methods import get_method
 from pkmix._predict import bind
 
+from conftest import oral_one_compartment
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 
@@ -196,13 +198,9 @@ def test_subject_far_from_typical_reaches_its_mode():
     than typical, its levels falling five decades: Newton on the Gauss-Newton matrix
     takes 113 steps from eta = 0. The limit was 100: the mode was reported unconverged
     and a batch fit of its replicate failed with a non-finite gradient at the start."""
-    model = pkmix.Model(
-        theta={"tka": 0.0, "tcl": 1.0, "tv": 3.0}, omega={"eta_ka": 0.2, "eta_cl": 0.1, "eta_v": 0.1},
-        sigma={"prop_sd": 0.15},
-        individual=lambda p: {"ka": jnp.exp(p.tka + p.eta_ka), "cl": jnp.exp(p.tcl + p.eta_cl),
-                              "v": jnp.exp(p.tv + p.eta_v)},
-        structure=pkmix.one_compartment(depot=True), observe=lambda a, p: a.central / p.v,
-        error=pkmix.proportional("prop_sd"))
+    model = oral_one_compartment({"tka": 0.0, "tcl": 1.0, "tv": 3.0},
+                                 {"eta_ka": 0.2, "eta_cl": 0.1, "eta_v": 0.1}, {"prop_sd": 0.15},
+                                 pkmix.proportional("prop_sd"))
     times = [0.5, 1, 2, 3, 4, 6, 8, 12, 24, 36]
     levels = [3.230189, 4.548553, 5.185702, 2.645324, 1.417073, 0.8981843, 0.4331531, 0.05544344,
               9.221301e-05, 1.568631e-07]

@@ -18,6 +18,8 @@ import pytest
 import pkmix
 from pkmix._simulate import Arm, Categorical, Dose, LogNormal, Normal, Replicates, TrialDesign, Uniform, simulate, vpc
 
+from conftest import oral_one_compartment
+
 TIMES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -105,13 +107,9 @@ def test_frame_output_is_nonmem_layout_and_reads_back(log_model, iv_design, log_
 
 
 def test_simulate_from_a_dataset_keeps_its_records(theo):
-    model = pkmix.Model(
-        theta={"tka": 0.45, "tcl": 1.0, "tv": 3.45}, omega={"eta_ka": 0.6, "eta_cl": 0.3, "eta_v": 0.1},
-        sigma={"add_sd": 0.7},
-        individual=lambda p: {"ka": jnp.exp(p.tka + p.eta_ka), "cl": jnp.exp(p.tcl + p.eta_cl),
-                              "v": jnp.exp(p.tv + p.eta_v)},
-        structure=pkmix.one_compartment(depot=True), observe=lambda a, p: a.central / p.v,
-        error=pkmix.additive("add_sd"))
+    model = oral_one_compartment({"tka": 0.45, "tcl": 1.0, "tv": 3.45},
+                                 {"eta_ka": 0.6, "eta_cl": 0.3, "eta_v": 0.1}, {"add_sd": 0.7},
+                                 pkmix.additive("add_sd"))
     frame = simulate(model, theo, n=2, seed=3)
     base = theo.to_frame()
     rep1 = frame[frame["REP"] == 1].drop(columns="REP").reset_index(drop=True)

@@ -19,6 +19,7 @@ from .._predict import bind, parameter_values
 from .covariance import gradient_program, hessian_by_differences, jacobian_to_user_scale, natural_names, \
     natural_parameters, summarize
 from .methods import get_method
+from . import inner
 from .inner import InnerResult
 from .objective import solve_modes, subject_ofvs
 from .outer import PROGRESS, STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS, \
@@ -83,8 +84,7 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     etas0 = jnp.zeros((dataset.n_subjects, n_eta)) if etas is None else jnp.asarray(etas, dtype=jnp.float64)
     t0 = time.perf_counter()
     (modes, ofvs), compile_s, run_s = _compile.run(
-        _program_evaluate, (model, method, opts, transform, OuterSettings().inner_max_iter, OuterSettings().inner_tol),
-        values, etas0, batch)
+        _program_evaluate, (model, method, opts, transform, inner.MAX_ITER, inner.TOL), values, etas0, batch)
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics:
         diag, diag_compile, diag_s = _compile.run(_program_diagnostics, (model, opts, npde_samples),

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .._linalg import cho_solve, cholesky
+from . import inner
 from .inner import InnerResult, implicit_mode, solve_eta
 
 
@@ -24,7 +25,8 @@ def omega_terms(model, values, n_occasions):
     return omega_inv, logdet
 
 
-def solve_modes(model, method, opts, values, etas0, batch, *, max_iter=200, tol=1e-12) -> InnerResult:
+def solve_modes(model, method, opts, values, etas0, batch, *, max_iter=inner.MAX_ITER, tol=inner.TOL,
+                ) -> InnerResult:
     """Every subject's eta mode (vmapped); FO's are zero by definition."""
     values = jax.lax.stop_gradient(values)
     if not method.estimates_eta:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from . import inner
 from .covariance import gradient_program
 
 # Why the loop stopped (-1: still running).
@@ -45,13 +46,8 @@ class OuterSettings(NamedTuple):
     gtol: float = 1e-3  # on the unconstrained scale, in OFV units
     ftol: float = 1e-10  # relative change of OFV regarded as no change
     patience: int = 5
-    # Newton on the Gauss-Newton matrix can need over 100 steps from eta = 0 for a
-    # subject far from typical (proportional error, levels falling five decades: 113 and
-    # 144 steps seen), because the expected information then overstates the curvature.
-    # Converged subjects stop early and later solves start from the previous modes, but
-    # under vmap every subject waits for the slowest, so the bound is not larger.
-    inner_max_iter: int = 200
-    inner_tol: float = 1e-12  # Newton decrement of l (OFV units)
+    inner_max_iter: int = inner.MAX_ITER
+    inner_tol: float = inner.TOL
     memory_size: int = 10
     armijo: float = 1e-4
     min_step: float = 1e-12
