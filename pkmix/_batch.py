@@ -103,15 +103,15 @@ def _fit_one(model, method, opts, transform, settings: OuterSettings, with_cov: 
         sign = jnp.where(c.k < p, 1.0, -1.0)
         h = R_STEP * jnp.maximum(1.0, jnp.abs(c.opt.x[j]))
         point = jnp.where(optimizing, c.opt.trial, c.opt.x.at[j].add(sign * h))
-        ofvs, jac, etas, converged = gradient_program(model, method, opts, transform, settings.inner_max_iter,
-                                                      settings.inner_tol, point, base, c.opt.etas, batch)
-        new = step(settings, c.opt, ofvs, jac, etas, converged, max_iter=limit)
+        ev = gradient_program(model, method, opts, transform, settings.inner_max_iter, settings.inner_tol,
+                              point, base, c.opt.etas, batch, etas_guess=c.opt.etas_at(point))
+        new = step(settings, c.opt, ev, max_iter=limit)
         cut = (new.status == STATUS_RUNNING) & (new.evaluations >= bound)
         new = new._replace(status=jnp.where(cut, STATUS_NO_DESCENT, new.status).astype(jnp.int32))
         opt = jax.tree_util.tree_map(lambda a, b: jnp.where(optimizing, a, b), new, c.opt)
         covariance = ~optimizing
         row = jnp.clip(c.k, 0, 2 * p - 1)
-        grads = jnp.where(covariance, c.grads.at[row].set(jnp.sum(jac, axis=0)), c.grads)
+        grads = jnp.where(covariance, c.grads.at[row].set(jnp.sum(ev.jac, axis=0)), c.grads)
         return _Loop(opt, c.k + covariance.astype(jnp.int32), grads)
 
     out = jax.lax.while_loop(cond, body, loop0)

@@ -68,7 +68,8 @@ def ofv_and_gradient(model, data, method, x):
                                       x, base, etas0, batch)
 
     def at(z):
-        ofvs, jac, _, _ = executable(jnp.asarray(z), base, etas0, batch)
+        ev = executable(jnp.asarray(z), base, etas0, batch)
+        ofvs, jac = ev.ofvs, ev.jac
         return float(jnp.sum(ofvs)), np.asarray(jnp.sum(jac, axis=0))
 
     return at
@@ -91,6 +92,44 @@ def test_gradient_matches_central_differences(wang, method):
         e[k] = h
         fd = (at(x + e)[0] - at(x - e)[0]) / (2 * h)
         assert grad[k] == pytest.approx(fd, rel=1e-4, abs=1e-6), (method, k)
+
+
+def _gradient_program(model, data, method, inner_tol):
+    """gradient_program compiled for ``model`` on ``data`` (x, base and zero etas to call it with)."""
+    method = get_method(method)
+    dataset, batch = bind(model, data)
+    transform = transform_for(model)
+    base = model.initial_values()
+    x = transform.to_vector(base, base) + 0.1
+    etas0 = jnp.zeros((dataset.n_subjects, model.n_eta_total(batch.n_occasions)))
+    executable, _ = _compile.compiled(gradient_program, (model, method, _options(method, batch, "nonmem"),
+                                                         transform, 100, inner_tol), x, base, etas0, batch)
+    return (lambda z, etas: executable(jnp.asarray(z), base, etas, batch)), x, etas0
+
+
+def test_mode_derivative_matches_central_differences(wang):
+    """d eta^/dx, from which the optimiser predicts the modes at its next trial point
+    (outer.OuterState.etas_at), against central differences of re-solved modes."""
+    at, x, etas0 = _gradient_program(wang_free(), wang, "focei", 1e-14)
+    ev = at(x, etas0)
+    # Modes are accurate to ~1e-7 (Newton decrement 1e-14), hence a larger step than for
+    # OFV gradients: truncation error O(h^2) ~ 1e-6, noise 1e-7 / h ~ 1e-4.
+    h = 1e-3
+    for k in range(x.shape[0]):
+        e = np.zeros(x.shape[0])
+        e[k] = h
+        fd = (at(x + e, ev.etas).etas - at(x - e, ev.etas).etas) / (2 * h)
+        np.testing.assert_allclose(ev.eta_slope[:, :, k], fd, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["foce", "focei"])
+def test_ofv_error_is_second_order_in_the_mode_error(wang, method):
+    """FOCE's OFV is not stationary in eta, so a mode solved to a loose tolerance would
+    show in it to first order (1.6e-4 for FOCE-I here at 1e-6 without the final exact
+    Newton step of inner.implicit_mode); with that step the OFV agrees to 1e-7."""
+    loose, x, etas0 = _gradient_program(wang_free(), wang, method, 1e-6)
+    tight, _, _ = _gradient_program(wang_free(), wang, method, 1e-14)
+    assert float(jnp.sum(loose(x, etas0).ofvs)) == pytest.approx(float(jnp.sum(tight(x, etas0).ofvs)), abs=1e-7)
 
 
 def test_ode_gradient_and_ofv_match_closed_form(wang):

@@ -46,14 +46,26 @@ def natural_names(transform):
     return names
 
 
-def gradient_program(model, method, opts, transform, inner_max_iter, inner_tol, x, base, etas, batch):
-    """Modes re-solved at ``x`` (warm from ``etas``), each subject's OFV, its exact
-    gradient [N, p], the modes and their convergence flags. The optimiser and the
-    covariance step (2p + 1 calls) share this one compiled program."""
+class Evaluation(NamedTuple):
+    """What ``gradient_program`` returns for the point ``x``."""
+
+    ofvs: jax.Array  # each subject's OFV [N]
+    jac: jax.Array  # their exact gradients [N, p]
+    etas: jax.Array  # the modes [N, q]
+    converged: jax.Array  # the modes' convergence flags [N]
+    eta_slope: jax.Array  # d eta^/dx [N, q, p]
+
+
+def gradient_program(model, method, opts, transform, inner_max_iter, inner_tol, x, base, etas, batch,
+                     etas_guess=None) -> Evaluation:
+    """Modes re-solved at ``x`` (warm from ``etas``, or from ``etas_guess`` for subjects
+    whose objective is lower there), each subject's OFV, its exact gradient, the modes,
+    their convergence flags and derivatives. The optimiser and the covariance step
+    (2p + 1 calls) share this one compiled program."""
     modes = solve_modes(model, method, opts, transform.from_vector(x, base), etas, batch,
-                        max_iter=inner_max_iter, tol=inner_tol)
-    ofvs, jac = subject_ofvs_and_jacobian(model, method, opts, transform, x, base, modes.eta, batch)
-    return ofvs, jac, modes.eta, modes.converged
+                        max_iter=inner_max_iter, tol=inner_tol, etas_guess=etas_guess)
+    ofvs, jac, eta_slope = subject_ofvs_and_jacobian(model, method, opts, transform, x, base, modes.eta, batch)
+    return Evaluation(ofvs, jac, modes.eta, modes.converged, eta_slope)
 
 
 def jacobian_to_user_scale(transform, x, base):

@@ -157,8 +157,9 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     limit = jnp.asarray(int(max_iter), jnp.int32)
     executable, compile_s = _compile.compiled(_program_minimize, static, x0, base, etas0, batch, limit)
 
-    def evaluate_at(x, etas):
-        return executable(jnp.asarray(x), base, etas, batch, jnp.zeros((), jnp.int32))
+    def evaluate_at(x):
+        # The modes start from their first-order prediction at x (outer.OuterState.etas_at).
+        return executable(jnp.asarray(x), base, state.etas_at(jnp.asarray(x)), batch, jnp.zeros((), jnp.int32))
 
     PROGRESS.reset(report)
     t_est = time.perf_counter()
@@ -193,7 +194,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         G = np.asarray(state.jac)
 
         def gradient_at(x):
-            return np.asarray(evaluate_at(x, state.etas).grad)
+            return np.asarray(evaluate_at(x).grad)
 
         R = hessian_by_differences(gradient_at, np.asarray(x_hat))
         J_exec, cov_compile = _compile.compiled(jacobian_to_user_scale, (transform,), x_hat, base)

@@ -2,9 +2,9 @@
 
 ``subject_ofvs`` is the one place that turns parameters and eta modes into each
 subject's OFV contribution; the outer optimiser, the covariance step and ``evaluate``
-all call it. Its gradient is exact: each mode enters through one differentiable Newton
-step (``newton_correction``), which carries the implicit-function-theorem term
-d eta^/d theta (Almquist et al. 2015). Derivatives are taken in forward mode only.
+all call it. Its gradient is exact: each mode enters through ``inner.implicit_mode``,
+whose derivative is the implicit-function-theorem term d eta^/d theta (Almquist et al.
+2015). Derivatives are taken in forward mode only.
 """
 
 from __future__ import annotations
@@ -26,22 +26,26 @@ def omega_terms(model, values, n_occasions):
 
 
 def solve_modes(model, method, opts, values, etas0, batch, *, max_iter=inner.MAX_ITER, tol=inner.TOL,
-                ) -> InnerResult:
-    """Every subject's eta mode (vmapped); FO's are zero by definition."""
+                etas_guess=None) -> InnerResult:
+    """Every subject's eta mode (vmapped); FO's are zero by definition. With
+    ``etas_guess`` each subject starts from whichever of its two starts has the lower
+    conditional objective (see ``inner.solve_eta``)."""
     values = jax.lax.stop_gradient(values)
     if not method.estimates_eta:
         n = etas0.shape[0]
         zeros = jnp.zeros(n)
         return InnerResult(jnp.zeros_like(etas0), jnp.ones(n, bool), jnp.zeros(n, jnp.int32), zeros, zeros)
     omega_inv, logdet = omega_terms(model, values, batch.n_occasions)
+    guess = etas0 if etas_guess is None else etas_guess
     return jax.vmap(
-        lambda e, s: solve_eta(model, values, e, s, opts, omega_inv, logdet, max_iter=max_iter, tol=tol)
-    )(etas0, batch)
+        lambda e, g, s: solve_eta(model, values, e, s, opts, omega_inv, logdet, max_iter=max_iter, tol=tol,
+                                  eta_guess=None if etas_guess is None else g)
+    )(etas0, guess, batch)
 
 
-def subject_ofvs(model, method, opts, values, etas, batch):
-    """Each subject's OFV at the given (converged) modes, differentiable in ``values``:
-    the modes follow the parameters through the implicit-function theorem."""
+def _ofvs_and_modes(model, method, opts, values, etas, batch):
+    """Each subject's OFV and the modes, both as functions of ``values`` (the modes
+    through the implicit-function theorem, constant for FO)."""
     omega_inv, logdet = omega_terms(model, values, batch.n_occasions)
 
     def one(eta, subject):
@@ -49,22 +53,30 @@ def subject_ofvs(model, method, opts, values, etas, batch):
             eta = implicit_mode(model, values, eta, subject, opts)
         else:
             eta = jax.lax.stop_gradient(eta)
-        return method.subject_ofv(model, values, eta, subject, opts, omega_inv, logdet)
+        return method.subject_ofv(model, values, eta, subject, opts, omega_inv, logdet), eta
 
     return jax.vmap(one)(etas, batch)
 
 
+def subject_ofvs(model, method, opts, values, etas, batch):
+    """Each subject's OFV at the given (converged) modes, differentiable in ``values``:
+    the modes follow the parameters through the implicit-function theorem."""
+    return _ofvs_and_modes(model, method, opts, values, etas, batch)[0]
+
+
 def subject_ofvs_and_jacobian(model, method, opts, transform, x, base, etas, batch):
-    """Each subject's OFV and its gradient with respect to ``x`` ([N], [N, p]), by
-    forward-mode differentiation (the cost of the Jacobian equals that of the total's
-    gradient in forward mode; the covariance step's S matrix needs the rows)."""
+    """Each subject's OFV, its gradient with respect to ``x`` and the modes' derivative
+    d eta^/dx ([N], [N, p], [N, q, p]), by forward-mode differentiation (the cost of the
+    Jacobian equals that of the total's gradient in forward mode; the covariance step's
+    S matrix needs the rows). The modes' derivative comes with it at no extra cost: the
+    optimiser uses it to predict the modes at its next trial point."""
 
     def f(x):
-        ofvs = subject_ofvs(model, method, opts, transform.from_vector(x, base), etas, batch)
-        return ofvs, ofvs
+        ofvs, modes = _ofvs_and_modes(model, method, opts, transform.from_vector(x, base), etas, batch)
+        return (ofvs, modes), ofvs
 
-    jac, ofvs = jax.jacfwd(f, has_aux=True)(x)
-    return ofvs, jac
+    (jac, eta_slope), ofvs = jax.jacfwd(f, has_aux=True)(x)
+    return ofvs, jac, eta_slope
 
 
 def total_ofv(model, method, opts, transform, x, base, etas, batch):
