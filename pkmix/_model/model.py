@@ -163,7 +163,8 @@ class Model:
     # ------------------------------------------------------------ definition check
     def _check_functions(self):
         values = self.initial_values()
-        dummy_cov = jnp.ones(len(self.covariates))
+        # NumPy placeholders: eval_shape traces with them, nothing is dispatched eagerly.
+        dummy_cov = np.ones(len(self.covariates))
         try:
             ip = jax.eval_shape(lambda v, c: self._individual_one(v, jnp.zeros(self.spec.n_eta),
                                                                    jnp.zeros(len(self.iov_names)), c),
@@ -193,7 +194,7 @@ class Model:
                         f"individual parameter '{k}' refers to compartment {number}; the model has "
                         f"{n_cmt} ({', '.join(self.compartment_names)})"
                     )
-        amounts = jnp.ones(n_cmt)
+        amounts = np.ones(n_cmt)
         try:
             out = jax.eval_shape(lambda a, v, c: self._observe_one(a, self._individual_one(
                 v, jnp.zeros(self.spec.n_eta), jnp.zeros(len(self.iov_names)), c), v, c),

@@ -77,8 +77,12 @@ def _unit(scr_unit: str) -> str:
     return _SCR_UNITS[scr_unit.strip().lower()]
 
 
-def _f64(x):
-    return jnp.asarray(x, dtype=jnp.float64)
+def _f64(*values):
+    """(xp, values as float64 arrays): NumPy for concrete input (a patient's covariates:
+    nothing is dispatched to JAX or compiled), jax.numpy when any value is traced (the
+    helpers inside a model's ``individual`` function)."""
+    xp = jnp if any(isinstance(v, jax.core.Tracer) for v in values) else np
+    return (xp, *(xp.asarray(v, dtype=xp.float64) for v in values))
 
 
 # ------------------------------------------------------------------------ renal function
@@ -90,7 +94,7 @@ def scr_to_mgdl(scr, scr_unit: str):
     """
     unit = _unit(scr_unit)
     _check("scr", scr, lower=0, what=f" {unit}")
-    scr = _f64(scr)
+    _, scr = _f64(scr)
     return scr if unit == "mg/dL" else scr / SCR_UMOL_PER_MGDL
 
 
@@ -127,8 +131,8 @@ def cockcroft_gault(scr, age, weight, sex, *, scr_unit: str):
     _check("age", age, lower=0, upper=139.999, lower_inclusive=True, what=" years")
     _check("weight", weight, lower=0, upper=700, what=" kg")
     _check_sex(sex)
-    age, weight, sex = _f64(age), _f64(weight), _f64(sex)
-    female_factor = jnp.where(sex >= 0.5, 1.0, 0.85)
+    xp, age, weight, sex = _f64(age, weight, sex)
+    female_factor = xp.where(sex >= 0.5, 1.0, 0.85)
     return (140.0 - age) * weight / (72.0 * scr_mgdl) * female_factor
 
 
@@ -149,7 +153,7 @@ def bmi(weight, height):
         height: cm.
     """
     _check_body(weight, height)
-    weight, height = _f64(weight), _f64(height)
+    _, weight, height = _f64(weight, height)
     return weight / (height / 100.0) ** 2
 
 
@@ -175,9 +179,9 @@ def bsa(weight, height, *, method: str = "mosteller"):
     if m not in ("mosteller", "dubois"):
         raise ValueError(f"bsa method {method!r}: expected 'mosteller' or 'dubois'")
     _check_body(weight, height)
-    weight, height = _f64(weight), _f64(height)
+    xp, weight, height = _f64(weight, height)
     if m == "mosteller":
-        return jnp.sqrt(height * weight / 3600.0)
+        return xp.sqrt(height * weight / 3600.0)
     return 0.007184 * weight**0.425 * height**0.725
 
 
@@ -194,8 +198,8 @@ def ideal_body_weight(height, sex):
     """
     _check("height", height, lower=0, upper=300, what=" cm")
     _check_sex(sex)
-    height, sex = _f64(height), _f64(sex)
-    base = jnp.where(sex >= 0.5, 50.0, 45.5)
+    xp, height, sex = _f64(height, sex)
+    base = xp.where(sex >= 0.5, 50.0, 45.5)
     return base + 2.3 * (height / _INCH_CM - 60.0)
 
 
@@ -213,7 +217,7 @@ def adjusted_body_weight(weight, ibw, *, factor: float = 0.4):
         raise ValueError(f"factor = {factor!r}: expected a fraction between 0 and 1")
     _check("weight", weight, lower=0, upper=700, what=" kg")
     _check("ibw", ibw, lower=0, upper=700, what=" kg")
-    weight, ibw = _f64(weight), _f64(ibw)
+    _, weight, ibw = _f64(weight, ibw)
     return ibw + factor * (weight - ibw)
 
 
@@ -239,10 +243,11 @@ def lean_body_weight(weight, height, sex, *, method: str = "james"):
         raise ValueError(f"lean_body_weight method {method!r}: expected 'james' or 'boer'")
     _check_body(weight, height)
     _check_sex(sex)
-    w, h, male = _f64(weight), _f64(height), _f64(sex) >= 0.5
+    xp, w, h, sex = _f64(weight, height, sex)
+    male = sex >= 0.5
     if m == "james":
-        return jnp.where(male, 1.1 * w - 128.0 * (w / h) ** 2, 1.07 * w - 148.0 * (w / h) ** 2)
-    return jnp.where(male, 0.407 * w + 0.267 * h - 19.2, 0.252 * w + 0.473 * h - 48.3)
+        return xp.where(male, 1.1 * w - 128.0 * (w / h) ** 2, 1.07 * w - 148.0 * (w / h) ** 2)
+    return xp.where(male, 0.407 * w + 0.267 * h - 19.2, 0.252 * w + 0.473 * h - 48.3)
 
 
 def fat_free_mass(weight, height, sex):
@@ -263,5 +268,6 @@ def fat_free_mass(weight, height, sex):
     """
     _check_sex(sex)
     b = bmi(weight, height)
-    w, male = _f64(weight), _f64(sex) >= 0.5
-    return jnp.where(male, 9270.0 * w / (6680.0 + 216.0 * b), 9270.0 * w / (8780.0 + 244.0 * b))
+    xp, w, sex = _f64(weight, sex)
+    male = sex >= 0.5
+    return xp.where(male, 9270.0 * w / (6680.0 + 216.0 * b), 9270.0 * w / (8780.0 + 244.0 * b))

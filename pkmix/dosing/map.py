@@ -175,7 +175,8 @@ def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerpri
     import hashlib
 
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    leaves = [jnp.asarray(x) for x in leaves]
+    # Host arrays: jnp.asarray would compile a small staging program per shape.
+    leaves = [np.asarray(x) for x in leaves]
     signature = [(tuple(x.shape), str(x.dtype)) for x in leaves]
     static_text = repr(tuple(x for x in statics[1:]))
     material = repr((PROGRAM_FORMAT, name, fingerprint, static_text, str(treedef), signature, jax.__version__,
