@@ -2,11 +2,13 @@
 
 Prints one table. Each row:
   * cold (no cache): a fresh Python process with an empty JAX compilation cache: import,
-    compile, fit, covariance step (wall time of the whole process);
+    compile, fit, covariance step (wall time of the whole process; no diagnostics table);
   * cold (cache): the same again, a new process reusing the persistent compilation cache;
   * warm fit: in one process, the second fit of the same model and data shape (nothing
     compiles), covariance step included; minimum of 3 repeats;
-  * compile: what the first in-process fit spent compiling.
+  * compile: what the first in-process fit spent compiling;
+  * diagnostics: the diagnostics table (PRED ... CWRES, and NPDE from 1,000 simulations
+    per subject) of a warm fit, which ``pkmix fit`` and ``pkmix.fit`` add by default.
 Run: python benchmarks/bench_fit.py [--quick]
 """
 
@@ -88,7 +90,7 @@ def cold_process(model_py, data_csv, cache_dir):
     code = textwrap.dedent(f"""
         import runpy, pkmix
         model = runpy.run_path({str(model_py)!r})["model"]
-        r = pkmix.fit(model, {str(data_csv)!r}, progress=False)
+        r = pkmix.fit(model, {str(data_csv)!r}, progress=False, diagnostics=False)
         print(repr(r.ofv), r.converged)
     """)
     env = dict(os.environ, PKMIX_CACHE_DIR=str(cache_dir))
@@ -104,13 +106,15 @@ def in_process(model_py, data_csv, repeats=3):
 
     model = runpy.run_path(str(model_py))["model"]
     data = pkmix.read_nonmem(data_csv)
-    first = pkmix.fit(model, data, progress=False)
+    first = pkmix.fit(model, data, progress=False, diagnostics=False)
     warm = []
     for _ in range(repeats):
         start = time.perf_counter()
-        r = pkmix.fit(model, data, progress=False)
+        r = pkmix.fit(model, data, progress=False, diagnostics=False)
         warm.append(time.perf_counter() - start)
-    return first, r, min(warm)
+    pkmix.fit(model, data, progress=False)  # compiles the diagnostics program
+    diagnostics_s = pkmix.fit(model, data, progress=False).timing["diagnostics_s"]
+    return first, r, min(warm), diagnostics_s
 
 
 def main():
@@ -143,8 +147,9 @@ def main():
             cache = Path(tempfile.mkdtemp(prefix="cache_", dir=work))
             row["cold no cache (s)"], _ = cold_process(model_py, data_csv, cache)
             row["cold with cache (s)"], _ = cold_process(model_py, data_csv, cache)
-        first, last, warm = in_process(model_py, data_csv)
+        first, last, warm, diagnostics_s = in_process(model_py, data_csv)
         row.update({"compile (s)": first.timing["compile_s"], "warm fit+cov (s)": warm,
+                    "diagnostics (s)": diagnostics_s,
                     "iterations": last.iterations, "OFV": last.ofv, "converged": last.converged})
         rows.append(row)
         print(pd.DataFrame([row]).to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)

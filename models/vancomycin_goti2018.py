@@ -29,7 +29,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 import pkmix
-from pkmix.dosing.covariates import SCR_UMOL_PER_MGDL, cockcroft_gault
+from pkmix.dosing.covariates import SCR_UMOL_PER_MGDL, array_module, cockcroft_gault
 
 from ._conventions import check_error_form, omega_from_cv
 
@@ -53,11 +53,12 @@ BIBTEX = """@article{Goti2018,
 def creatinine_clearance(scr, age, wt, sex, *, floor_age=65.0, cap=150.0):
     """Goti's CrCL (mL/min): Cockcroft-Gault on total body weight with SCR in µmol/L,
     SCR raised to 1 mg/dL (88.42 µmol/L) when AGE > ``floor_age``, capped at ``cap``.
-    Traceable (jax.numpy)."""
-    scr = jnp.asarray(scr, dtype=jnp.float64)
-    age = jnp.asarray(age, dtype=jnp.float64)
-    floored = jnp.where((age > floor_age) & (scr < SCR_UMOL_PER_MGDL), SCR_UMOL_PER_MGDL, scr)
-    return jnp.minimum(cockcroft_gault(floored, age, wt, sex, scr_unit="umol/L"), cap)
+    Traceable (jax.numpy), NumPy on concrete values."""
+    xp = array_module(scr, age, wt, sex)
+    scr = xp.asarray(scr, dtype=xp.float64)
+    age = xp.asarray(age, dtype=xp.float64)
+    floored = xp.where((age > floor_age) & (scr < SCR_UMOL_PER_MGDL), SCR_UMOL_PER_MGDL, scr)
+    return xp.minimum(cockcroft_gault(floored, age, wt, sex, scr_unit="umol/L"), cap)
 
 
 def build(*, error_form: str = "variance", omega_convention: str = "log", scr_floor_age: float = 65.0,

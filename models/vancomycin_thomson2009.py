@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 import pkmix
-from pkmix.dosing.covariates import cockcroft_gault
+from pkmix.dosing.covariates import array_module, cockcroft_gault
 
 from ._conventions import check_error_form
 
@@ -45,7 +45,7 @@ BIBTEX = """@article{Thomson2009,
 def creatinine_clearance(scr, age, wt, sex, *, cap=None):
     """Cockcroft-Gault CrCL (mL/min) on total body weight, SCR in µmol/L; optional cap."""
     crcl = cockcroft_gault(scr, age, wt, sex, scr_unit="umol/L")
-    return crcl if cap is None else jnp.minimum(crcl, cap)
+    return crcl if cap is None else array_module(crcl).minimum(crcl, cap)
 
 
 def build(*, error_form: str = "variance", cl_v1_covariance: bool = True,

@@ -1,10 +1,10 @@
 """The inner problem: each subject's eta mode.
 
 A Newton iteration on the Gauss-Newton matrix (positive definite: the exact eta-Hessian
-is indefinite far from the mode) with a backtracking line search, stopped on a
-gradient tolerance, warm-started from the previous outer iteration's modes, bounded in
-iterations, and reporting a convergence flag per subject. Written for one subject and
-vmapped.
+is indefinite far from the mode) with a backtracking line search, stopped on the
+Newton decrement, warm-started from the previous outer iteration's modes (or their
+first-order prediction), bounded in evaluations, and reporting a convergence flag per
+subject. Written for one subject and vmapped.
 """
 
 from __future__ import annotations
@@ -13,23 +13,28 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from .._linalg import spd_inv, spd_solve
-from .likelihood import gradient_and_gauss_newton, m2ll, pieces, pieces_value
+from .likelihood import Pieces, gradient_and_gauss_newton, m2ll, pieces
 
 
 class InnerResult(NamedTuple):
     eta: jax.Array  # [q]
     converged: jax.Array  # bool
-    iterations: jax.Array  # int
+    iterations: jax.Array  # int: evaluations of l and its derivatives
     m2ll: jax.Array  # l at the mode
-    grad_norm: jax.Array  # the Newton decrement g' M^-1 g at the last evaluation
+    grad_norm: jax.Array  # the Newton decrement g' M^-1 g at eta
+    # The predictions with their eta-derivatives and the Gauss-Newton matrix at ``eta``:
+    # callers that need them at the mode (pkmix.dosing's MAP) take them from here
+    # instead of compiling the model again.
+    pieces: Pieces | None = None
+    gauss_newton: jax.Array | None = None
 
 
-# Step lengths tried along each Newton direction, longest first.
-STEP_CANDIDATES = np.array([1.0, 0.5, 0.25, 0.0625, 1.0 / 256, 1.0 / 4096, 1.0 / 65536])
+# Backtracking: a rejected step is halved while it is at least 1/2, then cut 16-fold,
+# down to SMALLEST_STEP (the sequence 1, 1/2, 1/4, 1/64, 1/1024, ...).
+SMALLEST_STEP = 1.0 / 65536
 
 
 # Newton on the Gauss-Newton matrix can need over 100 steps from eta = 0 for a subject
@@ -37,77 +42,86 @@ STEP_CANDIDATES = np.array([1.0, 0.5, 0.25, 0.0625, 1.0 / 256, 1.0 / 4096, 1.0 /
 # seen), because the expected information then overstates the curvature. Converged
 # subjects stop early and later solves start from the previous modes, but under vmap
 # every subject waits for the slowest, so the bound is not larger.
-MAX_ITER = 200
+MAX_ITER = 200  # evaluations (each: predictions with their eta-derivatives)
 TOL = 1e-12  # Newton decrement of l (OFV units)
 POLISH_MAX_STEP = 1e-3  # the largest final Newton step ``implicit_mode`` takes
 
 
+class _State(NamedTuple):
+    eta: jax.Array  # the accepted point
+    l: jax.Array  # l there (inf before the first evaluation)
+    g: jax.Array  # grad_eta l there
+    M: jax.Array  # the Gauss-Newton matrix there
+    pieces: Pieces  # the predictions and their derivatives there
+    gnorm: jax.Array  # the Newton decrement there
+    direction: jax.Array
+    t: jax.Array  # the pending trial is eta + t * direction
+    it: jax.Array  # evaluations
+    done: jax.Array
+    stalled: jax.Array
+
+
 def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, max_iter=MAX_ITER, tol=TOL,
               eta_guess=None) -> InnerResult:
-    """The mode of l(eta) from ``eta0``, or from ``eta_guess`` when l is lower there
-    (the optimiser's first-order prediction of the mode at a new point: closer than the
-    previous mode after small steps, but a long step can carry it far off)."""
+    """The mode of l(eta), from ``eta0``.
+
+    One evaluation per pass of the loop, always with derivatives (the model appears once
+    in the compiled loop): the trial point's l, gradient and Gauss-Newton matrix. An
+    accepted trial (Armijo's condition) gives the next Newton direction at once; a
+    rejected one only shortens the step. With ``eta_guess`` (the optimiser's first-order
+    prediction of the mode at a new point) the first direction is the one from ``eta0``
+    to the guess when that descends, so the guess is taken when l is lower there and a
+    long outer step that carried the prediction far off costs a short backtrack.
+    """
+
     def evaluate(eta):
         p = pieces(model, values, eta, subject, opts)
         l = m2ll(model, values, eta, subject, opts, omega_inv, logdet_omega, p)
         g, M = gradient_and_gauss_newton(model, values, eta, subject, opts, omega_inv, p)
-        return l, g, M
+        return jnp.where(jnp.isfinite(l), l, jnp.inf), g, M, p
 
-    def value(eta):
-        l = m2ll(model, values, eta, subject, opts, omega_inv, logdet_omega,
-                 pieces_value(model, values, eta, subject, opts))
-        return jnp.where(jnp.isfinite(l), l, jnp.inf)
-
-    class State(NamedTuple):
-        eta: jax.Array
-        l: jax.Array
-        gnorm: jax.Array
-        it: jax.Array
-        done: jax.Array
-        stalled: jax.Array
-
-    # Each pass evaluates the derivatives at the current eta (one call site, so the
-    # differentiated model is compiled once), stops there if converged, else takes a
-    # Newton step with backtracking.
     def cond(s):
         return ~s.done
 
     def body(s):
-        l, g, M = evaluate(s.eta)
-        direction = -spd_solve(M, g)
-        direction = jnp.where(jnp.all(jnp.isfinite(direction)), direction, -g)
-        slope = g @ direction
-        # The Newton decrement g' M^-1 g (about twice the distance of l from its minimum,
-        # in OFV units) does not depend on how the etas are scaled, unlike |g|.
-        gnorm = jnp.abs(slope)
-        converged = gnorm < tol
+        trial = s.eta + s.t * s.direction
+        l, g, M, p = evaluate(trial)
+        first = s.it == 0
+        accept = first | (l <= s.l + 1e-4 * s.t * (s.g @ s.direction))
 
-        # Backtracking without a nested loop: the candidate step lengths are evaluated
-        # together (one vmapped prediction) and the longest that satisfies Armijo's
-        # condition is taken. Gauss-Newton steps nearly always take the first.
-        steps = jnp.asarray(STEP_CANDIDATES)
-        trial = jax.vmap(lambda t: value(s.eta + t * direction))(steps)
-        ok = trial <= l + 1e-4 * steps * slope
-        first_ok = jnp.argmax(ok)
-        t = jnp.where(jnp.any(ok), steps[first_ok], 0.0)
-        l_new = jnp.where(jnp.any(ok), trial[first_ok], jnp.inf)
-        accepted = (l_new <= l + 1e-4 * t * slope) & ~converged
-        step = jnp.where(accepted, t * direction, 0.0)
-        stalled = ~converged & (~accepted | (jnp.max(jnp.abs(step), initial=0.0) < 1e-12))
-        out_of_iterations = s.it + 1 >= max_iter
-        return State(s.eta + step, jnp.where(accepted, l_new, l), gnorm, s.it + 1,
-                     converged | stalled | out_of_iterations, stalled & ~converged)
+        # At an accepted point: the Newton direction on the Gauss-Newton matrix and the
+        # Newton decrement g' M^-1 g (about twice the distance of l from its minimum, in
+        # OFV units, whatever the scale of the etas, unlike |g|).
+        newton = -spd_solve(M, g)
+        newton = jnp.where(jnp.all(jnp.isfinite(newton)), newton, -g)
+        decrement = jnp.abs(g @ newton)
+        converged = decrement < tol
+        direction = newton
+        if eta_guess is not None:
+            to_guess = eta_guess - trial
+            direction = jnp.where(first & (g @ to_guess < 0), to_guess, newton)
+        tiny = ~first & (jnp.max(jnp.abs(s.t * s.direction), initial=0.0) < 1e-12)
 
-    if eta_guess is not None:
-        eta0 = jnp.where(value(eta_guess) < value(eta0), eta_guess, eta0)
-    init = State(eta0, jnp.inf, jnp.inf, jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.zeros((), bool))
+        shorter = jnp.where(s.t >= 0.5, 0.5 * s.t, s.t / 16.0)
+        stalled = jnp.where(accept, tiny & ~converged, s.t <= SMALLEST_STEP)
+        keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
+        return _State(
+            eta=keep(trial, s.eta), l=keep(l, s.l), g=keep(g, s.g), M=keep(M, s.M),
+            pieces=jax.tree_util.tree_map(keep, p, s.pieces), gnorm=keep(decrement, s.gnorm),
+            direction=keep(direction, s.direction), t=keep(1.0, shorter), it=s.it + 1,
+            done=(accept & converged) | stalled | (s.it + 1 >= max_iter), stalled=stalled)
+
+    r, q = subject.obs_mask.shape[0], eta0.shape[0]
+    zeros = lambda *shape: jnp.zeros(shape, eta0.dtype)  # noqa: E731
+    init = _State(eta=eta0, l=jnp.asarray(jnp.inf, eta0.dtype), g=zeros(q), M=zeros(q, q),
+                  pieces=Pieces(zeros(r), zeros(r), zeros(r), zeros(r, q), zeros(r, q)),
+                  gnorm=jnp.asarray(jnp.inf, eta0.dtype), direction=zeros(q), t=jnp.zeros((), eta0.dtype),
+                  it=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), stalled=jnp.zeros((), bool))
     s = lax.while_loop(cond, body, init)
-    # ``gnorm`` (the Newton decrement) is the last evaluated point's; after a final
-    # accepted step (iteration limit) it is the previous point's, which is conservative.
     # A stalled line search close to the mode (rounding noise in l) still counts as
     # converged when the decrement is negligible in OFV units.
     converged = (s.gnorm < tol) | (s.stalled & (s.gnorm < 1e-6))
-    return InnerResult(s.eta, converged, s.it, s.l, s.gnorm)
+    return InnerResult(s.eta, converged, s.it, s.l, s.gnorm, s.pieces, s.M)
 
 
 def implicit_mode(model, values, eta, subject, opts):

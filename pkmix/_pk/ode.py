@@ -14,48 +14,17 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import diffrax
 import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
-import lineax as lx
 from jax import lax
 
 from .. import _linalg as linalg
 from .base import AbstractStructure
 
 
-class _PlainSolve(lx.AbstractLinearSolver):
-    """The implicit solver's Newton systems solved by ``pkmix._linalg.solve`` (plain JAX
-    operations): lineax's default LU is a LAPACK call, batched over subjects under vmap,
-    which can hang jaxlib 0.10's CPU thread pool (see ``pkmix/_linalg.py``)."""
-
-    def init(self, operator, options):
-        return operator.as_matrix()
-
-    def compute(self, state, vector, options):
-        flat, unravel = jax.flatten_util.ravel_pytree(vector)
-        return unravel(linalg.solve(state, flat)), lx.RESULTS.successful, {}
-
-    def transpose(self, state, options):
-        return state.T, options
-
-    def conj(self, state, options):
-        return state, options  # real matrices
-
-    def assume_full_rank(self):
-        return True
-
-
-def _kvaerno5(rtol=None, atol=None, **kwargs):
-    """diffrax's Kvaerno5 with the root finder's linear solves in plain JAX operations."""
-    if rtol is None:  # tolerances from diffeqsolve's step-size controller
-        root_finder = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(linear_solver=_PlainSolve())
-    else:
-        root_finder = diffrax.VeryChord(rtol=rtol, atol=atol, linear_solver=_PlainSolve())
-    return diffrax.Kvaerno5(root_finder=root_finder, **kwargs)
 
 
 class Namespace:
@@ -185,7 +154,11 @@ class ODE(AbstractStructure):
         return out + rates
 
     def propagate(self, state, rates, t0, dt, prepared):
-        solver = _kvaerno5() if self.stiff else diffrax.Tsit5()
+        import diffrax
+
+        from ._stiff import kvaerno5
+
+        solver = kvaerno5() if self.stiff else diffrax.Tsit5()
         # Zero-length intervals (several events at one time; the unused event slots of
         # records that are not infusions) are common: diffrax takes no step when
         # t0 == t1, so they cost only the solver's set-up.
@@ -310,11 +283,15 @@ class ODE(AbstractStructure):
     def _stepper(self, t0, t1, y0, args):
         """``(step, error_order, state)``: one step ``step(t0, t1, y0, args, state,
         jumped) -> (y1, y_error, state)`` of the solver and its initial state."""
+        import diffrax  # here, not at module level: see ._stiff
+
         if self.stiff:
             # diffeqsolve hands the step-size tolerances to the implicit solver's root
             # finder, and makes its stage loop forward-differentiable ("lax"); here that
             # is done by hand.
-            solver = _kvaerno5(self.rtol, self.atol, scan_kind="lax")
+            from ._stiff import kvaerno5
+
+            solver = kvaerno5(self.rtol, self.atol, scan_kind="lax")
             term = diffrax.ODETerm(self._vector_field)
 
             def step(t0, t1, y0, args, state, jumped):

@@ -30,6 +30,7 @@ _INCH_CM = 2.54
 _SCR_UNITS = {"mg/dl": "mg/dL", "umol/l": "umol/L", "µmol/l": "umol/L", "micromol/l": "umol/L"}
 
 __all__ = [
+    "array_module",
     "SCR_UMOL_PER_MGDL",
     "scr_to_mgdl",
     "cockcroft_gault",
@@ -77,11 +78,16 @@ def _unit(scr_unit: str) -> str:
     return _SCR_UNITS[scr_unit.strip().lower()]
 
 
+def array_module(*values):
+    """NumPy for concrete values (a patient's covariates: nothing is dispatched to JAX,
+    so nothing compiles), jax.numpy when any is traced (inside a model's
+    ``individual`` function). For covariate arithmetic that serves both."""
+    return jnp if any(isinstance(v, jax.core.Tracer) for v in values) else np
+
+
 def _f64(*values):
-    """(xp, values as float64 arrays): NumPy for concrete input (a patient's covariates:
-    nothing is dispatched to JAX or compiled), jax.numpy when any value is traced (the
-    helpers inside a model's ``individual`` function)."""
-    xp = jnp if any(isinstance(v, jax.core.Tracer) for v in values) else np
+    """(xp, values as float64 arrays of ``array_module(*values)``)."""
+    xp = array_module(*values)
     return (xp, *(xp.asarray(v, dtype=xp.float64) for v in values))
 
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import _linalg as linalg
 from .._estimation.inner import solve_eta
-from .._estimation.likelihood import Options, gradient_and_gauss_newton, pieces
+from .._estimation.likelihood import Options
 from .._estimation.objective import omega_terms
 from .patient import BoundPatient, ModelInfo, Patient, bind, load_patient, model_info
 
@@ -59,8 +59,7 @@ def _map_core_impl(model, opts: Options, max_iter: int, tol: float | None, value
     omega_inv, logdet = omega_terms(model, values, subject.n_occasions)
     extra = {} if tol is None else {"tol": tol}
     res = solve_eta(model, values, eta0, subject, opts, omega_inv, logdet, max_iter=max_iter, **extra)
-    p = pieces(model, values, res.eta, subject, opts)
-    _, gn = gradient_and_gauss_newton(model, values, res.eta, subject, opts, omega_inv, p)
+    p, gn = res.pieces, res.gauss_newton  # at the mode (see InnerResult)
     info = 0.25 * (gn + gn.T)  # H~ = (1/2) Gauss-Newton, symmetrised
     cov = linalg.spd_inv(info)
     cov = 0.5 * (cov + cov.T)
@@ -384,7 +383,7 @@ def map_estimate(model, patient, *, covariate_rule: str = "nonmem", params=None,
     subject = bound.subject(rule=covariate_rule)
     fingerprint = model_fingerprint(info)
     out = call_program("map", _map_core_impl, _map_core, (m, opts, int(max_iter), None if tol is None else float(tol)),
-                       (values, subject, jnp.zeros(q)), fingerprint)
+                       (values, subject, np.zeros(q)), fingerprint)
 
     # The prediction curve (IPRED and PRED) on a grid, in one call.
     rec = bound.records

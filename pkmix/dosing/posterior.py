@@ -146,7 +146,7 @@ def sir_draws(fit: MAPResult, *, n_samples: int = 2000, n_proposals: int | None 
     u0 = rng.uniform()
     subject = fit.subject()
     out = call_program("sir", _sir_core_impl, _sir_core, (fit.model, fit.opts, int(n_samples), int(df), parameters),
-                       (fit.values, subject, jnp.asarray(fit.eta), jnp.asarray(fit.covariance), z, chi2,
+                       (fit.values, subject, np.asarray(fit.eta), np.asarray(fit.covariance), z, chi2,
                         np.asarray(u0)), model_fingerprint(fit.info))
     eta = np.asarray(out["eta"])[None]
     params = {k: np.asarray(v)[None] for k, v in out.get("parameters", {}).items()}

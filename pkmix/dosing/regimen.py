@@ -970,7 +970,7 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     )
     cov = np.asarray(fit.bound.cov_now, float)
     out = call_program("regimen", _search_impl, _search, (m, cfg),
-                       (fit.values, jnp.asarray(eta_map), jnp.asarray(eta_draws), jnp.asarray(cov), design),
+                       (fit.values, eta_map, eta_draws, cov, design),
                        model_fingerprint(info))
     out = jax.tree_util.tree_map(np.asarray, out)
 
