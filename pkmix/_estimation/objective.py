@@ -28,19 +28,22 @@ def omega_terms(model, values, n_occasions):
 def solve_modes(model, method, opts, values, etas0, batch, *, max_iter=inner.MAX_ITER, tol=inner.TOL,
                 etas_guess=None) -> InnerResult:
     """Every subject's eta mode (vmapped); FO's are zero by definition. With
-    ``etas_guess`` each subject starts from whichever of its two starts has the lower
-    conditional objective (see ``inner.solve_eta``)."""
+    ``etas_guess`` each subject's first step heads for its guess when that descends
+    (see ``inner.solve_eta``)."""
     values = jax.lax.stop_gradient(values)
     if not method.estimates_eta:
         n = etas0.shape[0]
         zeros = jnp.zeros(n)
         return InnerResult(jnp.zeros_like(etas0), jnp.ones(n, bool), jnp.zeros(n, jnp.int32), zeros, zeros)
     omega_inv, logdet = omega_terms(model, values, batch.n_occasions)
-    guess = etas0 if etas_guess is None else etas_guess
-    return jax.vmap(
-        lambda e, g, s: solve_eta(model, values, e, s, opts, omega_inv, logdet, max_iter=max_iter, tol=tol,
-                                  eta_guess=None if etas_guess is None else g)
-    )(etas0, guess, batch)
+
+    def one(eta0, subject, guess=None):
+        return solve_eta(model, values, eta0, subject, opts, omega_inv, logdet, max_iter=max_iter, tol=tol,
+                         eta_guess=guess)
+
+    if etas_guess is None:
+        return jax.vmap(one)(etas0, batch)
+    return jax.vmap(one)(etas0, batch, etas_guess)
 
 
 def _ofvs_and_modes(model, method, opts, values, etas, batch):
