@@ -41,7 +41,7 @@ from jax.sharding import PartitionSpec as P
 
 from ._config import require_x64
 from ._data import Dataset, SubjectBatch, read_nonmem
-from ._estimation.covariance import gradient_program, natural_names, natural_parameters, summarize
+from ._estimation.covariance import gradient_program, natural_names, natural_parameters, summarize, user_scale
 from ._estimation.fit import NEGLIGIBLE_OFV_GAIN, _options, transform_for
 from ._estimation.methods import get_method
 from ._estimation.outer import (STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS,
@@ -120,8 +120,7 @@ def _fit_one(model, method, opts, transform, settings: OuterSettings, with_cov: 
     hs = R_STEP * jnp.maximum(1.0, jnp.abs(x))
     R = ((out.grads[:p] - out.grads[p:]) / (2.0 * hs)[:, None]).T  # column j: d grad / d x_j
     R = 0.5 * (R + R.T)
-    natural = natural_parameters(transform, x, base)
-    J = jax.jacfwd(lambda z: natural_parameters(transform, z, base))(x)
+    _, natural, J = user_scale(transform, x, base)
     return _Out(x=x, ofv=jnp.sum(s.ofvs), gmax=jnp.max(jnp.abs(s.grad), initial=0.0),
                 predicted_gain=-0.5 * jnp.dot(s.grad, s.direction), status=s.status,
                 iterations=s.iterations, evaluations=s.evaluations,

@@ -68,8 +68,14 @@ def gradient_program(model, method, opts, transform, inner_max_iter, inner_tol, 
     return Evaluation(ofvs, jac, modes.eta, modes.converged, eta_slope)
 
 
-def jacobian_to_user_scale(transform, x, base):
-    return jax.jacfwd(lambda z: natural_parameters(transform, z, base))(x)
+def user_scale(transform, x, base):
+    """The parameters at ``x`` on the user's scale: as ``ParameterValues``, as the vector
+    of estimated ones (``natural_parameters``) and its Jacobian d natural / dx (the delta
+    method's J). One small program, instead of a dozen operations dispatched one by one
+    (each compiled on its first use)."""
+    natural = natural_parameters(transform, x, base)
+    J = jax.jacfwd(lambda z: natural_parameters(transform, z, base))(x)
+    return transform.from_vector(x, base), natural, J
 
 
 def hessian_by_differences(gradient_at, x, step=1e-4):

@@ -16,8 +16,7 @@ from .._diagnostics import batch_diagnostics
 from .._model.errors import ModelError
 from .._model.transforms import ParameterTransform
 from .._predict import bind, parameter_values
-from .covariance import gradient_program, hessian_by_differences, jacobian_to_user_scale, natural_names, \
-    natural_parameters, summarize
+from .covariance import gradient_program, hessian_by_differences, natural_names, summarize, user_scale
 from .methods import get_method
 from . import inner
 from .inner import InnerResult
@@ -158,8 +157,10 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     executable, compile_s = _compile.compiled(_program_minimize, static, x0, base, etas0, batch, limit)
 
     def evaluate_at(x):
-        # The modes start from their first-order prediction at x (outer.OuterState.etas_at).
-        return executable(jnp.asarray(x), base, state.etas_at(jnp.asarray(x)), batch, jnp.zeros((), jnp.int32))
+        # The modes start from their first-order prediction at x (outer.OuterState.etas_at,
+        # here in NumPy: on the host, nothing to compile).
+        etas = np.asarray(state.etas) + np.asarray(state.eta_slope) @ (x - np.asarray(state.x))
+        return executable(np.asarray(x), base, etas, batch, np.zeros((), np.int32))
 
     PROGRESS.reset(report)
     t_est = time.perf_counter()
@@ -167,15 +168,17 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     estimation_s = time.perf_counter() - t_est
     status = int(state.status)
     x_hat = state.x
-    values = transform.from_vector(x_hat, base)
-    gmax = float(jnp.max(jnp.abs(state.grad), initial=0.0))
+    results_exec, results_compile = _compile.compiled(user_scale, (transform,), x_hat, base)
+    values, natural, J = results_exec(x_hat, base)
+    grad = np.asarray(state.grad)
+    gmax = float(np.max(np.abs(grad), initial=0.0))
     ofvs = np.asarray(state.ofvs)
     ofv = float(np.sum(ofvs))
     finite = np.isfinite(ofv) and bool(np.all(np.isfinite(np.asarray(x_hat))))
     # The line search stops finding lower values when the OFV's rounding noise (from the
     # eta modes, ~1e-6) exceeds what the step can gain: that is a minimum when the
     # quadratic model predicts a gain below NEGLIGIBLE_OFV_GAIN for the full step.
-    predicted_gain = float(-0.5 * jnp.dot(state.grad, state.direction))
+    predicted_gain = float(-0.5 * np.dot(grad, np.asarray(state.direction)))
     at_noise_floor = status == STATUS_NO_DESCENT and 0.0 <= predicted_gain < NEGLIGIBLE_OFV_GAIN
     converged = finite and (status in (STATUS_GRADIENT, STATUS_NO_PROGRESS) or at_noise_floor)
     message = STATUS_MESSAGES.get(status, f"status {status}")
@@ -188,7 +191,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         message += f"; eta modes did not converge for {n_bad} subject(s)"
         warnings.warn(f"inner eta optimisation did not converge for {n_bad} subject(s)", stacklevel=2)
 
-    cov_result, cov_compile, cov_s = None, 0.0, 0.0
+    cov_result, cov_s = None, 0.0
     if covariance != "none" and finite:
         t_cov = time.perf_counter()
         G = np.asarray(state.jac)
@@ -197,18 +200,15 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
             return np.asarray(evaluate_at(x).grad)
 
         R = hessian_by_differences(gradient_at, np.asarray(x_hat))
-        J_exec, cov_compile = _compile.compiled(jacobian_to_user_scale, (transform,), x_hat, base)
-        J = J_exec(x_hat, base)
-        cov_result = summarize(G, R, J, np.asarray(natural_parameters(transform, x_hat, base)),
-                               natural_names(transform), covariance)
-        cov_s = time.perf_counter() - t_cov - cov_compile
+        cov_result = summarize(G, R, np.asarray(J), np.asarray(natural), natural_names(transform), covariance)
+        cov_s = time.perf_counter() - t_cov
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics and finite:
         diag, diag_compile, diag_s = _compile.run(_program_diagnostics, (model, opts, npde_samples),
                                                   values, modes.eta, batch, jax.random.PRNGKey(seed))
     timing = {
         "total_s": time.perf_counter() - t_start,
-        "compile_s": compile_s + cov_compile + diag_compile,
+        "compile_s": compile_s + results_compile + diag_compile,
         "estimation_s": estimation_s,
         "covariance_s": cov_s,
         "diagnostics_s": diag_s,
