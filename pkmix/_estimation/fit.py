@@ -157,28 +157,29 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     executable, compile_s = _compile.compiled(_program_minimize, static, x0, base, etas0, batch, limit)
 
     def evaluate_at(x):
-        # The modes start from their first-order prediction at x (outer.OuterState.etas_at,
-        # here in NumPy: on the host, nothing to compile).
-        etas = np.asarray(state.etas) + np.asarray(state.eta_slope) @ (x - np.asarray(state.x))
-        return executable(np.asarray(x), base, etas, batch, np.zeros((), np.int32))
+        # The modes start from their first-order prediction at x (computed on the host
+        # copy of the state: NumPy, nothing to compile).
+        return executable(np.asarray(x), base, host_state.etas_at(x), batch, np.zeros((), np.int32))
 
     PROGRESS.reset(report)
     t_est = time.perf_counter()
     state = jax.block_until_ready(executable(x0, base, etas0, batch, limit))
     estimation_s = time.perf_counter() - t_est
+    host_state = jax.tree_util.tree_map(np.asarray, state)
     status = int(state.status)
     x_hat = state.x
     results_exec, results_compile = _compile.compiled(user_scale, (transform,), x_hat, base)
     values, natural, J = results_exec(x_hat, base)
-    grad = np.asarray(state.grad)
+    grad = host_state.grad
     gmax = float(np.max(np.abs(grad), initial=0.0))
     ofvs = np.asarray(state.ofvs)
     ofv = float(np.sum(ofvs))
     finite = np.isfinite(ofv) and bool(np.all(np.isfinite(np.asarray(x_hat))))
     # The line search stops finding lower values when the OFV's rounding noise (from the
-    # eta modes, ~1e-6) exceeds what the step can gain: that is a minimum when the
-    # quadratic model predicts a gain below NEGLIGIBLE_OFV_GAIN for the full step.
-    predicted_gain = float(-0.5 * np.dot(grad, np.asarray(state.direction)))
+    # eta modes; about 1e-9 with inner.implicit_mode's polish) exceeds what the step can
+    # gain: that is a minimum when the quadratic model predicts a gain below
+    # NEGLIGIBLE_OFV_GAIN for the full step.
+    predicted_gain = float(-0.5 * np.dot(grad, host_state.direction))
     at_noise_floor = status == STATUS_NO_DESCENT and 0.0 <= predicted_gain < NEGLIGIBLE_OFV_GAIN
     converged = finite and (status in (STATUS_GRADIENT, STATUS_NO_PROGRESS) or at_noise_floor)
     message = STATUS_MESSAGES.get(status, f"status {status}")
