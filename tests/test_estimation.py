@@ -57,45 +57,9 @@ def wang_free(structure="closed"):
     )
 
 
-def ofv_and_gradient(model, data, method, x):
-    method = get_method(method)
-    dataset, batch = bind(model, data)
-    opts = _options(method, batch, "nonmem")
-    transform = transform_for(model)
-    base = model.initial_values()
-    etas0 = jnp.zeros((dataset.n_subjects, model.n_eta_total(batch.n_occasions)))
-    executable, _ = _compile.compiled(gradient_program, (model, method, opts, transform, 100, 1e-14),
-                                      x, base, etas0, batch)
-
-    def at(z):
-        ev = executable(jnp.asarray(z), base, etas0, batch)
-        ofvs, jac = ev.ofvs, ev.jac
-        return float(jnp.sum(ofvs)), np.asarray(jnp.sum(jac, axis=0))
-
-    return at
-
-
-@pytest.fixture(scope="module")
-def wang():
-    return pkmix.read_nonmem(DATA / "wang2007.csv")
-
-
-@pytest.mark.parametrize("method", ["fo", "foce", "focei", "laplace"])
-def test_gradient_matches_central_differences(wang, method):
-    model = wang_free()
-    x = transform_for(model).to_vector(model.initial_values(), model.initial_values()) + 0.1
-    at = ofv_and_gradient(model, wang, method, x)
-    _, grad = at(x)
-    h = 1e-5
-    for k in range(x.shape[0]):
-        e = np.zeros(x.shape[0])
-        e[k] = h
-        fd = (at(x + e)[0] - at(x - e)[0]) / (2 * h)
-        assert grad[k] == pytest.approx(fd, rel=1e-4, abs=1e-6), (method, k)
-
-
-def _gradient_program(model, data, method, inner_tol):
-    """gradient_program compiled for ``model`` on ``data`` (x, base and zero etas to call it with)."""
+def gradient_program_for(model, data, method, inner_tol=1e-14):
+    """gradient_program compiled for ``model`` on ``data``: (evaluate(x, etas), x0, zero
+    etas), x0 being the initial values on the unconstrained scale + 0.1."""
     method = get_method(method)
     dataset, batch = bind(model, data)
     transform = transform_for(model)
@@ -107,10 +71,38 @@ def _gradient_program(model, data, method, inner_tol):
     return (lambda z, etas: executable(jnp.asarray(z), base, etas, batch)), x, etas0
 
 
+def ofv_and_gradient(model, data, method):
+    """(OFV, gradient) at z from zero etas, and the x0 of ``gradient_program_for``."""
+    program, x, etas0 = gradient_program_for(model, data, method)
+
+    def at(z):
+        ev = program(z, etas0)
+        return float(jnp.sum(ev.ofvs)), np.asarray(jnp.sum(ev.jac, axis=0))
+
+    return at, x
+
+
+@pytest.fixture(scope="module")
+def wang():
+    return pkmix.read_nonmem(DATA / "wang2007.csv")
+
+
+@pytest.mark.parametrize("method", ["fo", "foce", "focei", "laplace"])
+def test_gradient_matches_central_differences(wang, method):
+    at, x = ofv_and_gradient(wang_free(), wang, method)
+    _, grad = at(x)
+    h = 1e-5
+    for k in range(x.shape[0]):
+        e = np.zeros(x.shape[0])
+        e[k] = h
+        fd = (at(x + e)[0] - at(x - e)[0]) / (2 * h)
+        assert grad[k] == pytest.approx(fd, rel=1e-4, abs=1e-6), (method, k)
+
+
 def test_mode_derivative_matches_central_differences(wang):
     """d eta^/dx, from which the optimiser predicts the modes at its next trial point
     (outer.OuterState.etas_at), against central differences of re-solved modes."""
-    at, x, etas0 = _gradient_program(wang_free(), wang, "focei", 1e-14)
+    at, x, etas0 = gradient_program_for(wang_free(), wang, "focei")
     ev = at(x, etas0)
     # Modes are accurate to ~1e-7 (Newton decrement 1e-14), hence a larger step than for
     # OFV gradients: truncation error O(h^2) ~ 1e-6, noise 1e-7 / h ~ 1e-4.
@@ -127,16 +119,14 @@ def test_ofv_error_is_second_order_in_the_mode_error(wang, method):
     """FOCE's OFV is not stationary in eta, so a mode solved to a loose tolerance would
     show in it to first order (1.6e-4 for FOCE-I here at 1e-6 without the final exact
     Newton step of inner.implicit_mode); with that step the OFV agrees to 1e-7."""
-    loose, x, etas0 = _gradient_program(wang_free(), wang, method, 1e-6)
-    tight, _, _ = _gradient_program(wang_free(), wang, method, 1e-14)
+    loose, x, etas0 = gradient_program_for(wang_free(), wang, method, 1e-6)
+    tight, _, _ = gradient_program_for(wang_free(), wang, method)
     assert float(jnp.sum(loose(x, etas0).ofvs)) == pytest.approx(float(jnp.sum(tight(x, etas0).ofvs)), abs=1e-7)
 
 
 def test_ode_gradient_and_ofv_match_closed_form(wang):
-    closed, ode = wang_free("closed"), wang_free("ode")
-    x = transform_for(closed).to_vector(closed.initial_values(), closed.initial_values()) + 0.1
-    at_closed = ofv_and_gradient(closed, wang, "focei", x)
-    at_ode = ofv_and_gradient(ode, wang, "focei", x)
+    at_closed, x = ofv_and_gradient(wang_free("closed"), wang, "focei")
+    at_ode, _ = ofv_and_gradient(wang_free("ode"), wang, "focei")
     v_closed, g_closed = at_closed(x)
     v_ode, g_ode = at_ode(x)
     assert v_ode == pytest.approx(v_closed, abs=1e-3)

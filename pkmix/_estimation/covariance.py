@@ -58,8 +58,8 @@ class Evaluation(NamedTuple):
 
 def gradient_program(model, method, opts, transform, inner_max_iter, inner_tol, x, base, etas, batch,
                      etas_guess=None) -> Evaluation:
-    """Modes re-solved at ``x`` (warm from ``etas``, or from ``etas_guess`` for subjects
-    whose objective is lower there), each subject's OFV, its exact gradient, the modes,
+    """Modes re-solved at ``x`` (warm from ``etas``, heading first for ``etas_guess``
+    where that descends: see ``inner.solve_eta``), each subject's OFV, its exact gradient, the modes,
     their convergence flags and derivatives. The optimiser and the covariance step
     (2p + 1 calls) share this one compiled program."""
     modes = solve_modes(model, method, opts, transform.from_vector(x, base), etas, batch,

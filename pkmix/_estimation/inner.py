@@ -127,8 +127,8 @@ def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, ma
 def implicit_mode(model, values, eta, subject, opts):
     """The eta mode as a function of the parameters, for differentiation.
 
-    Returns ``eta`` (a converged mode) after one exact Newton step; its derivative with respect to the
-    parameters is the implicit-function-theorem term
+    Returns ``eta`` (a converged mode) after one exact Newton step; its derivative with
+    respect to the parameters is the implicit-function-theorem term
     d eta^ = -[d2l/deta2]^-1 (d(grad_eta l)/d theta) d theta (Almquist et al. 2015), with
     the exact eta-Hessian. Written as a custom JVP so the Hessian is computed once, not
     differentiated again: forward-mode gradients of the OFV need only second
@@ -153,8 +153,9 @@ def implicit_mode(model, values, eta, subject, opts):
 
     @jax.custom_jvp
     def mode(values, eta):
-        H = jax.jacfwd(lambda z: grad_l(values, z))(eta)
-        return polished(eta, grad_l(values, eta), H)
+        # The gradient comes out of the Hessian's pass (one trace of the model, not two).
+        H, g = jax.jacfwd(lambda z: (grad_l(values, z),) * 2, has_aux=True)(eta)
+        return polished(eta, g, H)
 
     @mode.defjvp
     def mode_jvp(primals, tangents):

@@ -17,14 +17,10 @@ from typing import Any, Callable
 import equinox as eqx
 import equinox.internal as eqxi
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 from jax import lax
 
-from .. import _linalg as linalg
 from .base import AbstractStructure
-
-
 
 
 class Namespace:
