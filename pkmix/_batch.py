@@ -39,6 +39,7 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from . import _compile
 from ._config import require_x64
 from ._data import Dataset, SubjectBatch, read_nonmem
 from ._estimation.covariance import gradient_program, natural_names, natural_parameters, summarize, user_scale
@@ -66,7 +67,7 @@ class _Out(NamedTuple):
     x: jax.Array
     ofv: jax.Array
     gmax: jax.Array
-    predicted_gain: jax.Array  # -1/2 grad . direction at the end (fit's noise-floor rule)
+    predicted_gain: jax.Array  # OuterState.predicted_gain at the end (fit's noise-floor rule)
     status: jax.Array
     iterations: jax.Array
     evaluations: jax.Array
@@ -122,7 +123,7 @@ def _fit_one(model, method, opts, transform, settings: OuterSettings, with_cov: 
     R = 0.5 * (R + R.T)
     _, natural, J = user_scale(transform, x, base)
     return _Out(x=x, ofv=jnp.sum(s.ofvs), gmax=jnp.max(jnp.abs(s.grad), initial=0.0),
-                predicted_gain=-0.5 * jnp.dot(s.grad, s.direction), status=s.status,
+                predicted_gain=s.predicted_gain, status=s.status,
                 iterations=s.iterations, evaluations=s.evaluations,
                 eta_failures=jnp.sum(~s.etas_converged).astype(jnp.int32), natural=natural, J=J, G=s.jac, R=R)
 
@@ -163,7 +164,7 @@ def _compiled(static, mesh, args):
 
     sharded = jax.shard_map(program, mesh=mesh, in_specs=in_specs, out_specs=rep, check_vma=False)
     t0 = time.perf_counter()
-    executable = jax.jit(sharded).lower(*args).compile()
+    executable = _compile.compile_lowered(jax.jit(sharded).lower(*args))
     seconds = time.perf_counter() - t0
     _PROGRAMS[key] = executable
     return executable, seconds
@@ -565,13 +566,14 @@ def _width(vmap_width, mesh, per_device):
 
 
 def _batch_options(method, stack: _Stack, covariate_rule):
-    """``fit``'s options, from the flags of every replicate (steady state, BLQ)."""
+    """``fit``'s options, from the flags of every replicate (steady state, BLQ, infusions)."""
     from types import SimpleNamespace
 
     def get(name):
         return np.asarray(stack.varying.get(name, getattr(stack.shared, name)))
 
-    return _options(method, SimpleNamespace(ss=get("ss"), blq=get("blq"), obs_mask=get("obs_mask")), covariate_rule)
+    flags = ("ss", "blq", "obs_mask", "evid", "rate", "dur", "record_mask")
+    return _options(method, SimpleNamespace(**{name: get(name) for name in flags}), covariate_rule)
 
 
 def _truth_from(truth, names):

@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 
 import pkmix
 from pkmix._pk.closed_form import _eigen_2
+from pkmix._pk.events import infusion_records
+from pkmix._predict import parameter_values
 
 ODE_TOL = dict(rtol=1e-10, atol=1e-12)
 AGREE = dict(rtol=1e-6, atol=1e-9)
@@ -159,7 +161,7 @@ def predict(model, frame, etas=None):
 
 
 # ------------------------------------------------------------- random dose histories
-def random_subject(rng, sid, *, depot, lags=True, steady_state=True, resets=True, modelled=True):
+def random_subject(rng, sid, *, depot, lags=True, steady_state=True, resets=True, modelled=True, infusions=True):
     """One subject's records: 1-4 doses by a random route each (bolus, infusion by
     RATE, by DUR, modelled rate RATE=-1 and duration RATE=-2, into the depot or the
     central compartment), infusions that overlap later doses, SS=1/SS=2 doses, constant
@@ -173,9 +175,9 @@ def random_subject(rng, sid, *, depot, lags=True, steady_state=True, resets=True
         "D1": rng.uniform(0.5, 4.0), "D2": rng.uniform(0.5, 4.0),
     }
     central = 2 if depot else 1
-    routes = ["bolus", "rate", "dur"] + (["rate_model", "dur_model"] if modelled else [])
+    routes = ["bolus"] + (["rate", "dur"] if infusions else []) + (["rate_model", "dur_model"] if modelled else [])
     if depot:
-        routes += ["oral", "oral", "oral_infusion"]
+        routes += ["oral", "oral"] + (["oral_infusion"] if infusions else [])
     records = []  # (time, order, dict)
 
     def rec(time, **kw):
@@ -223,7 +225,7 @@ def random_subject(rng, sid, *, depot, lags=True, steady_state=True, resets=True
         if rng.uniform() < 0.15:
             rec(rng.uniform(t, t_next), EVID=2, MDV=1)
         t = t_next
-    if steady_state and rng.uniform() < 0.2:
+    if infusions and steady_state and rng.uniform() < 0.2:
         # A constant infusion at steady state (SS=1, RATE > 0, II = 0, AMT = 0).
         rec(t, AMT=0.0, EVID=1, MDV=1, CMT=central, RATE=float(rng.uniform(5.0, 20.0)), SS=1)
         rec(t + rng.uniform(0.0, 5.0))
@@ -321,6 +323,29 @@ def test_no_lag_path_matches_the_lagged_path_and_the_ode():
     assert_close(a["IPRED"], b["IPRED"], rtol=1e-12, atol=1e-12, what="no lag vs zero lags")
     c = pkmix.predict(make_ode_model(modifiers=False), pkmix.read_nonmem(plain), ode_params(2), etas)
     assert_close(a["IPRED"], c["IPRED"], **AGREE, what="2-cmt without lag vs ODE")
+
+
+def test_bolus_only_data_need_no_infusion_ends(histories):
+    # Data without infusions (known before tracing: infusion_records) are predicted
+    # with has_infusions=False, which leaves the infusion ends out of both engines; the
+    # predictions are the same as the general path's, with lags, SS doses and resets.
+    frame = random_histories(11, depot=True, modelled=False, infusions=False)
+    assert not infusion_records(pkmix.read_nonmem(frame).batch(MODIFIERS)).any()
+    assert infusion_records(histories[0].batch(MODIFIERS)).any()
+    assert (frame["SS"] > 0).any() and (frame["EVID"] == 4).any() and (frame["LAG1"] > 0).any()
+    etas = jnp.asarray(random_etas(5, N_SUBJECTS, 3))
+    for model, params in ((make_model(2), None), (make_model(2, modifiers=False), None),
+                          (make_ode_model(), ode_params(2))):
+        batch = pkmix.read_nonmem(frame).batch(model.covariates)
+        values = parameter_values(model, params)
+
+        def predict_all(has_infusions, model=model, values=values, batch=batch):
+            return np.asarray(jax.jit(jax.vmap(lambda e, s: model.subject_predict(
+                values, e, s, has_infusions=has_infusions)))(etas, batch))
+
+        general, bolus_only = predict_all(True), predict_all(False)
+        assert np.isfinite(general).all()
+        assert_close(bolus_only, general, rtol=1e-12, atol=1e-12, what=f"{model.name}: bolus-only engine")
 
 
 @pytest.fixture(scope="module")

@@ -114,6 +114,46 @@ def test_mode_derivative_matches_central_differences(wang):
         np.testing.assert_allclose(ev.eta_slope[:, :, k], fd, rtol=1e-3, atol=1e-6)
 
 
+def theo_block_iov_combined():
+    """Theophylline with every kind of eta and epsilon at once: a block OMEGA (CL, V),
+    IOV on CL over two occasions (five etas per subject) and a combined error model;
+    and the data with an OCC column."""
+    model = pkmix.Model(
+        name="theo_block_iov_combined", theta={"tka": 0.45, "tcl": 1.0, "tv": 3.45},
+        omega=[{"eta_ka": 0.6}, pkmix.Block(["eta_cl", "eta_v"], [0.1, 0.01, 0.05])],
+        iov=pkmix.IOV(occasion="OCC", kappa_cl=0.02), sigma={"add_sd": 0.5, "prop_sd": 0.05},
+        individual=lambda p: {"ka": jnp.exp(p.tka + p.eta_ka), "cl": jnp.exp(p.tcl + p.eta_cl + p.kappa_cl),
+                              "v": jnp.exp(p.tv + p.eta_v)},
+        structure=pkmix.one_compartment(depot=True), observe=lambda a, p: a.central / p.v,
+        error=pkmix.combined("add_sd", "prop_sd"))
+    frame = pd.read_csv(DATA / "theo_sd.csv")
+    return model, frame.assign(OCC=np.where(frame["TIME"] <= 5.0, 1, 2))
+
+
+@pytest.mark.parametrize("method", ["fo", "foce", "focei"])
+def test_gradient_and_mode_derivative_with_several_etas(method):
+    """The exact gradient (built from one second-order pass over the predictions for
+    these methods: objective._jacobian_from_second_order_pieces) and d eta^/dx against
+    central differences, with five etas per subject, correlated ones among them."""
+    model, data = theo_block_iov_combined()
+    at, x, etas0 = gradient_program_for(model, data, method)
+    ev = at(x, etas0)
+    grad = np.asarray(jnp.sum(ev.jac, axis=0))
+    assert np.abs(grad).min() > 1e-3  # every parameter moves the OFV here
+    for k in range(x.shape[0]):
+        e = np.zeros(x.shape[0])
+        e[k] = 1e-5
+        fd = (float(jnp.sum(at(x + e, ev.etas).ofvs)) - float(jnp.sum(at(x - e, ev.etas).ofvs))) / 2e-5
+        assert grad[k] == pytest.approx(fd, rel=1e-4, abs=1e-6), (method, k)
+        # The modes are accurate to about 1e-8 here, so differences of step 1e-3 carry
+        # noise of about 1e-5 (it grows as the step shrinks): compare to 0.1 % of the
+        # largest derivative of the column.
+        e[k] = 1e-3
+        fd_modes = (at(x + e, ev.etas).etas - at(x - e, ev.etas).etas) / 2e-3
+        slope = np.asarray(ev.eta_slope[:, :, k])
+        np.testing.assert_allclose(slope, fd_modes, rtol=0, atol=1e-3 * np.abs(slope).max() + 1e-9)
+
+
 @pytest.mark.parametrize("method", ["foce", "focei"])
 def test_ofv_error_is_second_order_in_the_mode_error(wang, method):
     """FOCE's OFV is not stationary in eta, so a mode solved to a loose tolerance would

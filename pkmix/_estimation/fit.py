@@ -15,6 +15,7 @@ from .._config import require_x64
 from .._diagnostics import batch_diagnostics
 from .._model.errors import ModelError
 from .._model.transforms import ParameterTransform
+from .._pk.events import infusion_records
 from .._predict import bind, parameter_values
 from .covariance import gradient_program, hessian_by_differences, natural_names, summarize, user_scale
 from .methods import get_method
@@ -39,19 +40,47 @@ def transform_for(model) -> ParameterTransform:
 
 
 def _options(method, batch, covariate_rule):
+    """The static settings of the likelihood programs, from the data's flags (a program
+    compiled for data without steady state, BLQ records or infusions leaves them out)."""
     has_ss = bool(np.any(np.asarray(batch.ss) > 0))
+    has_infusions = bool(np.any(infusion_records(batch)))
     has_blq = bool(np.any(np.asarray(batch.blq) & np.asarray(batch.obs_mask)))
     if has_blq and not method.supports_blq:
         raise ModelError(
             f"the data have BLQ records, which need the M3 likelihood: use method='focei' or "
             f"'laplace' (got '{method.name}'), or drop the BLQ records"
         )
-    return method.options(has_ss, covariate_rule, has_blq)
+    return method.options(has_ss, covariate_rule, has_blq, has_infusions)
 
 
 def _program_minimize(model, method, opts, transform, settings, report, x0, base, etas0, batch, max_iter):
-    return minimize_in_graph(model, method, opts, transform, settings, x0, base, etas0, batch, max_iter,
-                             report_progress=report)
+    """The optimiser's final state, and the parameters there on the user's scale
+    (``covariance.user_scale``: one program, not two to compile)."""
+    state = minimize_in_graph(model, method, opts, transform, settings, x0, base, etas0, batch, max_iter,
+                              report_progress=report)
+    return state, user_scale(transform, state.x, base)
+
+
+# An OMEGA correlation this close to +-1 makes OMEGA near singular (NONMEM's boundary
+# test flags correlations beyond 0.99 too).
+BOUNDARY_CORRELATION = 0.99
+
+
+def _omega_near_boundary(model, values) -> str | None:
+    """A message when estimated etas are correlated beyond BOUNDARY_CORRELATION: the
+    data then pull OMEGA towards a singular matrix, where the fit cannot settle (the
+    modes grow ill-conditioned) and the estimates mean little."""
+    omega = np.asarray(values.omega, dtype=float)
+    sd = np.sqrt(np.clip(np.diag(omega), 1e-300, None))
+    corr = omega / np.outer(sd, sd)
+    names = model.spec.eta_names
+    worst = [(abs(corr[i, j]), i, j) for i in range(len(names)) for j in range(i)
+             if abs(corr[i, j]) > BOUNDARY_CORRELATION]
+    if not worst:
+        return None
+    _, i, j = max(worst)
+    return (f"estimate near its boundary: the correlation of {names[j]} and {names[i]} is {corr[i, j]:.4f} "
+            f"(OMEGA near singular; the data do not support it)")
 
 
 def _program_evaluate(model, method, opts, transform, inner_max_iter, inner_tol, values, etas0, batch):
@@ -159,27 +188,25 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     def evaluate_at(x):
         # The modes start from their first-order prediction at x (computed on the host
         # copy of the state: NumPy, nothing to compile).
-        return executable(np.asarray(x), base, host_state.etas_at(x), batch, np.zeros((), np.int32))
+        return executable(np.asarray(x), base, host_state.etas_at(x), batch, np.zeros((), np.int32))[0]
 
     PROGRESS.reset(report)
     t_est = time.perf_counter()
-    state = jax.block_until_ready(executable(x0, base, etas0, batch, limit))
+    state, (values, natural, J) = jax.block_until_ready(executable(x0, base, etas0, batch, limit))
     estimation_s = time.perf_counter() - t_est
     host_state = jax.tree_util.tree_map(np.asarray, state)
     status = int(state.status)
     x_hat = state.x
-    results_exec, results_compile = _compile.compiled(user_scale, (transform,), x_hat, base)
-    values, natural, J = results_exec(x_hat, base)
     grad = host_state.grad
     gmax = float(np.max(np.abs(grad), initial=0.0))
     ofvs = np.asarray(state.ofvs)
     ofv = float(np.sum(ofvs))
     finite = np.isfinite(ofv) and bool(np.all(np.isfinite(np.asarray(x_hat))))
     # The line search stops finding lower values when the OFV's rounding noise (from the
-    # eta modes; about 1e-9 with inner.implicit_mode's polish) exceeds what the step can
-    # gain: that is a minimum when the quadratic model predicts a gain below
-    # NEGLIGIBLE_OFV_GAIN for the full step.
-    predicted_gain = float(-0.5 * np.dot(grad, host_state.direction))
+    # eta modes; about 1e-9 with inner.polish) exceeds what the step can gain: that is a
+    # minimum when the quadratic models predict a gain below NEGLIGIBLE_OFV_GAIN
+    # (outer.OuterState.predicted_gain).
+    predicted_gain = float(host_state.predicted_gain)
     at_noise_floor = status == STATUS_NO_DESCENT and 0.0 <= predicted_gain < NEGLIGIBLE_OFV_GAIN
     converged = finite and (status in (STATUS_GRADIENT, STATUS_NO_PROGRESS) or at_noise_floor)
     message = STATUS_MESSAGES.get(status, f"status {status}")
@@ -191,6 +218,10 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     if n_bad:
         message += f"; eta modes did not converge for {n_bad} subject(s)"
         warnings.warn(f"inner eta optimisation did not converge for {n_bad} subject(s)", stacklevel=2)
+    boundary = _omega_near_boundary(model, values)
+    if boundary:
+        message += f"; {boundary}"
+        warnings.warn(boundary, stacklevel=2)
 
     cov_result, cov_s = None, 0.0
     if covariance != "none" and finite:
@@ -209,7 +240,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
                                                   values, modes.eta, batch, jax.random.PRNGKey(seed))
     timing = {
         "total_s": time.perf_counter() - t_start,
-        "compile_s": compile_s + results_compile + diag_compile,
+        "compile_s": compile_s + diag_compile,
         "estimation_s": estimation_s,
         "covariance_s": cov_s,
         "diagnostics_s": diag_s,

@@ -44,7 +44,7 @@ SMALLEST_STEP = 1.0 / 65536
 # every subject waits for the slowest, so the bound is not larger.
 MAX_ITER = 200  # evaluations (each: predictions with their eta-derivatives)
 TOL = 1e-12  # Newton decrement of l (OFV units)
-POLISH_MAX_STEP = 1e-3  # the largest final Newton step ``implicit_mode`` takes
+POLISH_MAX_STEP = 1e-3  # the largest final Newton step ``polish`` takes
 
 
 class _State(NamedTuple):
@@ -124,6 +124,19 @@ def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, ma
     return InnerResult(s.eta, converged, s.it, s.l, s.gnorm, s.pieces, s.M)
 
 
+def polish(eta, g, H):
+    """``eta`` after one exact Newton step (g, H: the gradient and exact Hessian of l).
+
+    From a converged mode the error falls from delta to O(delta^2), which matters because
+    FOCE's and FOCE-I's OFV is not stationary in eta (its log-determinant term), so a
+    mode error shows in the OFV to first order and becomes noise the outer line search
+    cannot see through. Skipped when the step is not small (a mode that did not converge).
+    """
+    step = -spd_solve(H, g)
+    small = jnp.all(jnp.isfinite(step)) & (jnp.max(jnp.abs(step), initial=0.0) < POLISH_MAX_STEP)
+    return jnp.where(small, eta + step, eta)
+
+
 def implicit_mode(model, values, eta, subject, opts):
     """The eta mode as a function of the parameters, for differentiation.
 
@@ -141,21 +154,11 @@ def implicit_mode(model, values, eta, subject, opts):
         p = pieces(model, v, e, subject, opts)
         return gradient_and_gauss_newton(model, v, e, subject, opts, v_omega_inv, p)[0]
 
-    def polished(e, g, H):
-        # One exact Newton step from the converged mode: its error falls from delta to
-        # O(delta^2), which matters because FOCE's and FOCE-I's OFV is not stationary in
-        # eta (its log-determinant term), so a mode error shows in the OFV to first
-        # order and becomes noise the outer line search cannot see through. Skipped
-        # when the step is not small (a mode that did not converge).
-        step = -spd_solve(H, g)
-        small = jnp.all(jnp.isfinite(step)) & (jnp.max(jnp.abs(step), initial=0.0) < POLISH_MAX_STEP)
-        return jnp.where(small, e + step, e)
-
     @jax.custom_jvp
     def mode(values, eta):
         # The gradient comes out of the Hessian's pass (one trace of the model, not two).
         H, g = jax.jacfwd(lambda z: (grad_l(values, z),) * 2, has_aux=True)(eta)
-        return polished(eta, g, H)
+        return polish(eta, g, H)
 
     @mode.defjvp
     def mode_jvp(primals, tangents):
@@ -163,6 +166,6 @@ def implicit_mode(model, values, eta, subject, opts):
         dv, _ = tangents
         H = jax.jacfwd(lambda z: grad_l(v, z))(e)
         g, dg = jax.jvp(lambda w: grad_l(w, e), (v,), (dv,))
-        return polished(e, g, H), -spd_solve(H, dg)
+        return polish(e, g, H), -spd_solve(H, dg)
 
     return mode(values, jax.lax.stop_gradient(eta))

@@ -25,6 +25,9 @@ class Options(NamedTuple):
     has_steady_state: bool
     covariate_rule: str
     has_blq: bool = False
+    # False when no dose is an infusion: the event engine then leaves out the infusion
+    # ends (about half of a closed-form model's compiled prediction).
+    has_infusions: bool = True
 
 
 class Pieces(NamedTuple):
@@ -46,13 +49,13 @@ def _masks(subject):
 def predictions(model, values, eta, subject, opts: Options):
     """(f, ft, var) at ``eta``; var at eta = 0 when there is no interaction."""
     f = model.subject_predict(values, eta, subject, has_steady_state=opts.has_steady_state,
-                              covariate_rule=opts.covariate_rule)
+                              covariate_rule=opts.covariate_rule, has_infusions=opts.has_infusions)
     ft = model.error.transform(f)
     if opts.interaction:
         var = model.residual_variance(values, f)
     else:
         f0 = model.subject_predict(values, jnp.zeros_like(eta), subject, has_steady_state=opts.has_steady_state,
-                                   covariate_rule=opts.covariate_rule)
+                                   covariate_rule=opts.covariate_rule, has_infusions=opts.has_infusions)
         var = model.residual_variance(values, f0)
     return f, ft, var
 

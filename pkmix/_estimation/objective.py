@@ -1,10 +1,14 @@
 """The population objective as a function of the unconstrained parameter vector.
 
 ``subject_ofvs`` is the one place that turns parameters and eta modes into each
-subject's OFV contribution; the outer optimiser, the covariance step and ``evaluate``
-all call it. Its gradient is exact: each mode enters through ``inner.implicit_mode``,
-whose derivative is the implicit-function-theorem term d eta^/d theta (Almquist et al.
-2015). Derivatives are taken in forward mode only.
+subject's OFV contribution (``evaluate`` and the diagnostics call it);
+``subject_ofvs_and_jacobian`` adds the exact gradient, which the optimiser and the
+covariance step use. The gradient carries the implicit-function-theorem term
+d eta^/d theta (Almquist et al. 2015): for FO, FOCE and FOCE-I (without M3) it is built
+from one second-order forward pass over the predictions at the modes; for Laplace and
+M3, whose OFV needs the exact eta-Hessian, by differentiating ``subject_ofvs``, where
+each mode enters through ``inner.implicit_mode``. Derivatives are taken in forward mode
+only.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .._linalg import cho_solve, cholesky
+from .._linalg import cho_solve, cholesky, spd_solve
 from . import inner
-from .inner import InnerResult, implicit_mode, solve_eta
+from .inner import InnerResult, implicit_mode, polish, solve_eta
+from .likelihood import Pieces, m2ll, predictions
 
 
 def omega_terms(model, values, n_occasions):
@@ -69,10 +74,12 @@ def subject_ofvs(model, method, opts, values, etas, batch):
 
 def subject_ofvs_and_jacobian(model, method, opts, transform, x, base, etas, batch):
     """Each subject's OFV, its gradient with respect to ``x`` and the modes' derivative
-    d eta^/dx ([N], [N, p], [N, q, p]), by forward-mode differentiation (the cost of the
-    Jacobian equals that of the total's gradient in forward mode; the covariance step's
-    S matrix needs the rows). The modes' derivative comes with it at no extra cost: the
-    optimiser uses it to predict the modes at its next trial point."""
+    d eta^/dx ([N], [N, p], [N, q, p]), in forward mode (the cost of the Jacobian equals
+    that of the total's gradient in forward mode; the covariance step's S matrix needs
+    the rows). The modes' derivative comes with it at no extra cost: the optimiser uses
+    it to predict the modes at its next trial point."""
+    if method.pieces_suffice(opts):
+        return _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, etas, batch)
 
     def f(x):
         ofvs, modes = _ofvs_and_modes(model, method, opts, transform.from_vector(x, base), etas, batch)
@@ -80,6 +87,83 @@ def subject_ofvs_and_jacobian(model, method, opts, transform, x, base, etas, bat
 
     (jac, eta_slope), ofvs = jax.jacfwd(f, has_aux=True)(x)
     return ofvs, jac, eta_slope
+
+
+def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, etas, batch):
+    """``subject_ofvs_and_jacobian`` for methods whose OFV is a function of the
+    predictions and their first eta-derivatives (``method.ofv_from_pieces``).
+
+    The OFV's exact gradient needs, at the mode, the predictions' second derivatives in
+    eta (the exact eta-Hessian of l, for the implicit-function term d eta^/dx) and their
+    mixed derivatives in eta and x (how the eta-gradient of l and the slopes in the OFV
+    move with x). Differentiating the OFV through ``inner.implicit_mode`` traces these
+    in three separate passes over the model; here one second-order forward pass (the
+    predictions' x- and eta-directions, differentiated again in eta) gives them all, and
+    the rest works on the exact second-order Taylor model of the predictions around
+    (mode, x), which involves no model code. Half the compiled program, same numbers (to
+    rounding; the Taylor model is exact in every derivative used).
+    """
+    n_x = x.shape[0]
+    values, push_values = jax.linearize(lambda z: transform.from_vector(z, base), x)
+    value_dirs = jax.vmap(push_values)(jnp.eye(n_x))  # d values/dx, one leading row per x
+    (d_omega_inv, d_logdet), (omega_inv, logdet) = jax.jacfwd(
+        lambda z: (omega_terms(model, transform.from_vector(z, base), batch.n_occasions),) * 2, has_aux=True)(x)
+
+    def one(eta, subject):
+        n_eta = eta.shape[0]
+        # x-directions and eta-directions of the predictions, pushed forward in one batch.
+        dirs_values = jax.tree_util.tree_map(
+            lambda d: jnp.concatenate([jnp.zeros((n_eta,) + d.shape[1:], d.dtype), d]), value_dirs)
+        dirs_eta = jnp.concatenate([jnp.eye(n_eta), jnp.zeros((n_x, n_eta))])
+
+        def compared(v, e):  # [2, records]: the compared-scale prediction and its variance
+            _, ft, var = predictions(model, v, e, subject, opts)
+            return jnp.stack([ft, var])
+
+        def slopes(e):
+            y, dy = jax.vmap(lambda dv, de: jax.jvp(compared, (values, e), (dv, de)), out_axes=(None, 0))(
+                dirs_values, dirs_eta)
+            return dy, (dy, y)
+
+        # slope: [q + p, 2, records]; curvature: its eta-derivative [q + p, 2, records, q].
+        curvature, (slope, y) = jax.jacfwd(slopes, has_aux=True)(eta)
+        A, C = slope[:n_eta], slope[n_eta:]
+        B, D = curvature[:n_eta], curvature[n_eta:]
+
+        def local(delta, s):
+            """Pieces and OMEGA terms at (eta + delta, x + s), to second order."""
+            y_at = (y + jnp.einsum("jcr,j->cr", A, delta) + jnp.einsum("kcr,k->cr", C, s)
+                    + 0.5 * jnp.einsum("jcrk,j,k->cr", B, delta, delta) + jnp.einsum("kcrj,k,j->cr", D, s, delta))
+            a_at = A + jnp.einsum("jcrk,k->jcr", B, delta) + jnp.einsum("kcrj,k->jcr", D, s)  # [q, 2, records]
+            p = Pieces(f=None, ft=y_at[0], var=y_at[1], a=a_at[:, 0].T, dvar=a_at[:, 1].T)
+            return p, omega_inv + d_omega_inv @ s, logdet + d_logdet @ s
+
+        zero_eta, zero_x = jnp.zeros(n_eta), jnp.zeros(n_x)
+        if method.estimates_eta:
+            def l_local(delta, s):
+                p, o_inv, o_logdet = local(delta, s)
+                return m2ll(model, None, eta + delta, subject, opts, o_inv, o_logdet, p)
+
+            def grad_l(delta, s):
+                return jax.jacfwd(l_local)(delta, s)
+
+            g = grad_l(zero_eta, zero_x)
+            H, dg = jax.jacfwd(grad_l, argnums=(0, 1))(zero_eta, zero_x)
+            mode_slope = -spd_solve(H, dg)  # d eta^/dx [q, p]
+            offset = polish(eta, g, H) - eta
+        else:  # FO: the modes are zero whatever x
+            mode_slope, offset = jnp.zeros((n_eta, n_x)), zero_eta
+
+        def ofv_along(s):
+            delta = offset + mode_slope @ s
+            p, o_inv, o_logdet = local(delta, s)
+            ofv = method.ofv_from_pieces(model, p, eta + delta, subject, opts, o_inv, o_logdet)
+            return ofv, ofv
+
+        grad, ofv = jax.jacfwd(ofv_along, has_aux=True)(zero_x)
+        return ofv, grad, mode_slope
+
+    return jax.vmap(one)(etas, batch)
 
 
 def total_ofv(model, method, opts, transform, x, base, etas, batch):

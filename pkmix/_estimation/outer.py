@@ -69,6 +69,12 @@ class OuterState(NamedTuple):
     evaluations: jax.Array
     stall: jax.Array
     status: jax.Array
+    # What the current line search can still gain, by the quadratic models at hand: the
+    # Newton model -1/2 grad . direction, lowered by the interpolation through the OFV,
+    # its slope and the OFV at the first (full-step) trial once that is rejected. Where
+    # the line search fails at the OFV's rounding noise, this says how far from a
+    # minimum the fit ended (pkmix.fit's noise-floor rule).
+    predicted_gain: jax.Array
 
     @property
     def trial(self):
@@ -98,6 +104,7 @@ def init(settings: OuterSettings, x0, etas0) -> OuterState:
         direction=jnp.zeros(n), step=jnp.asarray(0.0), lbfgs=_lbfgs(settings).init(x0),
         iterations=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32),
         stall=jnp.zeros((), jnp.int32), status=jnp.asarray(STATUS_RUNNING, jnp.int32),
+        predicted_gain=jnp.asarray(jnp.inf),
     )
 
 
@@ -146,6 +153,12 @@ def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=No
     quad = -slope * state.step**2 / (2.0 * jnp.where(curvature > 0, curvature, 1.0))
     half = jnp.where(finite & (curvature > 0),
                      jnp.clip(quad, 0.1 * state.step, 0.5 * state.step), 0.5 * state.step)
+    # That quadratic's minimum lies slope^2 step^2 / (4 curvature) below the OFV. Taken
+    # from the full-step trial only: at tiny steps the curvature is rounding noise. (A
+    # steepest-descent fallback direction, say, makes -1/2 grad . direction no Newton
+    # model: 1/2 |grad|^2, however stiff the direction.)
+    line_gain = jnp.where(finite & (curvature > 0) & (state.step == 1.0),
+                          slope**2 * state.step**2 / (4.0 * jnp.where(curvature > 0, curvature, 1.0)), jnp.inf)
     status_rejected = jnp.where(first, STATUS_NONFINITE,
                                 jnp.where(half * jnp.max(jnp.abs(state.direction), initial=0.0) < settings.min_step,
                                           STATUS_NO_DESCENT, STATUS_RUNNING))
@@ -166,6 +179,7 @@ def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=No
         evaluations=state.evaluations + 1,
         stall=stall,
         status=pick(status_accepted, status_rejected).astype(jnp.int32),
+        predicted_gain=pick(-0.5 * (grad @ direction), jnp.minimum(state.predicted_gain, line_gain)),
     )
 
 

@@ -253,11 +253,11 @@ class Model:
         return jax.vmap(lambda c, k: self._individual_one(values, eta_bsv, k, c))(cov, iov_per_record)
 
     def subject_predict(self, values: ParameterValues, eta, subject, *, covariate_rule="nonmem",
-                        has_steady_state=True):
+                        has_steady_state=True, has_infusions=True):
         """Predictions (original scale) at every record of one subject: ``f [R]``."""
         ip = self.individual_parameters(values, eta, subject)
         amounts = subject_amounts(self.structure, subject, ip, has_steady_state=has_steady_state,
-                                  covariate_rule=covariate_rule)
+                                  covariate_rule=covariate_rule, has_infusions=has_infusions)
         cov = self.subject_covariates(subject)
         return jax.vmap(lambda a, p, c: self._observe_one(a, p, values, c))(amounts, ip, cov)
 

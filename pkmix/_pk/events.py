@@ -54,6 +54,7 @@ from typing import NamedTuple
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .. import _linalg as linalg
@@ -226,8 +227,17 @@ def _steady_state_at_record(structure, prepared_r, amount, rate, duration, ii, c
     return jnp.where(supported, a, jnp.nan)
 
 
+def infusion_records(batch) -> np.ndarray:
+    """Which dose records are infusions (RATE or DUR given, or RATE = -1/-2 for a
+    modelled rate or duration), from concrete data (NumPy): the host-side check behind
+    the static ``has_infusions`` flag of ``subject_amounts``."""
+    evid = np.asarray(batch.evid)
+    is_dose = ((evid == 1) | (evid == 4)) & np.asarray(batch.record_mask)
+    return is_dose & ((np.asarray(batch.rate) != 0) | (np.asarray(batch.dur) > 0))
+
+
 def subject_amounts(structure: AbstractStructure, subject, ip, *, has_steady_state: bool,
-                    covariate_rule: str = "nonmem"):
+                    covariate_rule: str = "nonmem", has_infusions: bool = True):
     """Compartment amounts at each record of one subject.
 
     Args:
@@ -236,6 +246,9 @@ def subject_amounts(structure: AbstractStructure, subject, ip, *, has_steady_sta
         ip: individual parameters per record, ``{lower-case name: [R]}``.
         has_steady_state: whether any record is an SS dose (a static flag so that data
             without SS skip the steady-state solve).
+        has_infusions: whether any dose may be an infusion (``infusion_records``); with
+            False (static) every dose is a bolus, and the engine leaves out infusion
+            ends, which are half of a closed-form model's compiled prediction.
         covariate_rule: "nonmem" (a record's values govern the interval ending at it)
             or "locf" (the values at the start of the interval govern it).
 
@@ -248,6 +261,9 @@ def subject_amounts(structure: AbstractStructure, subject, ip, *, has_steady_sta
     n_rec = subject.time.shape[0]
     n_cmt = structure.n_compartments
     dose = dose_schedule(structure, subject, ip)
+    if not has_infusions:
+        zeros = jnp.zeros(n_rec)
+        dose = dose._replace(is_infusion=jnp.zeros(n_rec, dtype=bool), rate=zeros, duration=zeros)
     prepared = jax.vmap(structure.prepare)(ip)
     rows = jnp.arange(n_rec)
 
@@ -287,9 +303,9 @@ def subject_amounts(structure: AbstractStructure, subject, ip, *, has_steady_sta
     lagged = has_lag_times(structure, ip)
     if structure.is_linear:
         return _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, resets, resets_data,
-                                         lagged=lagged, locf=covariate_rule == "locf")
+                                         lagged=lagged, locf=covariate_rule == "locf", has_infusions=has_infusions)
     return _amounts_by_events(structure, subject, dose, prepared, ss_amounts, resets, resets_data,
-                              lagged=lagged, covariate_rule=covariate_rule)
+                              lagged=lagged, covariate_rule=covariate_rule, has_infusions=has_infusions)
 
 
 def _segments(resets_data):
@@ -313,7 +329,7 @@ def _propagate_lists(structure, a, r, t0, dt, prepared):
 
 
 def _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, resets, resets_data, *,
-                              lagged, locf):
+                              lagged, locf, has_infusions):
     """Linear structures: a scan over records, with lagged doses and infusion ends that
     fall inside an interval added by superposition.
 
@@ -398,10 +414,13 @@ def _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, re
     def no_inputs(_):
         return [jnp.zeros(n_rec) for _ in range(n_cmt)], [jnp.zeros(n_rec) for _ in range(n_cmt)]
 
-    # Only when some subject of the batch has such an input (the condition is taken over
-    # the batch under vmap): bolus and oral data without lag times have none.
-    extra_add, extra_rate = lax.cond(eqxi.unvmap_any(jnp.any(s_valid)), inputs_inside_intervals, no_inputs,
-                                     None)
+    if lagged or has_infusions:
+        # Only when some subject of the batch has such an input (the condition is taken
+        # over the batch under vmap).
+        extra_add, extra_rate = lax.cond(eqxi.unvmap_any(jnp.any(s_valid)), inputs_inside_intervals, no_inputs,
+                                         None)
+    else:  # boluses without lag times (known before tracing): nothing to compile
+        extra_add, extra_rate = no_inputs(None)
 
     # What record j adds after its interval (after a reset, which also clears what came
     # in during the interval): steady-state amounts and a dose given at its time.
@@ -428,7 +447,7 @@ def _amounts_by_superposition(structure, subject, prepared, dose, ss_amounts, re
 
 
 def _amounts_by_events(structure, subject, dose, prepared, ss_amounts, resets, resets_data, *,
-                       lagged, covariate_rule):
+                       lagged, covariate_rule, has_infusions):
     """Any structure: a sorted event list, the state carried from event to event with
     ``propagate``, or by the structure's own ``solve_events`` where it has one
     (``pkmix.ODE``: one adaptive solve through all the events)."""
@@ -437,10 +456,10 @@ def _amounts_by_events(structure, subject, dose, prepared, ss_amounts, resets, r
     rows = jnp.arange(n_rec)
 
     # The event list: records (with the administration folded in when nothing has a
-    # lag), administrations (only with lag times), infusion ends.
+    # lag), administrations (only with lag times), infusion ends (only with infusions).
     ends = dose.is_infusion & (dose.duration != jnp.inf)
     end_time = jnp.where(ends, dose.admin_time + jnp.where(ends, dose.duration, 0.0), subject.time)
-    kind_list = (EVENT_RECORD, EVENT_ADMIN, EVENT_STOP) if lagged else (EVENT_RECORD, EVENT_STOP)
+    kind_list = (EVENT_RECORD,) + ((EVENT_ADMIN,) if lagged else ()) + ((EVENT_STOP,) if has_infusions else ())
     time_of = {EVENT_RECORD: subject.time, EVENT_ADMIN: dose.admin_time, EVENT_STOP: end_time}
     active_of = {EVENT_RECORD: jnp.ones(n_rec, dtype=bool), EVENT_ADMIN: dose.is_dose, EVENT_STOP: ends}
     times = jnp.concatenate([time_of[k] for k in kind_list])

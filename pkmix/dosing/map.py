@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _compile
 from .. import _linalg as linalg
 from .._estimation.inner import solve_eta
 from .._estimation.likelihood import Options
@@ -201,7 +202,7 @@ def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerpri
                 os.replace(tmp, path)
             except OSError:
                 pass
-        call = jax.jit(exported.call)
+        call = _compile.compile_lowered(jax.jit(exported.call).lower(*leaves))
         _PROGRAMS[key] = call
     return call(*leaves)
 

@@ -7,37 +7,53 @@ import abc
 import jax.numpy as jnp
 
 from ..._linalg import cho_solve, cholesky
-from ..likelihood import Options, pieces
+from ..likelihood import Options, Pieces, pieces
 
 
 class AbstractMethod(abc.ABC):
     """A method turns one subject's data, parameters and eta mode into that subject's
-    contribution to the OFV (-2 log marginal likelihood without 2 pi constants)."""
+    contribution to the OFV (-2 log marginal likelihood without 2 pi constants).
+
+    Most methods need only the predictions and their first eta-derivatives at the mode
+    (``Pieces``): they define ``ofv_from_pieces``, and the estimator then builds the
+    OFV's exact gradient from one second-order pass over the predictions
+    (``objective.subject_ofvs_and_jacobian``). A method that needs more (Laplace's exact
+    eta-Hessian, the M3 term's) overrides ``subject_ofv`` and ``pieces_suffice``.
+    """
 
     name: str
     interaction: bool  # residual variance evaluated at eta (True) or at eta = 0
     estimates_eta: bool = True  # FO evaluates everything at eta = 0
     supports_blq: bool = False  # M3 needs the conditional likelihood (FOCE-I, Laplace)
 
-    def options(self, has_steady_state, covariate_rule, has_blq=False) -> Options:
-        return Options(self.interaction, has_steady_state, covariate_rule, has_blq)
+    def options(self, has_steady_state, covariate_rule, has_blq=False, has_infusions=True) -> Options:
+        return Options(self.interaction, has_steady_state, covariate_rule, has_blq, has_infusions)
+
+    def pieces_suffice(self, opts: Options) -> bool:
+        """Whether ``ofv_from_pieces`` gives the whole OFV under these options."""
+        return True
 
     @abc.abstractmethod
+    def ofv_from_pieces(self, model, p: Pieces, eta, subject, opts, omega_inv, logdet_omega):
+        """The subject's OFV from the predictions and their eta-derivatives ``p`` at the
+        mode ``eta`` (differentiable in all of them)."""
+
     def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
         """The subject's OFV at its eta mode ``eta`` (differentiable in values and eta)."""
+        return self.ofv_from_pieces(model, pieces(model, values, eta, subject, opts), eta, subject, opts, omega_inv,
+                                    logdet_omega)
 
     def __repr__(self):
         return self.name
 
 
-def linearized_ofv(model, values, eta, subject, opts, omega, omega_inv, logdet_omega):
+def linearized_ofv(model, p: Pieces, eta, subject, omega_inv, logdet_omega):
     """FO/FOCE: the OFV of the model linearised in eta around ``eta``, with the residual
     variance at eta = 0:  log|C| + r' C^-1 r,  C = G Omega G' + R0,  r = y - f + G eta.
 
     Computed in eta space with the matrix determinant lemma and Woodbury's identity, so
     the cost is q x q per subject, not records x records.
     """
-    p = pieces(model, values, eta, subject, opts)
     obs = subject.obs_mask
     y = model.error.transform(jnp.where(obs, subject.dv, 1.0))
     r = jnp.where(obs, y - p.ft + p.a @ eta, 0.0)

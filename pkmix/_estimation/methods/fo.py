@@ -2,7 +2,6 @@
 
 import jax.numpy as jnp
 
-from ..._linalg import spd_inv
 from .base import AbstractMethod, linearized_ofv
 
 
@@ -11,6 +10,5 @@ class FO(AbstractMethod):
     interaction = False
     estimates_eta = False
 
-    def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
-        omega = spd_inv(omega_inv)
-        return linearized_ofv(model, values, jnp.zeros_like(eta), subject, opts, omega, omega_inv, logdet_omega)
+    def ofv_from_pieces(self, model, p, eta, subject, opts, omega_inv, logdet_omega):
+        return linearized_ofv(model, p, jnp.zeros_like(eta), subject, omega_inv, logdet_omega)

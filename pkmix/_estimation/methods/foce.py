@@ -1,9 +1,6 @@
 """FOCE without interaction: linearised around each subject's eta mode, with the
 residual variance evaluated at eta = 0 (NONMEM METHOD=1)."""
 
-import jax.numpy as jnp
-
-from ..._linalg import spd_inv
 from .base import AbstractMethod, linearized_ofv
 
 
@@ -11,6 +8,5 @@ class FOCE(AbstractMethod):
     name = "foce"
     interaction = False
 
-    def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
-        omega = spd_inv(omega_inv)
-        return linearized_ofv(model, values, eta, subject, opts, omega, omega_inv, logdet_omega)
+    def ofv_from_pieces(self, model, p, eta, subject, opts, omega_inv, logdet_omega):
+        return linearized_ofv(model, p, eta, subject, omega_inv, logdet_omega)

@@ -2,7 +2,6 @@
 at the mode, with the exact eta-Hessian (needed for M3 BLQ and non-Gaussian terms)."""
 
 import jax
-import jax.numpy as jnp
 
 from ..likelihood import m2ll
 from ..._linalg import spd_logdet
@@ -13,6 +12,12 @@ class Laplace(AbstractMethod):
     name = "laplace"
     interaction = True
     supports_blq = True
+
+    def pieces_suffice(self, opts):
+        return False  # the OFV needs the exact eta-Hessian of l, not only first derivatives
+
+    def ofv_from_pieces(self, model, p, eta, subject, opts, omega_inv, logdet_omega):
+        raise NotImplementedError("Laplace's OFV needs the exact eta-Hessian: use subject_ofv")
 
     def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
         def l_fn(e):
