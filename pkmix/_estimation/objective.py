@@ -100,8 +100,11 @@ def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, 
     in three separate passes over the model; here one second-order forward pass (the
     predictions' x- and eta-directions, differentiated again in eta) gives them all, and
     the rest works on the exact second-order Taylor model of the predictions around
-    (mode, x), which involves no model code. Half the compiled program, same numbers (to
-    rounding; the Taylor model is exact in every derivative used).
+    (mode, x), which involves no model code. The fit program is about half the size
+    (theophylline: 16,721 -> 9,466 lines of StableHLO) and the numbers are the same: the
+    Taylor model is exact in every derivative used at the mode, and the OFV is taken at
+    the polished mode (``inner.polish``), a step of at most ``inner.POLISH_MAX_STEP`` (at
+    a converged mode about 1e-7) whose third-order terms it leaves out.
     """
     n_x = x.shape[0]
     values, push_values = jax.linearize(lambda z: transform.from_vector(z, base), x)
