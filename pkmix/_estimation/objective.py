@@ -109,8 +109,9 @@ def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, 
     n_x = x.shape[0]
     values, push_values = jax.linearize(lambda z: transform.from_vector(z, base), x)
     value_dirs = jax.vmap(push_values)(jnp.eye(n_x))  # d values/dx, one leading row per x
-    (d_omega_inv, d_logdet), (omega_inv, logdet) = jax.jacfwd(
-        lambda z: (omega_terms(model, transform.from_vector(z, base), batch.n_occasions),) * 2, has_aux=True)(x)
+    (omega_inv, logdet), (d_omega_inv, d_logdet) = jax.vmap(  # [p, q, q] and [p]
+        lambda dv: jax.jvp(lambda v: omega_terms(model, v, batch.n_occasions), (values,), (dv,)),
+        out_axes=(None, 0))(value_dirs)
 
     def one(eta, subject):
         n_eta = eta.shape[0]
@@ -139,7 +140,7 @@ def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, 
                     + 0.5 * jnp.einsum("jcrk,j,k->cr", B, delta, delta) + jnp.einsum("kcrj,k,j->cr", D, s, delta))
             a_at = A + jnp.einsum("jcrk,k->jcr", B, delta) + jnp.einsum("kcrj,k->jcr", D, s)  # [q, 2, records]
             p = Pieces(f=None, ft=y_at[0], var=y_at[1], a=a_at[:, 0].T, dvar=a_at[:, 1].T)
-            return p, omega_inv + d_omega_inv @ s, logdet + d_logdet @ s
+            return p, omega_inv + jnp.einsum("k,kij->ij", s, d_omega_inv), logdet + s @ d_logdet
 
         zero_eta, zero_x = jnp.zeros(n_eta), jnp.zeros(n_x)
         if method.estimates_eta:
