@@ -41,6 +41,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import _compile
 from ._config import require_x64
+from ._progress import ProgressLine
 from ._data import Dataset, SubjectBatch, read_nonmem
 from ._estimation.covariance import gradient_program, natural_names, natural_parameters, summarize, user_scale
 from ._estimation.fit import NEGLIGIBLE_OFV_GAIN, _options, transform_for
@@ -447,7 +448,8 @@ def _mesh(devices):
 
 def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: int = 500, gtol: float = 1e-3,
               covariance: str = "sandwich", covariate_rule: str = "nonmem", chunk_size: int | None = None,
-              devices=None, vmap_width: int | None = None, truth=None, progress: bool = False) -> BatchFitResult:
+              devices=None, vmap_width: int | None = None, truth=None,
+              progress: bool | None = None) -> BatchFitResult:
     """Fit every replicate dataset in one compiled program, sharded over devices.
 
     Args:
@@ -479,7 +481,8 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
             ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>``, for parallelism).
         truth: {name: value} for the summary (default: the values the replicates were
             simulated from, when they come from ``pkmix.simulate`` with matching names).
-        progress: print one line per chunk.
+        progress: a line per chunk (replicates done, elapsed time) once the work has
+            run 2 s; default when standard output is a terminal.
 
     Returns:
         A ``BatchFitResult``.
@@ -523,6 +526,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     base_d = _put(base, replicated)
 
     outs, compile_s, run_s = [], 0.0, 0.0
+    line = ProgressLine(progress)
     for start in range(0, R, chunk):
         idx = np.arange(start, min(start + chunk, R))
         real = idx.size
@@ -540,8 +544,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
         out = jax.block_until_ready(executable(*args))
         run_s += time.perf_counter() - t0
         outs.append(jax.tree_util.tree_map(lambda a: _fetch(a)[:real], out))
-        if progress:
-            print(f"  replicates {start + 1}-{start + real} of {R}: {time.perf_counter() - t0:.1f} s", flush=True)
+        line.report(f"replicates {start + 1}-{start + real} of {R} fitted", force=True)
     out = _Out(*(np.concatenate([getattr(o, f) for o in outs]) for f in _Out._fields))
     estimates = _table(out, transform, covariance)
     total_s = time.perf_counter() - t_start

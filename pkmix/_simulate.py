@@ -34,6 +34,7 @@ import pandas as pd
 
 from . import _compile
 from ._config import require_x64
+from ._progress import while_running
 from ._data import Dataset, SubjectBatch, read_nonmem
 from . import _linalg as linalg
 from ._model.errors import ModelError
@@ -506,7 +507,7 @@ def _resolve_values(model, params) -> ParameterValues:
 
 def simulate(model, design, n: int = 1, seed: int = 0, params=None, censor_blq: bool = False, *,
              lloq: float | None = None, output: str = "frame", covariate_rule: str = "nonmem",
-             chunk_size: int = 1000):
+             chunk_size: int = 1000, progress: bool | None = None):
     """Simulate replicate datasets from a model.
 
     Args:
@@ -525,6 +526,8 @@ def simulate(model, design, n: int = 1, seed: int = 0, params=None, censor_blq: 
             ``Replicates`` object for ``fit_batch``, no pandas round trip).
         covariate_rule: "nonmem" or "locf" (see ``pkmix.predict``).
         chunk_size: replicates per compiled call (bounds memory).
+        progress: a progress line (replicates done, elapsed time) for simulations that
+            run longer than 2 s; default when standard output is a terminal.
 
     Returns:
         A DataFrame or ``Replicates`` (see ``output``).
@@ -543,7 +546,7 @@ def simulate(model, design, n: int = 1, seed: int = 0, params=None, censor_blq: 
     tpl = _template(model, design, lloq)
     if censor_blq and not np.any(tpl.lloq > 0):
         raise ValueError("censor_blq=True needs an LLOQ: a data LLOQ column, TrialDesign(lloq=...) or lloq=")
-    out = _simulate_arrays(model, tpl, values, n, seed, censor_blq, covariate_rule, chunk_size)
+    out = _simulate_arrays(model, tpl, values, n, seed, censor_blq, covariate_rule, chunk_size, progress)
     # Shared by every replicate: the records, the LLOQ; BLQ flags only vary when censored.
     template = dataclasses.replace(tpl.batch, lloq=jnp.asarray(tpl.lloq),
                                    blq=jnp.zeros_like(tpl.batch.blq), dv=jnp.zeros_like(tpl.batch.dv))
@@ -557,7 +560,7 @@ def _replicate_keys(seed, n):
     return jax.random.split(jax.random.PRNGKey(int(seed)), n)
 
 
-def _simulate_arrays(model, tpl: _Template, values, n, seed, censor, covariate_rule, chunk_size):
+def _simulate_arrays(model, tpl: _Template, values, n, seed, censor, covariate_rule, chunk_size, progress=None):
     """(dv, blq, etas, covariates-or-None) as numpy arrays with a leading replicate axis."""
     keys = _replicate_keys(seed, n)
     chunk = max(1, min(int(chunk_size), n))
@@ -565,13 +568,14 @@ def _simulate_arrays(model, tpl: _Template, values, n, seed, censor, covariate_r
     table = jnp.asarray(tpl.resample_table if tpl.resample_table.size else np.zeros((1, 1)))
     lloq = jnp.asarray(tpl.lloq)
     pieces = []
-    for start in range(0, n, chunk):
-        k = keys[start:start + chunk]
-        real = k.shape[0]
-        if real < chunk:  # pad the last chunk so one program serves every chunk
-            k = jnp.concatenate([k, jnp.repeat(k[:1], chunk - real, axis=0)])
-        res, _, _ = _compile.run(_simulate_program, static, values, tpl.batch, lloq, table, k)
-        pieces.append([np.asarray(a)[:real] for a in res])
+    with while_running(lambda: f"simulating: {sum(len(p[0]) for p in pieces)} of {n} replicates done", progress):
+        for start in range(0, n, chunk):
+            k = keys[start:start + chunk]
+            real = k.shape[0]
+            if real < chunk:  # pad the last chunk so one program serves every chunk
+                k = jnp.concatenate([k, jnp.repeat(k[:1], chunk - real, axis=0)])
+            res, _, _ = _compile.run(_simulate_program, static, values, tpl.batch, lloq, table, k)
+            pieces.append([np.asarray(a)[:real] for a in res])
     joined = [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
     covariates = joined[3] if len(joined) > 3 else None
     return joined[0], joined[1], joined[2], covariates
@@ -659,7 +663,7 @@ def _censor_rule(values, below, levels):
 
 def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05, 0.5, 0.95), ci: float = 0.95,
         pred_corrected: bool = False, stratify: str | None = None, seed: int = 0, lloq: float | None = None, *,
-        covariate_rule: str = "nonmem") -> VPCResult:
+        covariate_rule: str = "nonmem", progress: bool | None = None) -> VPCResult:
     """Visual predictive check data: observed and simulated percentiles per time bin.
 
     Args:
@@ -678,6 +682,7 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
         lloq: LLOQ; default the data's LLOQ column. With one, BLQ fractions are
             reported and percentiles below it are censored (NaN).
         covariate_rule: see ``pkmix.predict``.
+        progress: a progress line for simulations longer than 2 s (see ``simulate``).
 
     Returns:
         A ``VPCResult`` (its docstring describes the tables).
@@ -699,7 +704,8 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
         raise ValueError(f"pi must be fractions in (0, 1), got {pi}")
     tpl = _template(model, data, lloq)
     dataset, batch = tpl.dataset, tpl.batch
-    sims = _simulate_arrays(model, tpl, values, int(n), seed, False, covariate_rule, chunk_size=max(1, min(n, 500)))
+    sims = _simulate_arrays(model, tpl, values, int(n), seed, False, covariate_rule, chunk_size=max(1, min(n, 500)),
+                            progress=progress)
     mask = np.asarray(batch.record_mask)
     obs_rec = np.asarray(batch.obs_mask)
     frame = dataset.frame
@@ -739,7 +745,9 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
             for b in range(edges.size - 1):
                 sel = (strata == s) & (bin_idx == b)
                 if sel.any():
-                    ratio[sel] = np.median(pred[sel]) / pred[sel]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        ratio[sel] = np.median(pred[sel]) / pred[sel]
+        # PRED 0 (a pre-dose sample): no correction is defined; the value stays as it is.
         ratio = np.where(np.isfinite(ratio), ratio, 1.0)
         y_obs_c = y_obs_c * ratio
         y_sim_c = y_sim_c * ratio[None]

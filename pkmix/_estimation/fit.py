@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 
@@ -17,6 +16,7 @@ from .._model.errors import ModelError
 from .._model.transforms import ParameterTransform
 from .._pk.events import infusion_records
 from .._predict import bind, parameter_values
+from .._progress import wanted, while_running
 from .covariance import gradient_program, hessian_by_differences, natural_names, summarize, user_scale
 from .methods import get_method
 from . import inner
@@ -92,10 +92,19 @@ def _program_diagnostics(model, opts, n_sim, values, etas, batch, key):
     return batch_diagnostics(model, opts, values, etas, batch, key, n_sim)
 
 
+def _diagnostics(model, opts, npde_samples, values, etas, batch, seed, progress):
+    """The diagnostics table's columns (compiled once per model and data shape), with a
+    progress display while they run (NPDE simulates ``npde_samples`` datasets)."""
+    with while_running(f"diagnostics (NPDE from {npde_samples:,} simulations per subject)", progress):
+        return _compile.run(_program_diagnostics, (model, opts, npde_samples), values, etas, batch,
+                            jax.random.PRNGKey(seed))
+
+
 def evaluate(model, data, method: str = "focei", params=None, *, etas=None, covariate_rule="nonmem",
-             diagnostics: bool = True, npde_samples: int = 1000, seed: int = 0):
+             diagnostics: bool = True, npde_samples: int = 1000, seed: int = 0, progress: bool | None = None):
     """The OFV at given parameter values, without estimation (NONMEM's MAXEVAL=0), with
-    the EBEs and (by default) the diagnostics table.
+    the EBEs and (by default) the diagnostics table (``progress``: a progress line while
+    the diagnostics run longer than 2 s; default when standard output is a terminal).
 
     Returns:
         A ``FitResult`` with ``iterations = 0`` (no standard errors).
@@ -115,8 +124,8 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
         _program_evaluate, (model, method, opts, transform, inner.MAX_ITER, inner.TOL), values, etas0, batch)
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics:
-        diag, diag_compile, diag_s = _compile.run(_program_diagnostics, (model, opts, npde_samples),
-                                                  values, modes.eta, batch, jax.random.PRNGKey(seed))
+        diag, diag_compile, diag_s = _diagnostics(model, opts, npde_samples, values, modes.eta, batch, seed,
+                                                  progress)
     ofv = float(np.sum(np.asarray(ofvs)))
     status_message = "evaluation at the given parameters (no estimation)"
     return build_result(
@@ -143,7 +152,8 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         covariance: "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s" or "none".
         covariate_rule: "nonmem" or "locf" (see ``pkmix.predict``).
         progress: print iteration, OFV and gradient norm for fits that run longer than
-            2 s (default: when stdout is a terminal). The display is a host callback in
+            2 s, and a line while the diagnostics run (default: when stdout is a
+            terminal). The display is a host callback in
             the compiled program, which keeps that program out of the persistent
             compilation cache: pass ``progress=False`` in scripts run again and again.
         diagnostics: compute the per-record table (PRED ... NPDE).
@@ -173,7 +183,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     etas0 = jnp.zeros((dataset.n_subjects, n_eta))
     # max_iter is a run-time argument of the compiled loop (changing it compiles nothing).
     settings = OuterSettings(gtol=float(gtol))
-    report = sys.stdout.isatty() if progress is None else bool(progress)
+    report = wanted(progress)
 
     # One compiled program runs the whole optimisation; with max_iter = 0 it evaluates
     # the OFV, per-subject gradients and modes at a point, which the covariance step uses.
@@ -236,8 +246,8 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         cov_s = time.perf_counter() - t_cov
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics and finite:
-        diag, diag_compile, diag_s = _compile.run(_program_diagnostics, (model, opts, npde_samples),
-                                                  values, modes.eta, batch, jax.random.PRNGKey(seed))
+        diag, diag_compile, diag_s = _diagnostics(model, opts, npde_samples, values, modes.eta, batch, seed,
+                                                  report)
     timing = {
         "total_s": time.perf_counter() - t_start,
         "compile_s": compile_s + diag_compile,

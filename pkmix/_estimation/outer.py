@@ -15,12 +15,13 @@ replicate datasets.
 
 from __future__ import annotations
 
-import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from .._progress import ProgressLine
 
 from . import inner
 from .covariance import Evaluation, gradient_program
@@ -183,28 +184,13 @@ def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=No
     )
 
 
-class _Progress:
-    """Prints iteration, OFV and gradient once a fit has run for a couple of seconds, at
-    most twice a second (so logs are not flooded). Called from inside the compiled loop
-    through ``jax.debug.callback``; ``reset`` arms it for one fit."""
-
-    def __init__(self):
-        self.reset(False)
-
-    def reset(self, enabled: bool, after_s: float = 2.0):
-        self.start = time.perf_counter()
-        self.enabled = enabled
-        self.after_s = after_s
-        self.last = -1.0
+class _Progress(ProgressLine):
+    """Prints iteration, OFV and gradient of a running fit (``pkmix._progress``'s rule:
+    after a couple of seconds, at most twice a second). Called from inside the compiled
+    loop through ``jax.debug.callback``; ``reset`` arms it for one fit."""
 
     def __call__(self, iterations, value, gmax):
-        if not self.enabled:
-            return
-        now = time.perf_counter() - self.start
-        if now >= self.after_s and now - self.last >= 0.5:
-            self.last = now
-            print(f"  iteration {int(iterations):4d}   OFV {float(value):14.4f}   "
-                  f"max|grad| {float(gmax):10.3g}   ({now:.1f} s)", flush=True)
+        self.report(f"iteration {int(iterations):4d}   OFV {float(value):14.4f}   max|grad| {float(gmax):10.3g}")
 
 
 PROGRESS = _Progress()
