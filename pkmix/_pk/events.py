@@ -143,6 +143,46 @@ def dose_schedule(structure: AbstractStructure, subject, ip) -> DoseSchedule:
     )
 
 
+def cycle_fixed_point(structure: AbstractStructure, cycle):
+    """The amounts ``a = cycle(a)``: the state at the same point of every dosing interval
+    of a regimen given forever, ``cycle`` taking the amounts at that point to those one
+    interval later.
+
+    The cycle is affine for linear structures: b = cycle(0) and the columns of A from the
+    unit vectors, in one vectorised call (a smaller program than a forward-mode
+    Jacobian), then one solve. Other structures take Newton steps until the step is
+    within the solver's accuracy (at most STEADY_STATE_MAX_NEWTON), in a loop rather than
+    unrolled: each step holds ODE solves, which are large to compile.
+    """
+    n_cmt = structure.n_compartments
+    zeros = jnp.zeros(n_cmt)
+    if structure.is_linear:
+        images = jax.vmap(cycle)(jnp.concatenate([zeros[None, :], jnp.eye(n_cmt)], axis=0))
+        b = images[0]
+        A = (images[1:] - b).T
+        return linalg.solve(jnp.eye(n_cmt) - A, b)
+
+    def newton_step(a):
+        jac, value = jax.jacfwd(lambda x: (cycle(x),) * 2, has_aux=True)(a)
+        return a - linalg.solve(jac - jnp.eye(n_cmt), value - a)
+
+    rtol = getattr(structure, "rtol", 1e-10)
+    atol = getattr(structure, "atol", 1e-12)
+
+    def going(state):
+        i, _, more = state
+        return (i < STEADY_STATE_MAX_NEWTON) & more
+
+    def body(state):
+        i, a, _ = state
+        new = newton_step(a)
+        err = jnp.max(jnp.abs(new - a) / (10.0 * (atol + rtol * jnp.abs(new))))
+        return i + 1, new, err > 1.0  # NaN (a failed solve) stops, and stays
+
+    _, a, _ = lax.while_loop(going, body, (jnp.zeros((), jnp.int32), zeros, jnp.ones((), dtype=bool)))
+    return a
+
+
 def _steady_state_at_record(structure, prepared_r, amount, rate, duration, ii, cmt, lag):
     """Steady-state amounts at the time of an SS dose record (before its own dose).
 
@@ -153,8 +193,7 @@ def _steady_state_at_record(structure, prepared_r, amount, rate, duration, ii, c
     appropriate point in the steady-state cycle (II - ALAG)". For a constant infusion
     (``duration`` inf) the fixed point of any stretch of infusion is the plateau.
 
-    The cycle is affine for linear structures, so one Newton step from 0 is exact;
-    nonlinear (ODE) structures iterate to convergence.
+    The fixed point comes from ``cycle_fixed_point``.
     """
     n_cmt = structure.n_compartments
     unit = jnp.zeros(n_cmt).at[cmt].set(1.0)
@@ -194,33 +233,7 @@ def _steady_state_at_record(structure, prepared_r, amount, rate, duration, ii, c
 
         return lax.scan(stretch, a, stretches)[0]
 
-    def with_value(x):
-        y = cycle(x)
-        return y, y
-
-    def newton_step(a):
-        jac, value = jax.jacfwd(with_value, has_aux=True)(a)
-        return a - linalg.solve(jac - jnp.eye(n_cmt), value - a)
-
-    if structure.is_linear:
-        a = newton_step(zeros)
-    else:
-        # Newton to convergence, in a loop (not unrolled: each step holds ODE solves,
-        # which are large to compile), until the step is within the solver's accuracy.
-        rtol = getattr(structure, "rtol", 1e-10)
-        atol = getattr(structure, "atol", 1e-12)
-
-        def going(state):
-            i, _, more = state
-            return (i < STEADY_STATE_MAX_NEWTON) & more
-
-        def body(state):
-            i, a, _ = state
-            new = newton_step(a)
-            err = jnp.max(jnp.abs(new - a) / (10.0 * (atol + rtol * jnp.abs(new))))
-            return i + 1, new, err > 1.0  # NaN (a failed solve) stops, and stays
-
-        _, a, _ = lax.while_loop(going, body, (jnp.zeros((), jnp.int32), zeros, jnp.ones((), dtype=bool)))
+    a = cycle_fixed_point(structure, cycle)
     # Implied infusions still running at TIME, or implied doses still to come, would need
     # events the engine does not have: say so with NaN.
     supported = constant | ((lag <= ii) & (jnp.where(is_infusion, duration, 0.0) + lag <= ii))

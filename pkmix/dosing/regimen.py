@@ -43,8 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._data import SubjectBatch
-from .._pk.events import dose_schedule
-from .. import _linalg as linalg
+from .._pk.events import cycle_fixed_point, dose_schedule
 from .map import CURVE_POINTS, TRACES, MAPResult, _bucket, call_program, map_estimate, model_fingerprint, simulate
 from .patient import _dose_compartment
 from .posterior import Draws, nuts_draws, sir_draws
@@ -272,9 +271,7 @@ def _one_record(model, amt, tau, tinf, cmt, cov):
 def _steady_state_trough(structure, prepared, amount, rate, duration, tau, cmt):
     """Amounts just before an administration of a regimen repeated every ``tau`` forever:
     the fixed point of one cycle (the dose, a bolus or an infusion for ``duration``, then
-    decay to ``tau``). The cycle is affine for linear structures, so one Newton step from
-    0 is exact; nonlinear (ODE) structures take Newton steps until the change is within
-    the solver's tolerance (at most 20)."""
+    decay to ``tau``), by ``pkmix._pk.events.cycle_fixed_point``."""
     n_cmt = structure.n_compartments
     unit = jax.nn.one_hot(cmt, n_cmt, dtype=jnp.result_type(float))
     zeros = jnp.zeros(n_cmt)
@@ -286,32 +283,7 @@ def _steady_state_trough(structure, prepared, amount, rate, duration, tau, cmt):
         a = structure.propagate(a + bolus, rate * unit, jnp.zeros(()), on, prepared)
         return structure.propagate(a, zeros, on, tau - on, prepared)
 
-    def newton_step(a):
-        jac, value = jax.jacfwd(lambda x: (cycle(x), cycle(x)), has_aux=True)(a)
-        return a - linalg.solve(jac - jnp.eye(n_cmt), value - a)
-
-    if structure.is_linear:
-        # cycle(a) = A a + b: b = cycle(0), and A's columns from the unit vectors, all in
-        # one vectorised call (a smaller program than a forward-mode Jacobian).
-        images = jax.vmap(cycle)(jnp.concatenate([zeros[None, :], jnp.eye(n_cmt)], axis=0))
-        b = images[0]
-        A = (images[1:] - b).T
-        return linalg.solve(jnp.eye(n_cmt) - A, b)
-    rtol = getattr(structure, "rtol", 1e-10)
-    atol = getattr(structure, "atol", 1e-12)
-
-    def going(state):
-        i, _, more = state
-        return (i < 20) & more
-
-    def body(state):
-        i, a, _ = state
-        new = newton_step(a)
-        err = jnp.max(jnp.abs(new - a) / (10.0 * (atol + rtol * jnp.abs(new))))
-        return i + 1, new, err > 1.0
-
-    _, a, _ = jax.lax.while_loop(going, body, (jnp.zeros((), jnp.int32), zeros, jnp.ones((), bool)))
-    return a
+    return cycle_fixed_point(structure, cycle)
 
 
 def steady_state_metrics(model, cfg: _Config, values, eta, cov, amt, tau, tinf, cmt, t_query, peak_at, mic,
