@@ -149,10 +149,11 @@ def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, 
                 return m2ll(model, None, eta + delta, subject, opts, o_inv, o_logdet, p)
 
             def grad_l(delta, s):
-                return jax.jacfwd(l_local)(delta, s)
+                g = jax.jacfwd(l_local)(delta, s)
+                return g, g
 
-            g = grad_l(zero_eta, zero_x)
-            H, dg = jax.jacfwd(grad_l, argnums=(0, 1))(zero_eta, zero_x)
+            # The gradient comes out of the Hessian's pass (as in inner.implicit_mode).
+            (H, dg), g = jax.jacfwd(grad_l, argnums=(0, 1), has_aux=True)(zero_eta, zero_x)
             mode_slope = -spd_solve(H, dg)  # d eta^/dx [q, p]
             offset = polish(eta, g, H) - eta
         else:  # FO: the modes are zero whatever x

@@ -33,10 +33,10 @@ class AbstractMethod(abc.ABC):
         """Whether ``ofv_from_pieces`` gives the whole OFV under these options."""
         return True
 
-    @abc.abstractmethod
     def ofv_from_pieces(self, model, p: Pieces, eta, subject, opts, omega_inv, logdet_omega):
         """The subject's OFV from the predictions and their eta-derivatives ``p`` at the
         mode ``eta`` (differentiable in all of them)."""
+        raise NotImplementedError(f"method {self.name!r} defines neither ofv_from_pieces nor subject_ofv")
 
     def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
         """The subject's OFV at its eta mode ``eta`` (differentiable in values and eta)."""

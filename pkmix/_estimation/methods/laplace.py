@@ -16,9 +16,6 @@ class Laplace(AbstractMethod):
     def pieces_suffice(self, opts):
         return False  # the OFV needs the exact eta-Hessian of l, not only first derivatives
 
-    def ofv_from_pieces(self, model, p, eta, subject, opts, omega_inv, logdet_omega):
-        raise NotImplementedError("Laplace's OFV needs the exact eta-Hessian: use subject_ofv")
-
     def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
         def l_fn(e):
             return m2ll(model, values, e, subject, opts, omega_inv, logdet_omega)
