@@ -82,12 +82,13 @@ class OuterState(NamedTuple):
         return self.x + self.step * self.direction
 
     def etas_at(self, point):
-        """The modes at ``point`` predicted to first order from those at ``x``. The
-        Gauss-Newton inner solve converges linearly, so starting from an error of order
-        |point - x|^2 instead of |point - x| saves steps: on 1,000 simulated subjects
+        """The modes at ``point`` predicted to first order from those at ``x``. An inner
+        solve starting from an error of order |point - x|^2 instead of |point - x|
+        needs fewer steps: on 1,000 simulated subjects
         (benchmarks/bench_fit.py's), after a step of length 0.003 to 0.03 the slowest
         subject (whom the vmapped solve waits for) needed 13-15 steps from the old
-        modes and 4-8 from the prediction."""
+        modes and 4-8 from the prediction (measured before the inner solve's secant
+        correction)."""
         return self.etas + self.eta_slope @ (point - self.x)
 
 
