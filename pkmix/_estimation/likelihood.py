@@ -78,19 +78,45 @@ def _blq_terms(p: Pieces, subject, model):
     return z, sd
 
 
+def _gaussian_term(y, ft, var):
+    """An observed record's term of l: log R + (y - f)^2 / R (compared scale)."""
+    return jnp.log(var) + (y - ft) ** 2 / var
+
+
+def _compared_observations(model, subject):
+    obs, _ = _masks(subject)
+    return obs, model.error.transform(jnp.where(obs, subject.dv, 1.0))
+
+
 def m2ll(model, values, eta, subject, opts: Options, omega_inv, logdet_omega, p: Pieces | None = None):
     """The conditional -2 log-likelihood l(eta), with the eta prior."""
     if p is None:
         p = pieces_value(model, values, eta, subject, opts)
-    obs, blq = _masks(subject)
-    y = model.error.transform(jnp.where(obs, subject.dv, 1.0))
-    resid = jnp.where(obs, y - p.ft, 0.0)
-    gauss = jnp.where(obs, jnp.log(p.var) + resid**2 / p.var, 0.0)
+    obs, y = _compared_observations(model, subject)
+    blq = subject.obs_mask & subject.blq
+    gauss = jnp.where(obs, _gaussian_term(jnp.where(obs, y, p.ft), p.ft, p.var), 0.0)
     total = jnp.sum(gauss)
     if opts.has_blq:
         z, _ = _blq_terms(p, subject, model)
         total = total + jnp.sum(jnp.where(blq, -2.0 * norm.logcdf(z), 0.0))
     return total + eta @ omega_inv @ eta + logdet_omega
+
+
+def gaussian_term_derivatives(model, subject, ft, var):
+    """The first and second derivatives of each observed record's term of l in its
+    compared prediction and variance: [2, R] and [2, 2, R] over (ft, var), zero for the
+    other records. l's eta-derivatives follow from them by the chain rule, without
+    differentiating through the predictions again (``objective``'s second-order pass;
+    for data without BLQ records, which add terms of their own)."""
+    obs, y = _compared_observations(model, subject)
+
+    def term(z, y_obs):
+        return _gaussian_term(y_obs, z[0], z[1])
+
+    z = jnp.stack([ft, var], axis=-1)
+    first = jnp.where(obs[:, None], jax.vmap(jax.grad(term))(z, y), 0.0)
+    second = jnp.where(obs[:, None, None], jax.vmap(jax.hessian(term))(z, y), 0.0)
+    return first.T, jnp.moveaxis(second, 0, -1)
 
 
 def pieces_value(model, values, eta, subject, opts) -> Pieces:
