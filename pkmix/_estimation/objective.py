@@ -7,14 +7,16 @@ covariance step use. The gradient carries the implicit-function-theorem term
 d eta^/d theta (Almquist et al. 2015): for FO, FOCE and FOCE-I (without M3) it is built
 from one second-order forward pass over the predictions at the modes; for Laplace and
 M3, whose OFV needs the exact eta-Hessian, by differentiating ``subject_ofvs``, where
-each mode enters through ``inner.implicit_mode``. Derivatives are taken in forward mode
-only.
+each mode enters through ``inner.implicit_mode``. Derivatives of model code (closed
+forms, ODE solves) are taken in forward mode only; reverse mode is used once, on the
+Taylor model's small algebra, which holds no model code.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._linalg import cho_solve, cholesky, spd_solve
 from . import inner
@@ -113,12 +115,18 @@ def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, 
         lambda dv: jax.jvp(lambda v: omega_terms(model, v, batch.n_occasions), (values,), (dv,)),
         out_axes=(None, 0))(value_dirs)
 
+    # Only the thetas and sigmas move the predictions (OMEGA and the IOV variances enter
+    # the eta prior alone): their directions are pushed through the model, the others'
+    # slopes are zero (1-cmt oral: 7 directions instead of 10).
+    moving = np.asarray(transform.prediction_entries(), dtype=int)
+    n_moving = len(moving)
+
     def one(eta, subject):
         n_eta = eta.shape[0]
         # x-directions and eta-directions of the predictions, pushed forward in one batch.
         dirs_values = jax.tree_util.tree_map(
-            lambda d: jnp.concatenate([jnp.zeros((n_eta,) + d.shape[1:], d.dtype), d]), value_dirs)
-        dirs_eta = jnp.concatenate([jnp.eye(n_eta), jnp.zeros((n_x, n_eta))])
+            lambda d: jnp.concatenate([jnp.zeros((n_eta,) + d.shape[1:], d.dtype), d[moving]]), value_dirs)
+        dirs_eta = jnp.concatenate([jnp.eye(n_eta), jnp.zeros((n_moving, n_eta))])
 
         def compared(v, e):  # [2, records]: the compared-scale prediction and its variance
             _, ft, var = predictions(model, v, e, subject, opts)
@@ -129,10 +137,11 @@ def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, 
                 dirs_values, dirs_eta)
             return dy, (dy, y)
 
-        # slope: [q + p, 2, records]; curvature: its eta-derivative [q + p, 2, records, q].
+        # slope: [q + m, 2, records]; curvature: its eta-derivative [q + m, 2, records, q].
         curvature, (slope, y) = jax.jacfwd(slopes, has_aux=True)(eta)
-        A, C = slope[:n_eta], slope[n_eta:]
-        B, D = curvature[:n_eta], curvature[n_eta:]
+        A, B = slope[:n_eta], curvature[:n_eta]
+        C = jnp.zeros((n_x,) + slope.shape[1:]).at[moving].set(slope[n_eta:])  # [p, 2, records]
+        D = jnp.zeros((n_x,) + curvature.shape[1:]).at[moving].set(curvature[n_eta:])
 
         def local(delta, s):
             """Pieces and OMEGA terms at (eta + delta, x + s), to second order."""
@@ -166,7 +175,10 @@ def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, 
             ofv = method.ofv_from_pieces(model, p, eta + delta, subject, opts, o_inv, o_logdet)
             return ofv, ofv
 
-        grad, ofv = jax.jacfwd(ofv_along, has_aux=True)(zero_x)
+        # Reverse mode: a scalar of p inputs made of a few contractions and small
+        # factorisations (no model code), cheaper than p forward tangents (1-cmt, 100
+        # subjects: the whole jacobian 2.96 -> 2.50 ms).
+        grad, ofv = jax.grad(ofv_along, has_aux=True)(zero_x)
         return ofv, grad, mode_slope
 
     return jax.vmap(one)(etas, batch)

@@ -62,6 +62,12 @@ class ParameterTransform:
     def size(self) -> int:
         return len(self.names)
 
+    def prediction_entries(self) -> list[int]:
+        """The vector's entries that can move predictions or residual variances: the
+        free thetas and sigmas (OMEGA and the IOV variances enter only the eta prior)."""
+        n_sigma = len(self.sigma_free)
+        return list(range(len(self.theta_free))) + list(range(self.size - n_sigma, self.size))
+
     # ---- theta
     @staticmethod
     def _scale(base_theta):
