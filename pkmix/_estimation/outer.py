@@ -52,6 +52,13 @@ class OuterSettings(NamedTuple):
     memory_size: int = 10
     armijo: float = 1e-4
     min_step: float = 1e-12
+    # The first direction (L-BFGS without memory: the negative gradient) is scaled so no
+    # entry moves more than this on the unconstrained scale. Unscaled, a 2-cmt fit's
+    # first trial moved V1 twelve-fold: the line search rejected it after the inner
+    # solve had spent 100-200 passes on modes out there (every subject of a vmapped
+    # batch waits for them). Eight fits (theophylline, phenobarbital, six simulated
+    # 1-/2-cmt) took 2.96 s instead of 3.49 s, with the same OFVs.
+    first_step: float = 0.1
 
 
 class OuterState(NamedTuple):
@@ -142,6 +149,9 @@ def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=No
     descent = (direction @ grad) < 0
     direction = jnp.where(descent, direction, -grad / jnp.maximum(jnp.linalg.norm(grad), 1.0))
     new_memory = jax.tree_util.tree_map(lambda a, b: jnp.where(descent, a, b), new_memory, lbfgs.init(trial))
+    longest = jnp.max(jnp.abs(direction), initial=0.0)
+    direction = jnp.where(first & (longest > settings.first_step),
+                          direction * (settings.first_step / jnp.where(longest > 0, longest, 1.0)), direction)
 
     status_accepted = jnp.where(
         gmax < settings.gtol, STATUS_GRADIENT,
