@@ -12,7 +12,12 @@ replicates (the compile time is reported apart), then the R replicates are timed
 (``block_until_ready`` inside ``fit_batch``). Fits per second = R / run seconds,
 compile excluded. Peak memory is the device's ``peak_bytes_in_use`` where the backend
 reports it (GPU), else the process's peak resident set size (CPU; includes everything
-the process held). ``--extrapolate`` adds lines, marked as such, for larger R at the
+the process held); *plan* is XLA's memory plan of the compiled chunk program per device
+(arguments, outputs, temporaries: ``timing["planned_bytes"]``). ``--plan-width W``
+compiles the program for W replicates side by side and runs one objective evaluation
+each (``max_iter=0``), printing only the plan: how a GPU chunk will be sized, measured
+on any machine (the plan grows linearly with W; the GPU's own plan may differ).
+``--extrapolate`` adds lines, marked as such, for larger R at the
 measured rate (valid on CPU, where each device fits its replicates one at a time so
 time grows linearly in R; not on GPU, where the rate depends on R).
 
@@ -22,6 +27,7 @@ Run from the repository root::
     python benchmarks/bench_batch.py --R 20 --extrapolate 1000 10000
     python benchmarks/bench_batch.py --R 100 1000 10000 --chunk 2000   # on a GPU
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python benchmarks/bench_batch.py  # one device per core
+    python benchmarks/bench_batch.py --plan-width 20 200                # memory plan only
 
 Every case prints one line; ``--covariance none`` leaves the 2p + 1 covariance
 evaluations per replicate out.
@@ -107,7 +113,22 @@ def run_case(name, R, chunk, covariance, width, seed=1):
         "max_evals": int(est["evaluations"].max()),
         "statuses": est.loc[~est["converged"], "message"].str.split(";").str[0].value_counts().to_dict(),
         "width": t["vmap_width"], "peak_mem_gib": mem / 2**30, "mem_kind": what,
+        "plan_gib": _gib(t["planned_bytes"]),
     }
+
+
+def _gib(n_bytes):
+    return float("nan") if n_bytes is None else n_bytes / 2**30
+
+
+def plan_case(name, width, n_devices, covariance, seed=1):
+    """XLA's memory plan of the chunk program with ``width`` replicates side by side on
+    each device (compiled, and run for one evaluation per replicate: ``max_iter=0``)."""
+    model = MODELS[name]()
+    design = TrialDesign(n_subjects=100, doses=[Dose(100.0)], times=TIMES)
+    reps = simulate(model, design, n=width * n_devices, seed=seed, output="arrays")
+    res = fit_batch(model, reps, chunk_size=width * n_devices, covariance=covariance, vmap_width=width, max_iter=0)
+    return res.timing
 
 
 def main(argv=None):
@@ -121,21 +142,31 @@ def main(argv=None):
     parser.add_argument("--extrapolate", type=int, nargs="*", default=[],
                         help="also print the time R fits would take at the measured rate (CPU)")
     parser.add_argument("--covariance", default="sandwich", choices=["sandwich", "none"])
+    parser.add_argument("--plan-width", type=int, nargs="+", default=None,
+                        help="only print XLA's memory plan of the chunk program at these vmap widths")
     args = parser.parse_args(argv)
     dev = jax.devices()
     print(f"pkmix {pkmix.__version__}, jax {jax.__version__}, {len(dev)} x {dev[0].platform}:"
           f"{getattr(dev[0], 'device_kind', '')}, {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
     print(f"FOCE-I, 100 subjects x 10 observations per replicate, covariance={args.covariance}")
+    if args.plan_width:
+        print(f"{'model':8s} {'width':>6s} {'dev':>4s} {'compile s':>10s} {'plan GiB':>9s} {'per replicate MiB':>18s}")
+        for name in args.models:
+            for width in args.plan_width:
+                t = plan_case(name, width, len(dev), args.covariance)
+                print(f"{name:8s} {width:6d} {t['devices']:4d} {t['compile_s']:10.1f} {_gib(t['planned_bytes']):9.3f} "
+                      f"{_gib(t['planned_bytes']) * 1024 / width:18.2f}", flush=True)
+        return 0
     chunk = args.chunk or (20 * len(dev) if dev[0].platform == "cpu" else 2000)
     header = (f"{'model':8s} {'R':>6s} {'chunk':>6s} {'dev':>4s} {'width':>5s} {'compile s':>10s} {'run s':>9s} "
-              f"{'fits/s':>8s} {'conv':>6s} {'med it':>7s} {'max ev':>7s} {'peak GiB':>9s}")
+              f"{'fits/s':>8s} {'conv':>6s} {'med it':>7s} {'max ev':>7s} {'plan GiB':>9s} {'peak GiB':>9s}")
     print(header)
     for name in args.models:
         for R in args.R:
             r = run_case(name, R, chunk, args.covariance, args.vmap_width)
             print(f"{r['model']:8s} {r['R']:6d} {r['chunk']:6d} {r['devices']:4d} {r['width']:5d} {r['compile_s']:10.1f} "
                   f"{r['run_s']:9.1f} {r['fits_per_s']:8.3f} {r['converged']:6.1%} {r['median_iter']:7.0f} "
-                  f"{r['max_evals']:7d} {r['peak_mem_gib']:9.2f}  ({r['mem_kind']})", flush=True)
+                  f"{r['max_evals']:7d} {r['plan_gib']:9.3f} {r['peak_mem_gib']:9.2f}  ({r['mem_kind']})", flush=True)
             for message, count in r["statuses"].items():
                 print(f"{'':8s} {'':6s}  not converged: {count} x {message}", flush=True)
         for R in args.extrapolate:

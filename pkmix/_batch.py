@@ -149,6 +149,17 @@ def _chunk_program(model, method, opts, transform, settings, with_cov, varying_n
 _PROGRAMS: dict = {}
 
 
+def _planned_bytes(executable):
+    """XLA's planned memory of a compiled program (arguments, outputs, temporaries), or
+    None where the backend does not report it. Grows linearly with the chunk: what to
+    size ``chunk_size`` by before a run."""
+    try:
+        m = executable.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+    except (AttributeError, NotImplementedError, RuntimeError):  # a backend without the report
+        return None
+
+
 def _compiled(static, mesh, args):
     """The sharded chunk program for these shapes, compiled once per process (and cached
     on disk by JAX's persistent cache). Returns (executable, compile seconds)."""
@@ -274,7 +285,9 @@ class BatchFitResult:
             ``covariance`` (what was computed: sandwich, r, s or none).
         names: the estimated parameters' names.
         truth: {name: value} the data were simulated from (None when unknown).
-        timing: compile_s, run_s (all chunks), total_s, fits_per_second, devices.
+        timing: compile_s, run_s (all chunks), total_s, fits_per_second, devices,
+            planned_bytes (XLA's memory plan of the compiled chunk program, per device:
+            arguments, outputs and temporaries; None where the backend gives none).
         method, model_name, n_subjects.
     """
 
@@ -526,7 +539,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     shared = _put(stack.shared, replicated)
     base_d = _put(base, replicated)
 
-    outs, compile_s, run_s = [], 0.0, 0.0
+    outs, compile_s, run_s, planned = [], 0.0, 0.0, None
     line = ProgressLine(progress)
     for start in range(0, R, chunk):
         idx = np.arange(start, min(start + chunk, R))
@@ -541,6 +554,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
                 _put(np.zeros((chunk, n_subj, n_eta)), rep_sharding), shared, varying, _put(limits, rep_sharding))
         executable, c_s = _compiled(static, mesh, args)
         compile_s += c_s
+        planned = _planned_bytes(executable) if planned is None else planned
         t0 = time.perf_counter()
         out = jax.block_until_ready(executable(*args))
         run_s += time.perf_counter() - t0
@@ -551,7 +565,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     total_s = time.perf_counter() - t_start
     timing = {"compile_s": compile_s, "run_s": run_s, "total_s": total_s,
               "fits_per_second": R / run_s if run_s > 0 else float("inf"), "devices": n_dev, "chunk_size": chunk,
-              "vmap_width": width}
+              "vmap_width": width, "planned_bytes": planned}
     names = natural_names(transform)
     if truth is None and stack.truth is not None:
         truth = _truth_from(stack.truth, names)

@@ -173,6 +173,8 @@ def test_batch_equals_separate_fits(batch_result, reps, model):
 def test_no_recompile_and_chunking(batch_result, reps, model):
     again = fit_batch(model, reps, params=START, chunk_size=CHUNK)
     assert again.timing["compile_s"] == 0.0
+    # XLA's memory plan of the (same) chunk program, reported for sizing chunks.
+    assert again.timing["planned_bytes"] == batch_result.timing["planned_bytes"] > 0
     np.testing.assert_array_equal(again.estimates[again.names].to_numpy(),
                                   batch_result.estimates[batch_result.names].to_numpy())
     # A partial last chunk (padded) gives the same replicates' results.
