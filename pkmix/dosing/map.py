@@ -9,7 +9,8 @@ the minimum of
 -2 log of the posterior density up to a constant. It is found by the estimator's own
 solver (`pkmix._estimation.inner.solve_eta`: Newton on the positive-definite
 Gauss-Newton matrix, with a secant correction where that stays positive definite, and a
-backtracking line search, started at eta = 0), so a level
+line search that backtracks, or lengthens the next step where l falls almost linearly,
+started at eta = 0), so a level
 taken at steady state only cannot send it astray, and the estimate is the EBE NONMEM's
 POSTHOC step would report.
 
