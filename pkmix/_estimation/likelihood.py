@@ -83,17 +83,17 @@ def _gaussian_term(y, ft, var):
     return jnp.log(var) + (y - ft) ** 2 / var
 
 
-def _compared_observations(model, subject):
-    obs, _ = _masks(subject)
-    return obs, model.error.transform(jnp.where(obs, subject.dv, 1.0))
+def _observations(model, subject):
+    """The observed and BLQ records' masks, and the observations on the compared scale."""
+    obs, blq = _masks(subject)
+    return obs, blq, model.error.transform(jnp.where(obs, subject.dv, 1.0))
 
 
 def m2ll(model, values, eta, subject, opts: Options, omega_inv, logdet_omega, p: Pieces | None = None):
     """The conditional -2 log-likelihood l(eta), with the eta prior."""
     if p is None:
         p = pieces_value(model, values, eta, subject, opts)
-    obs, y = _compared_observations(model, subject)
-    blq = subject.obs_mask & subject.blq
+    obs, blq, y = _observations(model, subject)
     gauss = jnp.where(obs, _gaussian_term(jnp.where(obs, y, p.ft), p.ft, p.var), 0.0)
     total = jnp.sum(gauss)
     if opts.has_blq:
@@ -108,7 +108,7 @@ def gaussian_term_derivatives(model, subject, ft, var):
     other records. l's eta-derivatives follow from them by the chain rule, without
     differentiating through the predictions again (``objective``'s second-order pass;
     for data without BLQ records, which add terms of their own)."""
-    obs, y = _compared_observations(model, subject)
+    obs, _, y = _observations(model, subject)
 
     def term(z, y_obs):
         return _gaussian_term(y_obs, z[0], z[1])
@@ -134,8 +134,7 @@ def gradient_and_gauss_newton(model, values, eta, subject, opts, omega_inv, p: P
     E[grad grad'] = 4 * (expected 1/2 Hessian) that holds for the Gaussian terms), which
     keeps the matrix positive definite far from the mode.
     """
-    obs, blq = _masks(subject)
-    y = model.error.transform(jnp.where(obs, subject.dv, 1.0))
+    obs, blq, y = _observations(model, subject)
     e = jnp.where(obs, y - p.ft, 0.0)
     inv_var = jnp.where(obs, 1.0 / p.var, 0.0)
     w_dvar = (inv_var * (1.0 - e**2 * inv_var))[:, None] * p.dvar
