@@ -49,10 +49,10 @@ LONGEST_STEP = 1024.0
 
 # Newton on the Gauss-Newton matrix alone needed over 100 steps from eta = 0 for a
 # subject far from typical (proportional error, levels falling five decades: 113 and
-# 144 steps seen; 30 with the secant correction and step expansion), because the expected information then
-# misstates the curvature. Converged subjects stop early and later solves start from the
-# previous modes, but under vmap every subject waits for the slowest, so the bound is
-# not larger.
+# 144 steps seen; 30 with the secant correction and the step expansion), because the
+# expected information then misstates the curvature. Converged subjects stop early and
+# later solves start from the previous modes, but under vmap every subject waits for
+# the slowest, so the bound is not larger.
 MAX_ITER = 200  # evaluations (each: predictions with their eta-derivatives)
 TOL = 1e-12  # Newton decrement of l (OFV units)
 POLISH_MAX_STEP = 1e-3  # the largest final Newton step ``polish`` takes
@@ -118,9 +118,9 @@ def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, ma
         # decrement g' H^-1 g (about twice the distance of l from its minimum, in OFV
         # units, whatever the scale of the etas, unlike |g|).
         corrected = -spd_solve(M + S, g)
-        newton = -spd_solve(M, g)
-        newton = jnp.where(jnp.all(jnp.isfinite(newton)), newton, -g)
-        newton = jnp.where(jnp.all(jnp.isfinite(corrected)) & (g @ corrected < 0), corrected, newton)
+        gauss_newton = -spd_solve(M, g)
+        gauss_newton = jnp.where(jnp.all(jnp.isfinite(gauss_newton)), gauss_newton, -g)
+        newton = jnp.where(jnp.all(jnp.isfinite(corrected)) & (g @ corrected < 0), corrected, gauss_newton)
         decrement = jnp.abs(g @ newton)
         converged = decrement < tol
         direction = newton
