@@ -26,7 +26,7 @@ from pkmix._estimation.methods import get_method
 from pkmix._estimation.objective import solve_modes
 from pkmix._predict import bind, parameter_values
 
-from conftest import oral_one_compartment
+from conftest import assert_close, oral_one_compartment
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -321,3 +321,59 @@ def test_subject_far_from_typical_reaches_its_mode(case, far_model):
     g, H = (np.asarray(jax.jit(d(l))(modes.eta[0])) for d in (jax.grad, jax.hessian))
     assert np.all(np.linalg.eigvalsh(H) > 0)
     assert g @ np.linalg.solve(H, g) < 1e-10
+
+
+def test_preconditioned_fit_takes_fewer_iterations_to_the_same_optimum():
+    """The outer L-BFGS runs on the scale of ``outer.information_metric`` (half the
+    subjects' centred gradient outer products). On data simulated from the model, fitted
+    from the true values: (1) that metric agrees with the OFV's Hessian (central
+    differences of the exact gradient) within a factor of 2 in every direction, which is
+    why it helps; (2) the preconditioned fit reaches the optimum the plain one reaches
+    (OFV to 1e-6, estimates to 1e-4 on the unconstrained scale) in fewer than half the
+    iterations (measured: 9 against 23 for this replicate; the metric's ratios to the Hessian
+    0.66 to 1.69)."""
+    from pkmix._estimation import outer
+    from pkmix._simulate import Dose, TrialDesign, simulate
+
+    model = oral_one_compartment({"tka": 0.2, "tcl": 1.1, "tv": 3.4}, {"eta_ka": 0.2, "eta_cl": 0.1, "eta_v": 0.1},
+                                 {"prop_sd": 0.15}, pkmix.proportional("prop_sd"))
+    design = TrialDesign(n_subjects=80, doses=[Dose(100.0)], times=(0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0))
+    data = simulate(model, design, n=1, seed=5, output="arrays").dataset_of(0)
+    method = get_method("focei")
+    _, batch = bind(model, data)
+    opts = _options(method, batch, "nonmem")
+    transform = transform_for(model)
+    base = parameter_values(model, None)
+    x0 = transform.to_vector(base, base)
+    etas0 = jnp.zeros((batch.time.shape[0], model.n_eta_total(batch.n_occasions)))
+
+    def program(settings):
+        return jax.jit(lambda x, e, limit: outer.minimize_in_graph(model, method, opts, transform, settings, x, base,
+                                                                   e, batch, limit))
+
+    fits = {}
+    for precondition in (True, False):
+        run = program(outer.OuterSettings(precondition=precondition))
+        fits[precondition] = (run, run(x0, etas0, 500))
+    run, fit = fits[True]
+    _, plain = fits[False]
+    assert int(fit.status) == outer.STATUS_GRADIENT, outer.STATUS_MESSAGES.get(int(fit.status))
+    assert abs(float(fit.value) - float(plain.value)) < 1e-6
+    assert_close(fit.x, plain.x, rtol=0, atol=1e-4, what="estimates")
+    assert 2 * int(fit.iterations) < int(plain.iterations)
+
+    # The Hessian by central differences of the exact gradient (max_iter = 0: the
+    # program evaluates at the point it is given), against the metric there.
+    x = np.asarray(fit.x)
+    p = x.size
+    hessian = np.zeros((p, p))
+    for j in range(p):
+        h = 1e-4 * max(1.0, abs(x[j]))
+        step = np.eye(p)[j] * h
+        hessian[:, j] = (np.asarray(run(x + step, fit.etas, 0).grad) - np.asarray(run(x - step, fit.etas, 0).grad)) / (
+            2 * h)
+    L, estimated = outer.information_metric(run(x, fit.etas, 0).jac)
+    assert bool(estimated)
+    L_inv = np.linalg.inv(np.asarray(L))
+    ratios = np.linalg.eigvalsh(L_inv @ (0.5 * (hessian + hessian.T)) @ L_inv.T)
+    assert 0.5 < ratios.min() and ratios.max() < 2.0, ratios

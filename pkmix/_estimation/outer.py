@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._linalg import cholesky, solve_triangular
 from .._progress import ProgressLine
 
 from . import inner
@@ -135,7 +136,7 @@ def information_metric(jac):
     centred = jac - jnp.mean(jac, axis=0)
     info = 0.5 * centred.T @ centred
     d = jnp.diag(info)
-    L = jnp.linalg.cholesky(info + jnp.diag(MARQUARDT * d + 1e-12 * jnp.max(d, initial=0.0)))
+    L = cholesky(info + jnp.diag(MARQUARDT * d + 1e-12 * jnp.max(d, initial=0.0)))
     ok = jnp.all(jnp.isfinite(L)) & jnp.all(d > 0)
     return jnp.where(ok, L, jnp.eye(p)), ok
 
@@ -185,13 +186,13 @@ def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=No
     estimated, informed = information_metric(jac) if settings.precondition else (state.metric, False)
     metric = jnp.where(restart, estimated, state.metric)
     to_z = lambda v: metric.T @ v  # noqa: E731
-    grad_z = jax.scipy.linalg.solve_triangular(metric, grad, lower=True)
+    grad_z = solve_triangular(metric, grad)
     memory = jax.tree_util.tree_map(lambda a, b: jnp.where(restart, b, a), state.lbfgs, lbfgs.init(to_z(trial)))
     precond, new_memory = lbfgs.update(grad_z, memory, to_z(trial))
     # (optax's first step from an empty memory is the gradient scaled to length <= 1;
     # with an estimated metric the unscaled one is the better guess.)
     precond = jnp.where(restart & informed, grad_z, precond)
-    direction = -jax.scipy.linalg.solve_triangular(metric.T, precond, lower=False)
+    direction = -solve_triangular(metric, precond, transpose=True)
     descent = (direction @ grad) < 0
     direction = jnp.where(descent, direction, -grad / jnp.maximum(jnp.linalg.norm(grad), 1.0))
     new_memory = jax.tree_util.tree_map(lambda a, b: jnp.where(descent, a, b), new_memory, lbfgs.init(to_z(trial)))
