@@ -8,7 +8,7 @@ device the replicates are vmapped in groups of ``vmap_width`` (``lax.map`` with
 ``batch_size``): the whole share on a GPU, where vmapped members run in parallel, and
 1 on a CPU, where they would not and every member would wait for the slowest (in both
 the outer loop and the vmapped inner eta solves: ``benchmarks/bench_batch.py --R 20
---models 1cmt --vmap-width 20`` runs 1.34x as long as at width 1; 4.9x before the inner
+--models 1cmt --vmap-width 20`` runs 1.27x as long as at width 1; 4.9x before the inner
 solve's secant correction and step expansion cut the slowest subjects' passes).
 
 One replicate's loop is ``pkmix.fit``'s loop (``outer.minimize_in_graph``): the same

@@ -136,9 +136,10 @@ def information_metric(jac):
 
     L-BFGS runs on z = L' x, so it starts from this model instead of a multiple of the
     identity: where the parameters' scales and correlations differ widely (2-cmt: Q, V2)
-    it has to learn far less. Fits from the true values (10 replicates of
-    ``bench_batch.py``'s designs) took 8-12 iterations instead of 30-61; bench_fit's
-    simulated fits from off-truth initial values 17-34 instead of 35-45.
+    it has to learn far less. Fits from the true values (eight replicates of
+    ``bench_batch.py``'s 1- and 2-cmt designs) took 8-12 iterations instead of 30-61;
+    ``bench_fit.py``'s fits from off-truth initial values 18-29 instead of 35-45
+    (theophylline 29 instead of 37), with the same OFVs.
     """
     n, p = jac.shape
     if n <= p:
