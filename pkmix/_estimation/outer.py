@@ -1,13 +1,14 @@
 """The outer problem: L-BFGS over the unconstrained parameter vector.
 
-The search direction is optax's L-BFGS (``optax.scale_by_lbfgs``), run on the scale of an
-estimate of the OFV's Hessian from the per-subject gradients (``information_metric``),
-so it starts from the problem's curvature instead of learning it step by step; the
-step length comes from a backtracking (Armijo) line search written here so that every trial point is
-evaluated by the same program that gives the OFV's exact gradient (forward mode, with
-the implicit-function term for the eta modes). One program per model and data shape
-therefore serves the whole fit and the covariance step, which keeps compile time, the
-larger part of a small fit's wall time on a CPU, down to one compilation.
+The search direction is optax's L-BFGS (``optax.scale_by_lbfgs``), run on the scale of
+an estimate of the OFV's Hessian from the per-subject gradients
+(``information_metric``), so it starts from the problem's curvature instead of learning
+it step by step; the step length comes from a backtracking (Armijo) line search written
+here so that every trial point is evaluated by the same program that gives the OFV's
+exact gradient (forward mode, with the implicit-function term for the eta modes). One
+program per model and data shape therefore serves the whole fit and the covariance
+step, which keeps compile time, the larger part of a small fit's wall time on a CPU,
+down to one compilation.
 
 ``init``/``step`` are pure functions of an ``OuterState``; ``minimize_in_graph`` runs them in
 a bounded ``lax.while_loop``: ``pkmix.fit`` compiles it once per model and data shape
@@ -131,8 +132,9 @@ def information_metric(jac):
     2 x information), as in BHHH (Berndt et al. 1974), centred so that a systematic
     misfit far from the optimum (all g_i alike) does not pass for curvature. With 1e-3 of
     each diagonal added (Marquardt's scale-free damping). The identity where that is no
-    estimate (fewer subjects than parameters, or a factorisation that fails). Returns
-    (L, whether it is the estimate).
+    estimate (no more subjects than parameters, a parameter whose gradient is the same
+    in every subject, a factorisation that fails): then L-BFGS runs as without it.
+    Returns (L, whether it is the estimate).
 
     L-BFGS runs on z = L' x, so it starts from this model instead of a multiple of the
     identity: where the parameters' scales and correlations differ widely (2-cmt: Q, V2)
