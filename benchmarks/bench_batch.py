@@ -23,7 +23,7 @@ time grows linearly in R; not on GPU, where the rate depends on R).
 
 Run from the repository root::
 
-    python benchmarks/bench_batch.py                     # R = 100, both models (CPU: ~30 min)
+    python benchmarks/bench_batch.py                     # R = 100, both models (2 CPU devices: 3.9 s, 12.1 s)
     python benchmarks/bench_batch.py --R 20 --extrapolate 1000 10000
     python benchmarks/bench_batch.py --R 100 1000 10000 --chunk 2000   # on a GPU
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python benchmarks/bench_batch.py  # one device per core
