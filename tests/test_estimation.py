@@ -279,6 +279,15 @@ FAR_FROM_TYPICAL = {
     # estimates) and 33 with the inner line search's step expansion.
     "eleven decades": ([4.124052, 4.479073, 3.504377, 2.167157, 0.8397124, 0.2359906, 0.05063381, 0.003277555,
                         5.572605e-07, 8.174822e-11], [0.38578, 1.04161, -0.63761], 45),
+    # Not far at all, but the third pass's secant estimate left M + S positive definite
+    # and nearly singular: a "Newton" step of length ~1e7, every trial along it failed
+    # and the solve stalled after 10 evaluations, so the replicate's fit failed at its
+    # initial estimates (replicate 2862 of bench_batch.py's 1-cmt design, seed 1: 2 in
+    # 10,000). 13 evaluations with inner.CORRECTED_REACH (checked: unconverged without it,
+    # with these levels to the last digit).
+    "secant step too long": ([1.515157133269217, 2.1056212520376114, 2.255178091605727, 3.4850223217621124,
+                              2.306533567494704, 2.5570565196865274, 2.2650698022568747, 1.3564371289145891,
+                              0.4982381916555338, 0.1053150303428783], [-0.17458, -0.08996, 0.20473], 20),
 }
 
 
