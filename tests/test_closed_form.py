@@ -325,27 +325,31 @@ def test_no_lag_path_matches_the_lagged_path_and_the_ode():
     assert_close(a["IPRED"], c["IPRED"], **AGREE, what="2-cmt without lag vs ODE")
 
 
-def test_bolus_only_data_need_no_infusion_ends(histories):
+@pytest.mark.parametrize("engine", ["closed form", "closed form without modifiers",
+                                    pytest.param("ODE", marks=pytest.mark.slow)])
+def test_bolus_only_data_need_no_infusion_ends(histories, engine):
     # Data without infusions (known before tracing: infusion_records) are predicted
     # with has_infusions=False, which leaves the infusion ends out of both engines; the
     # predictions are the same as the general path's, with lags, SS doses and resets.
+    # (The ODE case, two ODE compilations, is slow: the default suite's time.)
     frame = random_histories(11, depot=True, modelled=False, infusions=False)
     assert not infusion_records(pkmix.read_nonmem(frame).batch(MODIFIERS)).any()
     assert infusion_records(histories[0].batch(MODIFIERS)).any()
     assert (frame["SS"] > 0).any() and (frame["EVID"] == 4).any() and (frame["LAG1"] > 0).any()
     etas = jnp.asarray(random_etas(5, N_SUBJECTS, 3))
-    for model, params in ((make_model(2), None), (make_model(2, modifiers=False), None),
-                          (make_ode_model(), ode_params(2))):
-        batch = pkmix.read_nonmem(frame).batch(model.covariates)
-        values = parameter_values(model, params)
+    model, params = {"closed form": (make_model(2), None),
+                     "closed form without modifiers": (make_model(2, modifiers=False), None),
+                     "ODE": (make_ode_model(), ode_params(2))}[engine]
+    batch = pkmix.read_nonmem(frame).batch(model.covariates)
+    values = parameter_values(model, params)
 
-        def predict_all(has_infusions, model=model, values=values, batch=batch):
-            return np.asarray(jax.jit(jax.vmap(lambda e, s: model.subject_predict(
-                values, e, s, has_infusions=has_infusions)))(etas, batch))
+    def predict_all(has_infusions):
+        return np.asarray(jax.jit(jax.vmap(lambda e, s: model.subject_predict(
+            values, e, s, has_infusions=has_infusions)))(etas, batch))
 
-        general, bolus_only = predict_all(True), predict_all(False)
-        assert np.isfinite(general).all()
-        assert_close(bolus_only, general, rtol=1e-12, atol=1e-12, what=f"{model.name}: bolus-only engine")
+    general, bolus_only = predict_all(True), predict_all(False)
+    assert np.isfinite(general).all()
+    assert_close(bolus_only, general, rtol=1e-12, atol=1e-12, what=f"{model.name}: bolus-only engine")
 
 
 @pytest.fixture(scope="module")
