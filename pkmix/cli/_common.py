@@ -1,41 +1,113 @@
-"""Helpers shared by subcommands: loading a model file, printing errors."""
+"""Helpers shared by subcommands: the one model loader, argument types, printing errors."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import sys
+import traceback
 from pathlib import Path
+from types import ModuleType
 
 
 class CLIError(Exception):
     """A problem with the command's input; printed without a traceback, exit status 2."""
 
 
-def load_model(spec: str):
-    """A model from a Python file defining a module-level ``model``, or the name of a
-    model in the library (``models/`` shipped as ``pkmix.models``)."""
+def _exec_model_file(path: Path) -> ModuleType:
+    """Run a model file as a module; any failure becomes a CLIError naming file:line."""
+    module_name = f"_pkmix_user_model_{abs(hash(str(path.resolve())))}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise CLIError(f"{path}: not a Python file that can be loaded")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.path.insert(0, str(path.parent.resolve()))
+    try:
+        loader_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise CLIError(f"{e.filename or path}:{e.lineno}: syntax error: {e.msg}") from None
+    except ImportError as e:
+        raise CLIError(f"{path}:{_line_in(e, path)}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # the model file's own code failed while defining the model
+        raise CLIError(f"{path}:{_line_in(e, path)}: {type(e).__name__}: {e}") from None
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def _line_in(error: BaseException, path: Path) -> str:
+    """The line of ``path`` where ``error`` was raised (the innermost frame in that file)."""
+    line = "?"
+    target = str(path.resolve())
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename and str(Path(frame.filename).resolve()) == target:
+            line = str(frame.lineno)
+    return line
+
+
+def load_model_module(spec: str):
+    """``(model, METADATA, module)`` from a Python file defining a module-level ``model``,
+    or the name of a model in the library (``models/`` shipped as ``pkmix.models``).
+
+    The one model loader of the command line: every failure (missing file, syntax
+    error, failing import, no ``model``, a ``model`` that is not a ``pkmix.Model``) is
+    a CLIError whose message names the file (and line) and what is wrong.
+    """
+    from .. import Model
+
     path = Path(spec)
     if path.suffix == ".py" or path.exists():
         if not path.exists():
             raise CLIError(f"model file not found: {spec}")
-        module_name = f"_pkmix_user_model_{abs(hash(str(path.resolve())))}"
-        loader_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.path.insert(0, str(path.parent.resolve()))
-        try:
-            loader_spec.loader.exec_module(module)
-        finally:
-            sys.path.pop(0)
+        if path.is_dir():
+            raise CLIError(f"model: {spec} is a folder, not a Python file defining `model`")
+        module = _exec_model_file(path)
     else:
+        import pkmix.models as library
+
         try:
-            module = importlib.import_module(f"pkmix.models.{spec}")
-        except ModuleNotFoundError:
-            raise CLIError(f"'{spec}' is neither a model file nor a model in the library") from None
+            module = library.load(spec)
+        except KeyError:
+            raise CLIError(f"'{spec}' is neither a model file nor a model in the library "
+                           f"(available: {', '.join(library.available())})") from None
     model = getattr(module, "model", None)
     if model is None:
         raise CLIError(f"{spec} does not define a module-level 'model'")
-    return model
+    if not isinstance(model, Model):
+        raise CLIError(f"{spec}: 'model' is a {type(model).__name__}, not a pkmix.Model")
+    metadata = getattr(module, "METADATA", None) or {}
+    if not isinstance(metadata, dict):
+        raise CLIError(f"{spec}: 'METADATA' is a {type(metadata).__name__}, not a dict")
+    return model, dict(metadata), module
+
+
+def load_model(spec: str):
+    """The ``pkmix.Model`` of ``spec`` (see ``load_model_module``)."""
+    return load_model_module(spec)[0]
+
+
+def _number_type(kind, rule: str, ok):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got '{text}'") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text}: must be {rule}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} ({rule})"
+    return parse
+
+
+# argparse types that check a numeric option's range at parse time (exit 2, usage message).
+positive_int = _number_type(int, "a whole number of at least 1", lambda v: v >= 1)
+nonnegative_int = _number_type(int, "a whole number of at least 0", lambda v: v >= 0)
+positive_float = _number_type(float, "a finite number above 0", lambda v: 0 < v < float("inf"))
+nonnegative_float = _number_type(float, "a finite number of at least 0", lambda v: 0 <= v < float("inf"))
+finite_float = _number_type(float, "a finite number", lambda v: abs(v) < float("inf"))
 
 
 def error_exit(message: str, code: int = 2) -> int:

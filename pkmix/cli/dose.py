@@ -16,14 +16,12 @@ reachable), 2 bad input (patient file, model, target), 1 an unexpected failure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-from ._common import CLIError, error_exit
+from ._common import CLIError, error_exit, load_model_module
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -79,99 +77,44 @@ def _floats(text: str | None, what: str):
     return values
 
 
-def load_model_module(spec: str):
-    """(model, METADATA, module) from a library name or a Python file."""
-    path = Path(spec)
-    if path.suffix == ".py" or path.exists():
-        if not path.exists():
-            raise CLIError(f"model file not found: {spec}")
-        name = f"_pkmix_dose_model_{abs(hash(str(path.resolve())))}"
-        loader = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(loader)
-        sys.path.insert(0, str(path.parent.resolve()))
-        try:
-            loader.loader.exec_module(module)
-        finally:
-            sys.path.pop(0)
-    else:
-        import pkmix.models as library
-
-        try:
-            module = library.load(spec)
-        except KeyError as e:
-            raise CLIError(f"'{spec}' is neither a model file nor a model in the library "
-                           f"(available: {', '.join(library.available())})") from e
-    model = getattr(module, "model", None)
-    if model is None:
-        raise CLIError(f"{spec} does not define a module-level 'model'")
-    return model, dict(getattr(module, "METADATA", {}) or {}), module
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import ModelError
-    from ..dosing.map import map_estimate
-    from ..dosing.patient import ModelInfo, PatientError, load_patient
-    from ..dosing.regimen import recommend
+    from ..dosing.patient import PatientError
+    from ..dosing.service import DoseRequest, RequestError, answer_objects, module_model_info
 
-    t_start = time.perf_counter()
     try:
-        model, metadata, module = load_model_module(args.model)
-        info = ModelInfo(model=model, metadata=metadata, derived=getattr(module, "derived_covariates", None),
-                         module=module)
-        patient = load_patient(args.patient)
-        intervals = _floats(args.interval, "interval")
-        infusion = _floats(args.infusion, "infusion")
-        t0 = time.perf_counter()
-        # The prediction curves are only drawn: without --plot they are not computed
-        # (one compiled program less for a cold process).
-        fit = map_estimate(info, patient, covariate_rule=args.covariate_rule,
-                           curve_points=None if args.plot else 0)
-        t1 = time.perf_counter()
-        rec = recommend(info, fit, args.target, intervals=intervals, dose_unit=args.dose_unit,
-                        dose_min=args.dose_min, dose_max=args.dose_max, infusion_duration=infusion,
-                        max_infusion_rate=args.max_rate, max_daily_dose=args.max_daily_dose,
-                        loading_dose=args.loading, n_samples=args.samples, posterior=args.posterior,
-                        seed=args.seed, route=args.route, threshold=args.threshold, start_time=args.start,
-                        curve=bool(args.plot))
-        t2 = time.perf_counter()
+        _, _, module = load_model_module(args.model)
+        request = DoseRequest(
+            model=args.model, patient=args.patient, target=args.target,
+            interval=_floats(args.interval, "interval"), dose_unit=args.dose_unit, dose_min=args.dose_min,
+            dose_max=args.dose_max, infusion=_floats(args.infusion, "infusion"), max_rate=args.max_rate,
+            max_daily_dose=args.max_daily_dose, route=args.route, loading=args.loading,
+            threshold=args.threshold, start=args.start, posterior=args.posterior, samples=args.samples,
+            seed=args.seed, covariate_rule=args.covariate_rule,
+            # The prediction curves are only drawn: without --plot they are not computed
+            # (one compiled program less for a cold process).
+            curve=bool(args.plot))
+        out, fit, rec = answer_objects(request, module_model_info(module))
     except PatientError as e:
         return error_exit(f"{args.patient}: {e}")
     except FileNotFoundError as e:
         return error_exit(str(e))
-    except (CLIError, ModelError, ValueError, TypeError) as e:
+    except (CLIError, RequestError, ModelError, ValueError, TypeError) as e:
         return error_exit(str(e))
 
-    timing = {"map_s": round(t1 - t0, 4), "recommendation_s": round(t2 - t1, 4),
-              "total_s": round(time.perf_counter() - t_start, 4)}
     if args.plot:
         try:
             plot(rec, args.plot)
         except Exception as e:  # a plot must never lose the recommendation
             print(f"pkmix: warning: could not write the plot: {e}", file=sys.stderr)
-    if args.json:
-        out = {"map": fit.to_dict(), "recommendation": rec.to_dict(), "timing": timing}
-        if args.plot:
-            out["plot"] = str(args.plot)
-        text = json.dumps(out, indent=2, default=_json_default)
-    else:
-        text = rec.summary() + (f"\nplot written to {args.plot}" if args.plot else "")
+        out["plot"] = str(args.plot)
+    text = json.dumps(out, indent=2) if args.json else (
+        rec.summary() + (f"\nplot written to {args.plot}" if args.plot else ""))
     try:
         print(text)
     except BrokenPipeError:  # `pkmix dose ... | head`: the reader has seen enough
         sys.stdout = open(os.devnull, "w")
     return 0
-
-
-def _json_default(x):
-    import numpy as np
-
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
 
 
 def plot(rec, path: str) -> None:
