@@ -425,6 +425,8 @@ def model_violations(frame: pd.DataFrame, model: Any) -> list[Violation]:
                 f"compartment {_num(cmt[i])} does not exist in the model",
             ))
 
+    violations += _modelled_dose_violations(frame, model)
+
     covs = getattr(model, "covariates", None) or ()
     if isinstance(covs, str):
         covs = (covs,)
@@ -450,6 +452,53 @@ def model_violations(frame: pd.DataFrame, model: Any) -> list[Violation]:
         else:
             violations += _missing_value_violations(frame, [column], "model")
     return violations
+
+
+# RATE = -1 asks the model for the dose's rate (its individual parameter r<n> for the
+# dose compartment n), RATE = -2 for its duration (d<n>).
+_MODELLED = {-1.0: ("r", "rate", "RATE = -1 (modelled rate)"), -2.0: ("d", "duration", "RATE = -2 (modelled duration)")}
+
+
+def _modelled_dose_violations(frame: pd.DataFrame, model: Any) -> list[Violation]:
+    """Doses with RATE = -1/-2 into a compartment for which the model's ``individual()``
+    returns no ``r<n>``/``d<n>``: the dose's rate or duration would be undefined.
+
+    Needs the model's individual parameter names (``_individual_keys``, known once the
+    model is defined) and its structure; skipped for a model without them.
+    """
+    keys = getattr(model, "_individual_keys", None)
+    structure = getattr(model, "structure", None)
+    n_cmt = getattr(model, "n_compartments", None)
+    if keys is None or structure is None or n_cmt is None or "RATE" not in frame.columns:
+        return []
+    rate = frame["RATE"].to_numpy(dtype=np.float64)
+    if "EVID" in frame.columns:
+        evid = frame["EVID"].to_numpy(dtype=np.float64)
+        dose = np.isin(evid, (1, 4)) | np.isnan(evid)  # a missing EVID is derived: RATE != 0 is a dose
+    else:
+        dose = np.ones(len(frame), dtype=bool)
+    cmt = frame["CMT"].to_numpy(dtype=np.float64) if "CMT" in frame.columns else np.zeros(len(frame))
+    cmt = np.nan_to_num(cmt, nan=0.0)
+    default = int(getattr(structure, "default_dose_compartment", 0)) + 1
+    names = tuple(getattr(model, "compartment_names", None) or ())
+    rec = frame["REC"].to_numpy()
+    ids = frame["ID"].to_numpy()
+    out: list[Violation] = []
+    for code, (prefix, what, label) in _MODELLED.items():
+        for i in np.flatnonzero(dose & (rate == code)):
+            c = default if cmt[i] == 0 else int(cmt[i])
+            if not 1 <= c <= n_cmt or f"{prefix}{c}" in keys:
+                continue  # a compartment that does not exist is reported on its own
+            shown = f"{c} ({names[c - 1]})" if len(names) >= c else str(c)
+            defined = sorted(k for k in keys if k.startswith(prefix) and k[len(prefix):].isdigit())
+            out.append(Violation(
+                int(rec[i]), ids[i], "RATE",
+                f"{label} needs individual parameter {prefix}<n> for the dose compartment n",
+                f"{label} into compartment {shown}, but the model's individual() returns no "
+                f"'{prefix}{c}' (the dose's {what}); it defines "
+                f"{', '.join(defined) if defined else f'no {prefix}<n>'}",
+            ))
+    return out
 
 
 def _missing_value_violations(

@@ -103,10 +103,19 @@ def _load(source) -> tuple[pd.DataFrame, np.ndarray, Path | None, list[Violation
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"dataset file not found: {path}")
+    if path.is_dir():
+        return pd.DataFrame(), np.arange(0), path, [Violation(
+            None, None, None, "the dataset is a CSV file", f"{path} is a folder, not a data file")]
     # utf-8-sig: spreadsheet exports often start with a byte-order mark, which would
     # otherwise become part of the first column's name ("\ufeffID").
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = fh.readline()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = fh.readline()
+            fh.read()  # the whole file must be text, not only its first line
+    except UnicodeDecodeError as err:
+        return pd.DataFrame(), np.arange(0), path, [Violation(
+            None, None, None, "the dataset is a UTF-8 (or ASCII) text file",
+            f"not a text file: byte {err.start} cannot be read ({err.reason})")]
     # NONMEM files are comma- or whitespace-separated; the header line tells which.
     sep = "," if "," in header else r"\s+"
     try:
@@ -125,11 +134,56 @@ def _load(source) -> tuple[pd.DataFrame, np.ndarray, Path | None, list[Violation
     raw = table.iloc[1:].reset_index(drop=True)
     raw.columns = [str(c) for c in table.iloc[0].tolist()]
     rec = np.arange(1, len(raw) + 1)
+    keep = np.ones(len(raw), dtype=bool)
     if len(raw.columns) and len(raw):
         first = raw.iloc[:, 0].astype(str).str.lstrip()
         keep = ~first.str.startswith("#").to_numpy()
-        raw, rec = raw.loc[keep].reset_index(drop=True), rec[keep]
+    # A row with fewer fields than the header is padded by the parser: its values would
+    # sit under the wrong columns (a WT read as SS), so it is reported as what it is.
+    counts = _field_counts(path, sep, len(table))
+    if counts is not None:
+        # Trailing nameless header fields (a trailing separator) are not required.
+        names = [str(c).strip() for c in raw.columns]
+        while names and names[-1] in ("", "nan"):
+            names.pop()
+        n_header = min(int(counts[0]), len(names))
+        short = keep & (counts[1:] < n_header)
+        if short.any():
+            return raw, rec, path, [Violation(
+                int(rec[i]), _first_field(raw, i), None,
+                f"every record has the header's {n_header} fields",
+                f"record has {int(counts[1:][i])} field(s), the header {n_header}: "
+                "a value is missing (write '.' for an empty cell)",
+            ) for i in np.flatnonzero(short)]
+    raw, rec = raw.loc[keep].reset_index(drop=True), rec[keep]
     return raw, rec, path, []
+
+
+def _field_counts(path: Path, sep: str, n_rows: int) -> np.ndarray | None:
+    """Fields per non-blank line (header first), as the table parser split them; None
+    when the lines do not line up with the parsed rows (then no check is made)."""
+    import csv
+
+    counts = []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        if sep == ",":
+            for row in csv.reader(fh, skipinitialspace=True):
+                if row and any(cell.strip() for cell in row):
+                    counts.append(len(row))
+        else:
+            for line in fh:
+                if line.strip():
+                    counts.append(len(line.split()))
+    return np.asarray(counts) if len(counts) == n_rows else None
+
+
+def _first_field(raw: pd.DataFrame, i: int):
+    """The ID (first field) of row ``i`` for a message, as a number when it is one."""
+    text = str(raw.iloc[i, 0]).strip() if len(raw.columns) else ""
+    try:
+        return float(text)
+    except ValueError:
+        return text or None
 
 
 def _parse_numeric(column: pd.Series) -> tuple[np.ndarray, np.ndarray, pd.Series | None]:

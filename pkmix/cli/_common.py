@@ -15,9 +15,10 @@ class CLIError(Exception):
     """A problem with the command's input; printed without a traceback, exit status 2."""
 
 
-def _exec_model_file(path: Path) -> ModuleType:
-    """Run a model file as a module; any failure becomes a CLIError naming file:line."""
-    module_name = f"_pkmix_user_model_{abs(hash(str(path.resolve())))}"
+def exec_python_file(path: Path, kind: str = "model") -> ModuleType:
+    """Run a user's Python file (a model, a design) as a module; any failure becomes a
+    CLIError naming file:line."""
+    module_name = f"_pkmix_user_{kind}_{abs(hash(str(path.resolve())))}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:
         raise CLIError(f"{path}: not a Python file that can be loaded")
@@ -62,7 +63,7 @@ def load_model_module(spec: str):
             raise CLIError(f"model file not found: {spec}")
         if path.is_dir():
             raise CLIError(f"model: {spec} is a folder, not a Python file defining `model`")
-        module = _exec_model_file(path)
+        module = exec_python_file(path)
     else:
         import pkmix.models as library
 
@@ -108,6 +109,55 @@ nonnegative_int = _number_type(int, "a whole number of at least 0", lambda v: v 
 positive_float = _number_type(float, "a finite number above 0", lambda v: 0 < v < float("inf"))
 nonnegative_float = _number_type(float, "a finite number of at least 0", lambda v: 0 <= v < float("inf"))
 finite_float = _number_type(float, "a finite number", lambda v: abs(v) < float("inf"))
+
+
+def _output_problem(path: Path, expect_dir: bool) -> str | None:
+    """Why ``path`` cannot be written (as a folder or as a file), or None: checked before
+    the work, so a fit is not lost to a bad --out at its end."""
+    if path.exists():
+        if expect_dir and not path.is_dir():
+            return f"{path} is a file, not a folder"
+        if not expect_dir and path.is_dir():
+            return f"{path} is a folder; give a file name"
+        if not os.access(path, os.W_OK):
+            return f"{path} is not writable"
+        return None
+    # The first existing folder above it must be a folder we may create things in.
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {path}: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {path}: no permission to write in {parent}"
+    return None
+
+
+def check_output(path, *, folder: bool) -> Path:
+    """``path`` as a Path, or a CLIError when it cannot be written (see ``_output_problem``)."""
+    path = Path(path)
+    problem = _output_problem(path, folder)
+    if problem:
+        raise CLIError(problem)
+    return path
+
+
+def _output_type(folder: bool):
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("empty path")
+        problem = _output_problem(Path(text), folder)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+
+    parse.__name__ = "output folder" if folder else "output file"
+    return parse
+
+
+# argparse types for where a command writes: checked at parse time (exit 2), before any work.
+output_dir = _output_type(folder=True)
+output_file = _output_type(folder=False)
 
 
 def error_exit(message: str, code: int = 2) -> int:
