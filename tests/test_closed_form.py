@@ -516,10 +516,12 @@ def test_modelled_rate_the_model_does_not_define_is_nan():
 
 
 def test_infusion_plateau():
-    # A constant infusion at steady state (SS=1, RATE=10, II=0) sits at Rate/CL.
-    t, c = observed(one_cmt_model(), frame_of([dict(TIME=0.0, AMT=0.0, RATE=10.0, SS=1, II=0.0)],
-                                              [0.0, 1.0, 50.0, 500.0]))
-    assert_close(c, np.full_like(c, 10.0 / CL), rtol=1e-12, atol=0, what="SS constant infusion plateau")
+    # A constant infusion at steady state (SS=1, AMT=0, RATE=10, II=0) starts the system at
+    # Rate/CL and ends at its record (NONMEM: "the infusion terminates at the event time
+    # of the SS dose record"): C(t) = Rate/CL exp(-CL/V (t - t_ss)) afterwards.
+    t, c = observed(one_cmt_model(), frame_of([dict(TIME=2.0, AMT=0.0, RATE=10.0, SS=1, II=0.0)],
+                                              [2.0, 3.0, 50.0, 100.0]))
+    assert_close(c, 10.0 / CL * np.exp(-K * (t - 2.0)), rtol=1e-12, atol=0, what="SS constant infusion decay")
     # A long infusion (30 half-lives) reaches the same plateau.
     _, c = observed(one_cmt_model(), frame_of([dict(TIME=0.0, AMT=2100.0, RATE=10.0)], [208.0]))
     assert_close(c, [10.0 / CL], rtol=1e-9, atol=0, what="long infusion")

@@ -40,9 +40,11 @@ given every II. The amounts just before a dose of that series (the trough) are t
 fixed point of one dosing interval; with a lag time NONMEM computes steady state as if
 there were none and then advances by II - ALAG to the record's time, and so do we, so
 records between TIME and TIME + ALAG see the tail of the implied doses. A constant
-steady-state infusion (SS with RATE > 0 and II = 0) sets the amounts to the plateau at
-TIME and keeps infusing (its lag, meaningless for an infusion that never started, is
-ignored). Not supported: implied infusions that are still running at the record's
+steady-state infusion (SS with AMT = 0, RATE > 0 and II = 0) sets the amounts to the
+plateau of that infusion at TIME, and the infusion ends there: NONMEM's guide (SS dose
+event record, AMT 0, RATE > 0, II 0) says "The infusion terminates at the event time of
+the SS dose record", and mrgsolve does the same; afterwards the amounts decay from the
+plateau (its lag, meaningless for an infusion that never started, is ignored). Not supported: implied infusions that are still running at the record's
 time (ALAG + duration > II) or a lag longer than II; their steady-state amounts are NaN,
 so the predictions are NaN rather than silently wrong.
 """
@@ -306,6 +308,14 @@ def subject_amounts(structure: AbstractStructure, subject, ip, *, has_steady_sta
             return carry, amounts
 
         ss_amounts = jnp.where(is_ss[:, None], lax.scan(each_record, None, rows)[1], 0.0)
+        # A constant steady-state infusion is over at its record (NONMEM: "the infusion
+        # terminates at the event time of the SS dose record"): it set the plateau above,
+        # and gives nothing after it.
+        ended = is_ss & dose.is_infusion & jnp.isinf(dose.duration)
+        dose = dose._replace(
+            is_dose=dose.is_dose & ~ended, is_infusion=dose.is_infusion & ~ended,
+            amount=jnp.where(ended, 0.0, dose.amount), rate=jnp.where(ended, 0.0, dose.rate),
+            duration=jnp.where(ended, 0.0, dose.duration))
         # SS=1 replaces the state: like a reset, it cancels running infusions and
         # pending lagged doses.
         resets = resets_data | (is_ss & (subject.ss == 1))
