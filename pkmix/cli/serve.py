@@ -1,0 +1,59 @@
+"""``pkmix serve [--host 127.0.0.1] [--port 8765]``: the dose calculator as a local web app.
+
+Serves the page (``/``) and the JSON API (``/api/...``, documented at ``/openapi.json``)
+of `pkmix.server`. Needs the ``serve`` extra (``pip install "pkmix[serve]"``); without
+it the command says so and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+
+from ._common import error_exit, positive_int
+
+INSTALL_HINT = 'the web app needs FastAPI and uvicorn: pip install "pkmix[serve]"'
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "serve",
+        help="the dose calculator as a local web app (page and JSON API)",
+        description=(
+            "Start the dose calculator: a page at http://HOST:PORT/ to pick a library model, enter a "
+            "patient and get MAP estimates, a plot and a recommended regimen, and the JSON API behind it "
+            "(POST /api/dose answers as `pkmix dose --json`; schema at /openapi.json). Nothing is fetched "
+            "from the network."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=positive_int, default=8765, help="port (default 8765)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def missing_dependencies() -> list:
+    return [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.port > 65535:
+        return error_exit(f"--port: must be at most 65535, got {args.port}")
+    missing = missing_dependencies()
+    if missing:
+        return error_exit(f"{', '.join(missing)} not installed; {INSTALL_HINT}")
+    import uvicorn
+
+    from ..server import create_app
+
+    app = create_app()
+    print(f"pkmix dose calculator: http://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        return error_exit(f"cannot listen on {args.host}:{args.port}: {e}")
+    except SystemExit as e:  # uvicorn exits when it cannot bind
+        return error_exit(f"cannot listen on {args.host}:{args.port}") if e.code else 0
+    return 0
