@@ -8,9 +8,11 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from .. import _compile
 from .._config import require_x64
+from .._data.errors import _format_id
 from .._diagnostics import batch_diagnostics
 from .._model.errors import ModelError
 from .._model.transforms import ParameterTransform
@@ -23,7 +25,7 @@ from . import inner
 from .inner import InnerResult
 from .objective import solve_modes, subject_ofvs
 from .outer import PROGRESS, STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS, \
-    OuterSettings, minimize_in_graph
+    STATUS_NONFINITE, OuterSettings, minimize_in_graph
 
 COVARIANCE_KINDS = ("sandwich", "r", "s", "none")
 NEGLIGIBLE_OFV_GAIN = 1e-4  # OFV units
@@ -83,6 +85,80 @@ def _omega_near_boundary(model, values) -> str | None:
             f"(OMEGA near singular; the data do not support it)")
 
 
+def _require_observations(dataset) -> None:
+    """A fit needs observations: without them the OFV is 0 at any parameter values."""
+    from .._data import DatasetError
+    from .._data.errors import Violation
+
+    if dataset.n_observations == 0:
+        raise DatasetError([Violation(
+            None, None, "EVID", "at least one observation (EVID 0, MDV 0) to fit",
+            f"the dataset has no observations ({dataset.n_records} records, all doses or other events): "
+            "there is nothing to estimate from")], source=dataset.source)
+
+
+def _program_pieces(model, covariate_rule, has_ss, has_infusions, n_eta, values, batch):
+    def one(subject):
+        eta = jnp.zeros(n_eta)
+        ip = model.individual_parameters(values, eta, subject)
+        f = model.subject_predict(values, eta, subject, covariate_rule=covariate_rule,
+                                  has_steady_state=has_ss, has_infusions=has_infusions)
+        return ip, f, model.residual_variance(values, f)
+
+    return jax.vmap(one)(batch)
+
+
+def _explain_nonfinite(model, values, dataset, batch, covariate_rule) -> str:
+    """Where the objective stops being finite at ``values`` (etas 0), found by
+    evaluating the pieces once on the host: the first individual parameter, prediction
+    or residual variance that is not finite, with its subject, record and time."""
+    has_ss = bool(np.any(np.asarray(batch.ss) > 0))
+    has_infusions = bool(np.any(infusion_records(batch)))
+    n_eta = model.n_eta_total(batch.n_occasions)
+    try:
+        (ip, f, var), _, _ = _compile.run(
+            _program_pieces, (model, covariate_rule, has_ss, has_infusions, n_eta), values, batch)
+    except Exception as e:  # noqa: BLE001 - the explanation must not hide the original problem
+        return f"(the pieces could not be evaluated: {type(e).__name__}: {e})"
+    record = np.asarray(batch.record_mask)
+    obs = np.asarray(batch.obs_mask)
+    frame = dataset.frame
+    subj, _ = pd.factorize(frame["ID"], sort=False)
+    starts = np.concatenate([[0], np.flatnonzero(subj[1:] != subj[:-1]) + 1])
+
+    def first(bad):
+        s, r = np.argwhere(bad)[0]
+        row = frame.iloc[starts[s] + r]
+        n_subjects = int(np.any(bad, axis=1).sum())
+        others = f"; {n_subjects - 1} other subject(s) too" if n_subjects > 1 else ""
+        return s, r, (f"subject ID {_format_id(row['ID'])}, record {int(row['REC'])} (TIME {row['TIME']:g})",
+                      others)
+
+    for name in sorted(ip):
+        value = np.asarray(ip[name])
+        bad = record & ~np.isfinite(value)
+        if bad.any():
+            s, r, (where, others) = first(bad)
+            row = frame.iloc[starts[s] + r]
+            covs = ", ".join(f"{c}={row[c.upper()]:g}" for c in model.covariates if c.upper() in row.index)
+            return (f"individual parameter '{name}' = {value[s, r]} at {where}{others}: "
+                    f"check individual() {f'and the covariates there ({covs})' if covs else 'and the thetas'}")
+    f = np.asarray(f)
+    bad = obs & ~np.isfinite(f)
+    if bad.any():
+        s, r, (where, others) = first(bad)
+        finite_ip = ", ".join(f"{k}={float(np.asarray(v)[s, r]):.4g}" for k, v in sorted(ip.items()))
+        return (f"the prediction is {f[s, r]} at {where}{others} (individual parameters there: {finite_ip}): "
+                "check observe() and the structure's equations")
+    var = np.asarray(var)
+    bad = obs & ~(np.isfinite(var) & (var > 0))
+    if bad.any():
+        s, r, (where, others) = first(bad)
+        return (f"the residual variance is {var[s, r]} at {where}{others} (prediction {f[s, r]:.4g}): "
+                "check the error model's parameters (a proportional error needs predictions other than 0)")
+    return "every individual parameter, prediction and residual variance is finite at etas 0"
+
+
 def _program_evaluate(model, method, opts, transform, inner_max_iter, inner_tol, values, etas0, batch):
     modes = solve_modes(model, method, opts, values, etas0, batch, max_iter=inner_max_iter, tol=inner_tol)
     return modes, subject_ofvs(model, method, opts, values, modes.eta, batch)
@@ -114,6 +190,7 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     require_x64()
     method = get_method(method)
     dataset, batch = bind(model, data)
+    _require_observations(dataset)
     values = parameter_values(model, params)
     opts = _options(method, batch, covariate_rule)
     transform = transform_for(model)
@@ -122,6 +199,9 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     t0 = time.perf_counter()
     (modes, ofvs), compile_s, run_s = _compile.run(
         _program_evaluate, (model, method, opts, transform, inner.MAX_ITER, inner.TOL), values, etas0, batch)
+    if not np.all(np.isfinite(np.asarray(ofvs))):
+        raise ModelError("the objective is not finite at the given parameter values: "
+                         + _explain_nonfinite(model, values, dataset, batch, covariate_rule))
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics:
         diag, diag_compile, diag_s = _diagnostics(model, opts, npde_samples, values, modes.eta, batch, seed,
@@ -172,6 +252,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         raise ValueError(f"covariance must be one of {COVARIANCE_KINDS}, got {covariance!r}")
     method = get_method(method)
     dataset, batch = bind(model, data)
+    _require_observations(dataset)
     values0 = parameter_values(model, params)
     opts = _options(method, batch, covariate_rule)
     transform = transform_for(model)
@@ -206,6 +287,10 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     estimation_s = time.perf_counter() - t_est
     host_state = jax.tree_util.tree_map(np.asarray, state)
     status = int(state.status)
+    if status == STATUS_NONFINITE:
+        # Nothing was estimated: a problem of the model, the data or the initial values.
+        raise ModelError("the objective or its gradient is not finite at the initial estimates: "
+                         + _explain_nonfinite(model, values0, dataset, batch, covariate_rule))
     x_hat = state.x
     grad = host_state.grad
     gmax = float(np.max(np.abs(grad), initial=0.0))
