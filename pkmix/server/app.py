@@ -244,18 +244,24 @@ def create_app(*, audit_db: str | None = None) -> FastAPI:
     async def report(request: Request):
         return await run(calc.report, request)
 
+    offered = []
     for name in QUESTIONS:
         fn = getattr(service, name, None)
         if not callable(fn):
             continue
         doc = (fn.__doc__ or name).strip()
         first = doc.splitlines()[0]
+        offered.append({"name": name, "title": name.replace("_", " "), "summary": first})
 
         async def question(request: Request, _name=name):
             return await run(calc.question, request, _name)
 
         app.add_api_route(f"/api/{name}", question, methods=["POST"], name=name,
                           **_post_docs(first, doc))
+
+    @app.get("/api/questions", summary="the questions beyond the recommendation, each at POST /api/<name>")
+    def questions():
+        return {"questions": offered}
 
     @app.get("/", include_in_schema=False)
     def page():
