@@ -45,7 +45,7 @@ tr:nth-child(even) td{background:#fafbfc}
 .card{border:1px solid #d4d8de;border-radius:6px;padding:8px 14px;min-width:120px}
 .card .k{font-size:.78em;color:#666;text-transform:uppercase;letter-spacing:.04em}
 .card .v{font-size:1.25em;font-weight:600}
-.ok{color:#1e7b34}.bad{color:#b42318}
+.ok{color:#1e7b34}.bad{color:#b42318}.warn{color:#b54708}
 pre{background:#f3f4f6;border:1px solid #e1e4e8;padding:10px;overflow-x:auto;font-size:.82em;line-height:1.35}
 figure{margin:.8em 0 1.6em}figure img{max-width:100%;height:auto;border:1px solid #e1e4e8}
 figcaption{font-size:.85em;color:#555;margin-top:3px}
@@ -80,9 +80,12 @@ def load_run(run_dir) -> "FitResult":  # noqa: F821 (string annotation; imported
         summary = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path} holds a JSON {type(summary).__name__}, not a pkmix results object")
     missing = [k for k in ("theta", "omega", "sigma", "ofv", "method", "model") if k not in summary]
     if missing:
         raise ValueError(f"{path} lacks the key(s) {missing}: not a pkmix results.json")
+    _check_results_shape(summary, path)
     notes: list[str] = []
 
     def num(v):
@@ -95,7 +98,13 @@ def load_run(run_dir) -> "FitResult":  # noqa: F821 (string annotation; imported
     table = None
     table_path = run_dir / "table.csv"
     if table_path.is_file():
-        table = pd.read_csv(table_path, na_values=["."])
+        try:
+            table = pd.read_csv(table_path, na_values=["."])
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            notes.append(f"table.csv could not be read ({str(e).strip()}): no goodness-of-fit or eta plots.")
+        if table is not None and "ID" not in table.columns:
+            notes.append("table.csv has no ID column: no goodness-of-fit or eta plots.")
+            table = None
     else:
         notes.append("table.csv is missing: no diagnostics table, so no goodness-of-fit or eta plots.")
 
@@ -143,6 +152,33 @@ def load_run(run_dir) -> "FitResult":  # noqa: F821 (string annotation; imported
     result.load_notes = notes
     result.run_dir = run_dir
     return result
+
+
+def _check_results_shape(summary: dict, path: Path) -> None:
+    """ValueError naming the key when results.json's values are not what a fit writes."""
+    def number(v):
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    for key in ("theta", "sigma"):
+        section = summary[key]
+        if not isinstance(section, dict) or not all(number(v) for v in section.values()):
+            raise ValueError(f"{path}: '{key}' must be an object of numbers {{name: value}}")
+    for key in ("iov", "se", "rse_percent", "shrinkage_percent"):
+        section = summary.get(key)
+        if section is not None and (not isinstance(section, dict) or not all(number(v) for v in section.values())):
+            raise ValueError(f"{path}: '{key}' must be an object of numbers {{name: value}}")
+    omega = summary["omega"]
+    names = omega.get("names") if isinstance(omega, dict) else None
+    matrix = omega.get("matrix") if isinstance(omega, dict) else None
+    if not (isinstance(names, list) and isinstance(matrix, list) and len(matrix) == len(names)
+            and all(isinstance(row, list) and len(row) == len(names) and all(number(v) for v in row)
+                    for row in matrix)):
+        raise ValueError(f"{path}: 'omega' must be {{\"names\": [...], \"matrix\": [[...]]}}, square, of numbers")
+    for key in ("ofv", "minus2ll", "aic", "bic", "n_subjects", "n_observations", "iterations"):
+        if not number(summary.get(key)):
+            raise ValueError(f"{path}: '{key}' must be a number, got {summary.get(key)!r}")
+    if not isinstance(summary.get("covariance_step") or {}, dict) or not isinstance(summary.get("timing") or {}, dict):
+        raise ValueError(f"{path}: 'covariance_step' and 'timing' must be objects")
 
 
 def _resolve(recorded: str | None, run_dir: Path) -> Path | None:
@@ -228,6 +264,22 @@ def _td(v, key: str | None = None, kind: str = "g", cls: str = "") -> str:
     if key is not None and _is_num(v):
         attrs += f' data-key="{_esc(key)}" data-value="{float(v)!r}"'
     return f"<td{attrs}>{_esc(fmt(v, kind))}</td>"
+
+
+# Warnings in a fit's message that qualify a convergence, and how the badge says them.
+_CAVEATS = {"near its boundary": "estimate near its boundary", "did not converge": "eta modes not converged"}
+
+
+def _status_card(converged: bool, message: str) -> str:
+    """The status badge: green only for a clean convergence; a converged fit whose
+    message carries a warning (an estimate near its boundary, eta modes that did not
+    converge) is amber and names it (the full message is in the table below)."""
+    if not converged:
+        return _card("status", "not converged", cls="bad")
+    caveats = [label for key, label in _CAVEATS.items() if key in message]
+    if caveats:
+        return _card("status", "converged, " + ", ".join(caveats), cls="warn")
+    return _card("status", "converged", cls="ok")
 
 
 def _card(label: str, value: str, key: str | None = None, raw=None, cls: str = "") -> str:
@@ -471,7 +523,7 @@ def render_report(result, summary: dict, *, notes=None, model_path=None, vpc=Tru
         "<nav><a href='#summary'>Summary</a><a href='#parameters-section'>Parameters</a><a href='#model'>Model</a>"
         "<a href='#data'>Data</a><a href='#plots'>Plots</a></nav>",
         "<h2 id='summary'>Summary</h2><div class='cards'>",
-        _card("status", "converged" if conv else "not converged", cls="ok" if conv else "bad"),
+        _status_card(conv, s.get("message") or ""),
         _card("OFV", fmt(s.get("ofv"), "ofv"), "ofv", s.get("ofv")),
         _card("-2LL", fmt(s.get("minus2ll"), "ofv"), "minus2ll", s.get("minus2ll")),
         _card("AIC", fmt(s.get("aic"), "ofv"), "aic", s.get("aic")),

@@ -111,6 +111,25 @@ nonnegative_float = _number_type(float, "a finite number of at least 0", lambda 
 finite_float = _number_type(float, "a finite number", lambda v: abs(v) < float("inf"))
 
 
+def positive_list(text: str) -> str:
+    """An argparse type for comma-separated positive numbers (``8,12,24``): checked at
+    parse time, handed on as the text."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("no values given")
+    for x in parts:
+        try:
+            v = float(x)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+        if not 0 < v < float("inf"):
+            raise argparse.ArgumentTypeError(f"{x}: every value must be a finite number above 0")
+    return text
+
+
+positive_list.__name__ = "comma-separated positive numbers"
+
+
 def _output_problem(path: Path, expect_dir: bool) -> str | None:
     """Why ``path`` cannot be written (as a folder or as a file), or None: checked before
     the work, so a fit is not lost to a bad --out at its end."""

@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from ._common import CLIError, error_exit, load_model_module
+from ._common import (CLIError, error_exit, load_model_module, nonnegative_float, nonnegative_int, output_file,
+                      positive_float, positive_int, positive_list)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,25 +42,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--target", metavar="SPEC",
                         help="e.g. auc24=400:600, trough=15, trough=10:20, peak=30:40,time=1, "
                              "ft_mic=50:,mic=2 (default: the model's first listed target)")
-    parser.add_argument("--interval", metavar="H[,H...]", help="allowed dosing intervals in hours, e.g. 8,12,24")
-    parser.add_argument("--dose-unit", type=float, metavar="X", help="round doses to multiples of X")
-    parser.add_argument("--dose-min", type=float, metavar="X", help="smallest dose")
-    parser.add_argument("--dose-max", type=float, metavar="X", help="largest dose")
-    parser.add_argument("--infusion", metavar="H[,H...]", help="allowed infusion durations in hours")
-    parser.add_argument("--max-rate", type=float, metavar="X", help="largest infusion rate (dose units per hour)")
-    parser.add_argument("--max-daily-dose", type=float, metavar="X", help="largest daily amount")
+    parser.add_argument("--interval", type=positive_list, metavar="H[,H...]", help="allowed dosing intervals in hours, e.g. 8,12,24")
+    parser.add_argument("--dose-unit", type=positive_float, metavar="X", help="round doses to multiples of X")
+    parser.add_argument("--dose-min", type=nonnegative_float, metavar="X", help="smallest dose")
+    parser.add_argument("--dose-max", type=positive_float, metavar="X", help="largest dose")
+    parser.add_argument("--infusion", type=positive_list, metavar="H[,H...]", help="allowed infusion durations in hours")
+    parser.add_argument("--max-rate", type=positive_float, metavar="X", help="largest infusion rate (dose units per hour)")
+    parser.add_argument("--max-daily-dose", type=positive_float, metavar="X", help="largest daily amount")
     parser.add_argument("--route", choices=("iv", "oral"), help="route of the new regimen (default: as given)")
     parser.add_argument("--loading", action="store_true", help="also recommend a loading dose")
-    parser.add_argument("--threshold", type=float, metavar="C",
+    parser.add_argument("--threshold", type=positive_float, metavar="C",
                         help="report when the level falls below C; the new regimen starts then")
-    parser.add_argument("--start", type=float, metavar="T", help="start time of the new regimen (hours)")
+    parser.add_argument("--start", type=nonnegative_float, metavar="T", help="start time of the new regimen (hours)")
     parser.add_argument("--posterior", choices=("sir", "nuts"), default="sir",
                         help="posterior sampler for the probability of target attainment (default sir)")
-    parser.add_argument("--samples", type=int, default=2000, metavar="N", help="posterior draws (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the posterior draws")
+    parser.add_argument("--samples", type=positive_int, default=2000, metavar="N", help="posterior draws (default 2000)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed of the posterior draws")
     parser.add_argument("--covariate-rule", choices=("nonmem", "locf"), default="nonmem",
                         help="which record's covariates govern an interval (default nonmem: the record ending it)")
-    parser.add_argument("--plot", metavar="PNG", help="write a plot of the levels, fit and recommended regimen")
+    parser.add_argument("--plot", type=output_file, metavar="PNG", help="write a plot of the levels, fit and recommended regimen")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     parser.set_defaults(run=run)
     return parser

@@ -16,7 +16,8 @@ import os
 import warnings
 from pathlib import Path
 
-from ._common import CLIError, default_data_for, error_exit, load_model
+from ._common import (CLIError, check_output, default_data_for, error_exit, load_model, nonnegative_int,
+                      output_dir, positive_int)
 
 METHODS = ("fo", "foce", "focei", "laplace")
 
@@ -27,18 +28,18 @@ def _common_arguments(parser):
     parser.add_argument("data", metavar="DATA", nargs="?",
                         help="NONMEM-format CSV (default: the only CSV next to MODEL)")
     parser.add_argument("--method", choices=METHODS, default="focei", help="estimation method (default focei)")
-    parser.add_argument("--out", metavar="DIR", help="write results.json, parameters.csv and table.csv here")
+    parser.add_argument("--out", metavar="DIR", type=output_dir, help="write results.json, parameters.csv and table.csv here")
     parser.add_argument("--params", metavar="FILE",
                         help="JSON initial/fixed values: {name: value} or a fit's results.json")
-    parser.add_argument("--npde-samples", type=int, default=1000, help="simulations per subject for NPDE")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for NPDE")
+    parser.add_argument("--npde-samples", type=positive_int, default=1000, help="simulations per subject for NPDE")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed for NPDE")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("fit", help="estimate a population model (FO, FOCE, FOCE-I, Laplace)",
                                    description="Estimate a model and write the results.")
     _common_arguments(parser)
-    parser.add_argument("--max-iter", type=int, default=500, help="outer iteration limit (default 500)")
+    parser.add_argument("--max-iter", type=nonnegative_int, default=500, help="outer iteration limit (default 500)")
     parser.add_argument("--covariance", choices=("sandwich", "r", "s", "none"), default="sandwich",
                         help="covariance step: R^-1 S R^-1 (default), R-only, S-only, or none")
     parser.add_argument("--report", action="store_true", help="also write DIR/report.html")
@@ -86,7 +87,12 @@ def write_outputs(result, out: str | os.PathLike, *, model_path: str, data_path:
 def _run(args, estimate: bool) -> int:
     from .. import DatasetError, ModelError, evaluate, fit
 
+    report = estimate and getattr(args, "report", False)
     try:
+        if report:
+            if not args.out:
+                raise CLIError("--report writes DIR/report.html: give the folder with --out DIR")
+            check_output(Path(args.out) / "report.html", folder=False)
         model, data, params = _inputs(args)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -106,12 +112,19 @@ def _run(args, estimate: bool) -> int:
         print(f"warning: {w.message}")
     print(result)
     if args.out:
-        out = write_outputs(result, args.out, model_path=args.model, data_path=data)
-        if estimate and getattr(args, "report", False):
-            from ..report import write_report
+        try:
+            out = write_outputs(result, args.out, model_path=args.model, data_path=data)
+            written = "results.json, parameters.csv, table.csv"
+            if report:
+                from .._progress import while_running
+                from ..report import write_report
 
-            write_report(result, out / "report.html")
-        print(f"\nwrote {out}/results.json, parameters.csv, table.csv")
+                with while_running("writing report.html (plots, VPC)", False if args.quiet else None):
+                    write_report(result, out / "report.html")
+                written += ", report.html"
+        except OSError as e:
+            return error_exit(f"could not write the results to {args.out}: {e}")
+        print(f"\nwrote {out}/{written}")
     return 0 if result.converged else 1
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
-from ._common import CLIError, default_data_for, error_exit, load_model
+import numpy as np
+
+from ._common import CLIError, default_data_for, error_exit, load_model, output_file
 
 OUTPUT_FLOAT_FORMAT = "%.6g"
 
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="JSON parameter values: {name: value} or a fit's results.json")
     parser.add_argument("--etas", metavar="FILE",
                         help="CSV with ID and one column per eta (e.g. a fit's table.csv)")
-    parser.add_argument("--out", metavar="FILE", help="write the table here as CSV instead of printing it")
+    parser.add_argument("--out", metavar="FILE", type=output_file, help="write the table here as CSV instead of printing it")
     parser.set_defaults(run=run)
     return parser
 
@@ -59,24 +60,36 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as e:
         print(str(e))
         return 2
-    except (CLIError, ModelError, FileNotFoundError) as e:
+    except (CLIError, ModelError, FileNotFoundError, ValueError) as e:
         return error_exit(str(e))
     except KeyError as e:  # an ID of the data that the eta file lacks
         return error_exit(f"{args.etas}: no etas for some subjects of {data}: {e}")
 
     if args.out:
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # '.' for missing values, as NONMEM tables and datasets write them.
-        table.to_csv(out, index=False, na_rep=".", float_format="%.10g")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # '.' for missing values, as NONMEM tables and datasets write them.
+            table.to_csv(out, index=False, na_rep=".", float_format="%.10g")
+        except OSError as e:
+            return error_exit(f"could not write {out}: {e}")
         print(f"wrote {len(table)} records ({table['ID'].nunique()} subjects) to {out}")
     else:
-        text = table.to_string(index=False, na_rep=".", float_format=lambda x: OUTPUT_FLOAT_FORMAT % x)
-        try:
-            print(text)
-        except BrokenPipeError:  # `pkmix predict ... | head`: the reader has seen enough
-            sys.stdout = open(os.devnull, "w")
-    return 0
+        print(table.to_string(index=False, na_rep=".", float_format=lambda x: OUTPUT_FLOAT_FORMAT % x))
+    return _report_nonfinite(table)
+
+
+def _report_nonfinite(table) -> int:
+    """A prediction that is not a number is a failed run (exit 1), named on stderr: the
+    table shows it as '.', which would otherwise pass for a record without one."""
+    bad = ~(np.isfinite(table["PRED"].to_numpy(dtype=float)) & np.isfinite(table["IPRED"].to_numpy(dtype=float)))
+    if not bad.any():
+        return 0
+    first = table.loc[bad].iloc[0]
+    print(f"pkmix: error: {int(bad.sum())} prediction(s) are not finite, the first at ID {first['ID']:g}, "
+          f"TIME {first['TIME']:g} (PRED {first['PRED']}, IPRED {first['IPRED']}); `pkmix fit` or "
+          "`pkmix evaluate` names the parameter at fault", file=sys.stderr)
+    return 1
 
 
 def read_params(path: str, model) -> dict:
@@ -94,7 +107,9 @@ def read_params(path: str, model) -> dict:
             raw = json.load(fh)
     except FileNotFoundError:
         raise CLIError(f"parameter file not found: {path}") from None
-    except json.JSONDecodeError as e:
+    except IsADirectoryError:
+        raise CLIError(f"parameter file {path} is a folder, not a JSON file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CLIError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(raw, dict):
         raise CLIError(f"{path}: expected a JSON object of parameter values, got {type(raw).__name__}")
@@ -147,10 +162,14 @@ def read_etas(path: str, model):
     """
     import pandas as pd
 
+    if Path(path).is_dir():
+        raise CLIError(f"eta file {path} is a folder, not a CSV file")
     try:
         frame = pd.read_csv(path, na_values=["."])
     except FileNotFoundError:
         raise CLIError(f"eta file not found: {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise CLIError(f"{path} could not be read as a CSV table: {str(e).strip()}") from None
     by_upper = {str(c).upper(): c for c in frame.columns}
     if "ID" not in by_upper:
         raise CLIError(f"{path}: no ID column")
@@ -161,5 +180,12 @@ def read_etas(path: str, model):
             raise CLIError(f"{path}: no column for eta '{name}' (columns: {', '.join(map(str, frame.columns))})")
         columns[column] = name
     etas = frame[[by_upper["ID"], *columns]].rename(columns={by_upper["ID"]: "ID", **columns})
+    for column in ["ID", *columns.values()]:
+        values = pd.to_numeric(etas[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise CLIError(f"{path}: row {i + 2}, column {column}: {etas[column].iloc[i]!r} is not a finite number")
+        etas[column] = values
     # A fit's table.csv repeats a subject's etas on every record; keep one row each.
     return etas.drop_duplicates(subset="ID", keep="first").reset_index(drop=True)
