@@ -9,46 +9,13 @@ Starts `pkmix serve`'s app on a free local port, loads the vancomycin example pa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PATIENT = ROOT / "examples" / "vancomycin_tdm" / "patient.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(app=None):
-    """The app served by uvicorn in a thread on 127.0.0.1; yields its base URL."""
-    import uvicorn
-
-    from pkmix.server import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app or create_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def browser_args() -> dict:
@@ -74,6 +41,8 @@ def fill_example(page, base: str, patient: dict, **options) -> None:
 
 def main(out: str = str(ROOT / "docs" / "dose_calculator.png")) -> None:
     from playwright.sync_api import sync_playwright
+
+    from pkmix.server._thread import running_server
 
     patient = json.loads(PATIENT.read_text())
     with running_server() as base, sync_playwright() as p:

@@ -1,7 +1,10 @@
-"""``pkmix serve [--host 127.0.0.1] [--port 8765]``: the dose calculator as a local web app.
+"""``pkmix serve [--host 127.0.0.1] [--port 8765] [--audit-db PATH]``: the dose calculator
+as a local web app.
 
 Serves the page (``/``) and the JSON API (``/api/...``, documented at ``/openapi.json``)
-of `pkmix.server`. Needs the ``serve`` extra (``pip install "pkmix[serve]"``); without
+of `pkmix.server`. Every answer is stored in the audit database (``--audit-db``, default
+as ``pkmix dose``: ``$PKMIX_AUDIT_DB``, else ``audit.sqlite3`` in the user's data
+directory), which is opened at start so a path that cannot be used is refused at once. Needs the ``serve`` extra (``pip install "pkmix[serve]"``); without
 it the command says so and exits with status 2.
 """
 
@@ -30,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=positive_int, default=8765, help="port (default 8765)")
+    parser.add_argument("--audit-db", metavar="PATH",
+                        help="the audit database (SQLite) every answer is stored in (default: $PKMIX_AUDIT_DB, "
+                             "else audit.sqlite3 in the user's data directory)")
     parser.set_defaults(run=run)
     return parser
 
@@ -48,7 +54,17 @@ def run(args: argparse.Namespace) -> int:
 
     from ..server import create_app
 
-    app = create_app()
+    try:
+        from ..dosing import audit
+    except ImportError:  # a dosing service without an audit database
+        if args.audit_db:
+            return error_exit("--audit-db: this pkmix's dosing service keeps no audit database")
+    else:
+        try:
+            audit.connect(args.audit_db).close()
+        except audit.AuditError as e:
+            return error_exit(f"--audit-db: {e.message}")
+    app = create_app(audit_db=args.audit_db)
     print(f"pkmix dose calculator: http://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

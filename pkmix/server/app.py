@@ -103,14 +103,21 @@ async def read_object(request: Request) -> dict:
     return data
 
 
-def parse(data: dict) -> service.DoseRequest:
-    """A `DoseRequest` from a web client: as the command line's, except that the patient
-    must be the patient JSON itself (a string would be a path on the server)."""
+# Options the server sets, never a client: where (and whether) answers are audited.
+SERVER_FIELDS = ("audit", "audit_db")
+
+
+def check_client_fields(data: dict) -> None:
+    """What a web client may not send: the patient as a string (it would be read as a
+    path on the server) and the audit options (the server's, `pkmix serve --audit-db`)."""
     patient = data.get("patient")
     if patient is not None and not isinstance(patient, dict):
         raise BadInput(422, "patient", "expected the patient as a JSON object (docs/patient_format.md), "
                                        f"got {type(patient).__name__}")
-    return service.parse_request(data)
+    for name in SERVER_FIELDS:
+        if name in data:
+            raise BadInput(422, name, "set by the server (pkmix serve --audit-db PATH), not by a request: "
+                                      "every answer of the web app is audited")
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,14 +140,28 @@ class Calculator:
     def __init__(self, audit_db: str | None = None):
         self.audit_db = audit_db
 
+    def server_options(self) -> dict:
+        """The audit options the server passes to every question (where the dosing
+        service has them): always audited, in ``audit_db`` (None: the service's default)."""
+        out = {}
+        if "audit" in _REQUEST_FIELDS:
+            out["audit"] = True
+        if "audit_db" in _REQUEST_FIELDS and self.audit_db is not None:
+            out["audit_db"] = str(self.audit_db)
+        return out
+
+    def parse(self, data: dict) -> service.DoseRequest:
+        check_client_fields(data)
+        return service.parse_request({**data, **self.server_options()})
+
     def dose(self, data: dict) -> dict:
-        req = parse(data)
+        req = self.parse(data)
         return service.answer(req, service.library_model_info(req.model))
 
     def report(self, data: dict) -> dict:
         from .plot import curves, svg
 
-        req = parse(data)
+        req = self.parse(data)
         # The plot needs the library's prediction curves, whatever the client asked.
         req = dataclasses.replace(req, curve=True)
         out, fit, rec = service.answer_objects(req, service.library_model_info(req.model))
@@ -149,11 +170,8 @@ class Calculator:
         return {"answer": out, "curves": c, "svg": svg(c, out["recommendation"].get("units", {}), title=title)}
 
     def question(self, name: str, data: dict) -> dict:
-        patient = data.get("patient")
-        if patient is not None and not isinstance(patient, dict):
-            raise BadInput(422, "patient", "expected the patient as a JSON object (docs/patient_format.md), "
-                                           f"got {type(patient).__name__}")
-        return service.to_json_safe(getattr(service, name)(data))
+        check_client_fields(data)
+        return service.to_json_safe(getattr(service, name)({**data, **self.server_options()}))
 
 
 def _dose_schema() -> dict:
