@@ -156,6 +156,8 @@ class FitResult:
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
+            # A fresh checkout has no out/ folder yet: make the missing parents.
+            os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
             with open(path, "w") as fh:
                 fh.write(text + "\n")
         return text

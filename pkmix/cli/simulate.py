@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import (CLIError, error_exit, exec_python_file, load_model, nonnegative_float, nonnegative_int,
+from ._common import (CLIError, _a, error_exit, exec_python_file, load_model, nonnegative_float, nonnegative_int,
                       output_dir, positive_int)
 
 
@@ -61,7 +61,7 @@ def load_design(spec: str):
     if design is None:
         raise CLIError(f"{spec} does not define a module-level 'design'")
     if not isinstance(design, TrialDesign):
-        raise CLIError(f"{spec}: 'design' is a {type(design).__name__}, not a pkmix.TrialDesign")
+        raise CLIError(f"{spec}: 'design' is {_a(type(design).__name__)}, not a pkmix.TrialDesign")
     return design
 
 
