@@ -74,8 +74,13 @@ class _PipeGuard:
 
 
 def main(argv=None) -> int:
+    """Run one command; returns its exit status (also for arguments argparse refuses,
+    2, and for --help/--version, 0), so that callers in Python get a status too."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed the usage and the error
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     real_stdout = sys.stdout
     guard = sys.stdout = _PipeGuard(real_stdout)
     try:
