@@ -14,6 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PATIENT = ROOT / "examples" / "vancomycin_tdm" / "patient.json"
 
 
+@pytest.fixture(autouse=True)
+def audit_db(tmp_path, monkeypatch):
+    """Every answer is audited: into a temporary database, not the user's."""
+    path = tmp_path / "audit.sqlite3"
+    monkeypatch.setenv("PKMIX_AUDIT_DB", str(path))
+    return path
+
+
 def run(capsys, *args):
     code = main(["dose", *args])
     out = capsys.readouterr()

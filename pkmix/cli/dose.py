@@ -35,9 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "the target, with its probability of target attainment."
         ),
     )
-    parser.add_argument("--model", required=True, metavar="MODEL",
+    parser.add_argument("--model", metavar="MODEL",
                         help="a library model name (e.g. vancomycin_goti2018) or a .py file defining `model`")
-    parser.add_argument("--patient", required=True, metavar="FILE",
+    parser.add_argument("--patient", metavar="FILE",
                         help="patient JSON (docs/patient_format.md) or a one-patient NONMEM CSV")
     parser.add_argument("--target", metavar="SPEC",
                         help="e.g. auc24=400:600, trough=15, trough=10:20, peak=30:40,time=1, "
@@ -62,6 +62,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="which record's covariates govern an interval (default nonmem: the record ending it)")
     parser.add_argument("--plot", type=output_file, metavar="PNG", help="write a plot of the levels, fit and recommended regimen")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    parser.add_argument("--audit-db", metavar="PATH",
+                        help="the audit database (SQLite) every answer is stored in (default: $PKMIX_AUDIT_DB, "
+                             "else audit.sqlite3 in the user's data directory, e.g. ~/.local/share/pkmix)")
+    parser.add_argument("--no-audit", action="store_true", help="do not store this answer in the audit database")
+    parser.add_argument("--replay", type=positive_int, metavar="ID",
+                        help="answer the stored recommendation ID again and compare the numbers (exit 0 when "
+                             "identical, 1 when they differ)")
     parser.set_defaults(run=run)
     return parser
 
@@ -69,6 +76,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _floats(text: str | None, what: str):
     if text is None:
         return None
+    if not isinstance(text, str):
+        return tuple(float(x) for x in text)
     try:
         values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
@@ -83,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     from ..dosing.patient import PatientError
     from ..dosing.service import DoseRequest, RequestError, answer_objects, module_model_info
 
+    if args.replay is not None:
+        return _replay(args)
+    for name in ("model", "patient"):
+        if getattr(args, name) is None:
+            return error_exit(f"--{name} is required (unless --replay ID)")
     try:
         _, _, module = load_model_module(args.model)
         request = DoseRequest(
@@ -94,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, covariate_rule=args.covariate_rule,
             # The prediction curves are only drawn: without --plot they are not computed
             # (one compiled program less for a cold process).
-            curve=bool(args.plot))
+            curve=bool(args.plot), audit=not args.no_audit, audit_db=args.audit_db)
         out, fit, rec = answer_objects(request, module_model_info(module))
     except PatientError as e:
         return error_exit(f"{args.patient}: {e}")
@@ -109,13 +123,43 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # a plot must never lose the recommendation
             print(f"pkmix: warning: could not write the plot: {e}", file=sys.stderr)
         out["plot"] = str(args.plot)
+    extra = "".join(f"\nwarning [{w['code']}] {w['message']}" for w in out["warnings"]
+                    if w["code"] not in ("covariate_out_of_range", "fit", "target_not_reachable"))
+    if out.get("audit_id") is not None:
+        extra += f"\naudit: stored as recommendation {out['audit_id']} (pkmix dose --replay {out['audit_id']})"
     text = json.dumps(out, indent=2) if args.json else (
-        rec.summary() + (f"\nplot written to {args.plot}" if args.plot else ""))
+        rec.summary() + extra + (f"\nplot written to {args.plot}" if args.plot else ""))
     try:
         print(text)
     except BrokenPipeError:  # `pkmix dose ... | head`: the reader has seen enough
         sys.stdout = open(os.devnull, "w")
     return 0
+
+
+def _replay(args) -> int:
+    from ..dosing.service import RequestError, replay
+
+    try:
+        out = replay(args.replay, args.audit_db)
+    except (RequestError, ValueError) as e:
+        return error_exit(str(e))
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        rec = out["replayed"].get("recommendation", {}).get("recommendation", {})
+        print(f"replay of recommendation {out['audit_id']} (stored {out['created_utc']}, pkmix "
+              f"{out['pkmix_version']['stored']}; now {out['pkmix_version']['now']})")
+        if rec.get("text"):
+            print(f"  recommendation: {rec['text']}")
+        if out["model_changed"]:
+            print("  note: the model's source has changed since")
+        if out["identical"]:
+            print("  identical: every number is the same")
+        else:
+            print(f"  DIFFERENT in {len(out['differences'])} places:")
+            for d in out["differences"][:20]:
+                print(f"    {d}")
+    return 0 if out["identical"] else 1
 
 
 def plot(rec, path: str) -> None:

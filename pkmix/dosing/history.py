@@ -42,6 +42,19 @@ def continue_history(fit: MAPResult, doses=(), queries=(), curve=()) -> tuple[np
     The extra records form one fixed-size block (`CURVE_POINTS`), so every call for a
     patient reuses the compiled program of the MAP curve.
     """
+    q, c = history_predictions(fit, [_extend_eta(fit, fit.eta)], doses, queries, curve)
+    return q[0], c[0], np.asarray([float(t) for t in curve])
+
+
+def history_predictions(fit: MAPResult, etas, doses=(), queries=(), curve=()) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions at ``queries`` and ``curve`` times after the patient's history with
+    further ``doses`` [(time, amount, infusion hours, cmt)] (at most 16), for each row of
+    ``etas`` (full eta vectors: BSV, the patient's occasions' IOV, then the new
+    occasion's). Returns ``(at_queries [k, nq], at_curve [k, nc])``.
+
+    The extra records form one fixed-size block (`CURVE_POINTS`) and the etas go two at
+    a time, so every call for a patient reuses the compiled program of the MAP curve.
+    """
     bound = fit.bound
     n_dose_slots = 16
     if len(doses) > n_dose_slots:
@@ -50,7 +63,7 @@ def continue_history(fit: MAPResult, doses=(), queries=(), curve=()) -> tuple[np
     c_times = [float(t) for t in curve]
     n_fill = CURVE_POINTS - n_dose_slots - len(q_times) - len(c_times)
     if n_fill < 0:
-        raise ValueError("too many query and curve points")
+        raise ValueError(f"too many query and curve points (at most {CURVE_POINTS - n_dose_slots})")
     end = max([0.0] + q_times + c_times + [t for t, *_ in doses] + list(bound.records["TIME"])) + 1.0
     # Order within the block matters at equal times: queries first (a trough is taken
     # before a dose at the same time), then doses, then curve points.
@@ -71,16 +84,21 @@ def continue_history(fit: MAPResult, doses=(), queries=(), curve=()) -> tuple[np
     width = _bucket(bound.n_records + k, 64)
     subject = bound.subject(n_records=width, extra=extra, rule=fit.covariate_rule,
                             n_occasions=n_occ + 1 if iov else n_occ)
-    eta = _extend_eta(fit, fit.eta)
+    etas = np.atleast_2d(np.asarray(etas, float))
     has_ss = bound.has_steady_state
-    pred = np.asarray(simulate(fit.model, has_ss, fit.covariate_rule, fit.values, jnp.stack([eta, eta]), subject,
-                               fingerprint=model_fingerprint(fit.info)))[0]
+    rows = []
+    for i in range(0, etas.shape[0], 2):
+        pair = etas[i:i + 2]
+        if pair.shape[0] == 1:
+            pair = np.concatenate([pair, pair])
+        pred = np.asarray(simulate(fit.model, has_ss, fit.covariate_rule, fit.values, jnp.asarray(pair), subject,
+                                   fingerprint=model_fingerprint(fit.info)))
+        rows.append(pred[: min(2, etas.shape[0] - i)])
+    pred = np.concatenate(rows, axis=0)
     pos = _merged_positions(bound.records["TIME"], np.asarray(time))
     nq = len(q_times)
-    q = pred[pos[:nq]]
     start_c = nq + n_dose_slots
-    c = pred[pos[start_c:start_c + len(c_times)]]
-    return q, c, np.asarray(c_times)
+    return pred[:, pos[:nq]], pred[:, pos[start_c:start_c + len(c_times)]]
 
 
 def time_below(fit: MAPResult, threshold: float, *, horizon: float | None = None) -> dict:

@@ -22,6 +22,7 @@ from .history import _loading_exposure, continue_history, time_below
 from .map import MAPResult, call_program, map_estimate, model_fingerprint
 from .posterior import Draws, nuts_draws, sir_draws
 from .search import _Design, _search, _search_impl, _solve_dose
+from .safety import DoseLimits, stricter, units_of
 from .targets import PTA_TIE, TARGET_KINDS, Target, default_target
 
 # --------------------------------------------------------------------- the front end
@@ -66,6 +67,7 @@ class Recommendation:
     warnings: list
     units: dict
     curve: Any = None  # predicted concentrations under the recommended regimen
+    limits: dict | None = None  # the hard limits the regimen respects (see `DoseLimits`)
 
     def summary(self) -> str:
         u = self.units
@@ -115,6 +117,7 @@ class Recommendation:
             "current_regimen": self.current, "next_dose": self.next_dose, "loading": self.loading,
             "alternatives": alt.replace({np.nan: None}).to_dict("records") if alt is not None else [],
             "posterior": self.posterior, "warnings": list(self.warnings), "units": self.units,
+            "limits": self.limits,
         }
 
 
@@ -143,7 +146,8 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         intervals: allowed dosing intervals in hours (default the model's METADATA
             ``dosing.intervals_h``, else 8, 12, 24).
         dose_unit: the practical dose step (default METADATA ``dose_step_mg``, else 250).
-        dose_min, dose_max: dose limits (default METADATA, else one unit and no maximum).
+        dose_min, dose_max: dose limits (METADATA ``dose_min_mg``/``dose_max_mg``, else one
+            unit and no maximum). A maximum given here and one in METADATA: the stricter.
         infusion_duration: a duration or a tuple of allowed ones (hours). With a maximum
             infusion rate (``max_infusion_rate`` or METADATA ``infusion_rate_max_mg_per_h``)
             the shortest allowed duration that respects it is used; without one every
@@ -151,7 +155,9 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         loading_dose: also compute a loading dose, so the first interval (first 24 h for
             an AUC24 target) already reaches the aim.
         loading_dose_max: cap of the loading dose (default ``dose_max``).
-        max_daily_dose: leave out regimens above this daily amount.
+        max_daily_dose: the largest amount per 24 h (default METADATA ``dosing.daily_dose_max_mg``).
+            ``dose_max``, ``max_daily_dose`` and the infusion rate limit are hard limits
+            (`DoseLimits`): no regimen or loading dose above them is ever returned.
         n_samples: posterior draws for the probability of target attainment.
         posterior: "sir" (fast) or "nuts".
         seed: random seed of the posterior draws.
@@ -192,7 +198,8 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     if not unit > 0:
         raise ValueError(f"dose_unit must be positive, got {unit:g}")
     dmin = float(dose_min if dose_min is not None else dosing.get("dose_min_mg", unit))
-    dmax = float(dose_max if dose_max is not None else dosing.get("dose_max_mg", math.inf))
+    dmax = stricter(dose_max, dosing.get("dose_max_mg"))
+    dmax = math.inf if dmax is None else dmax
     if not 0 < dmin <= dmax:
         raise ValueError(f"need 0 < dose_min <= dose_max, got {dmin:g} and {dmax:g}")
     if math.isfinite(dmax) and math.floor(dmax / unit + 1e-9) * unit < dmin - 1e-9:
@@ -202,7 +209,7 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         raise ValueError(f"route must be 'iv' or 'oral', got {route!r}")
     cmt = _dose_compartment(info, route, None, "route")
     oral = route == "oral"
-    rate_max = max_infusion_rate if max_infusion_rate is not None else dosing.get("infusion_rate_max_mg_per_h")
+    rate_max = stricter(max_infusion_rate, dosing.get("infusion_rate_max_mg_per_h"))
     if oral:
         fam_tinf = [0.0]
         options = (1.0,)
@@ -226,13 +233,23 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     for t in intervals:
         if not oral and min(options) >= t:
             raise ValueError(f"infusion duration {min(options):g} h does not fit in a {t:g} h interval")
-    taus, tinfs = [], []
+    daily_max = stricter(max_daily_dose, dosing.get("daily_dose_max_mg"))
+    limits = DoseLimits(per_dose=dmax, per_day=None if daily_max is None else float(daily_max),
+                        rate=None if (oral or not rate_max) else float(rate_max), unit=unit, dose_min=dmin)
+    taus, tinfs, caps = [], [], []
     for t in intervals:
         for ti in fam_tinf:
             if ti >= t:
                 continue
+            cap = limits.cap(float(t), float(ti) if ti >= 0 else max(options))
+            if math.floor(cap / unit + 1e-9) * unit < dmin - 1e-9:
+                continue  # no practical dose of this interval is within the limits
             taus.append(float(t))
             tinfs.append(float(ti))
+            caps.append(cap)
+    if not taus:
+        raise ValueError(f"no regimen is within the limits: {limits.describe(units_of(info)['dose'])} allows no "
+                         f"dose of at least {dmin:g} at any of the intervals {', '.join(f'{t:g}' for t in intervals)} h")
     if target.kind in ("auc",) and target.start is not None and target.end > min(intervals):
         raise ValueError(f"target auc window ends at {target.end:g} h, after the shortest interval {min(intervals):g} h")
     if target.time is not None and target.time > max(intervals):
@@ -263,9 +280,11 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     pad = (-n_fam) % 4
     design = _Design(
         taus=np.asarray(taus + [taus[0]] * pad), tinfs=np.asarray(tinfs + [tinfs[0]] * pad),
-        options=np.asarray(options, float),
+        # Padded with the longest duration (a repeat changes no choice) so any list of
+        # durations shares the compiled search.
+        options=np.asarray(options + (options[-1],) * ((-len(options)) % 48), float),
         rate_max=np.asarray(float(rate_max) if rate_max else np.inf), unit=np.asarray(unit), dmin=np.asarray(dmin),
-        dmax=np.asarray(dmax if math.isfinite(dmax) else 1e12),
+        dmax=np.asarray([min(c, 1e12) for c in caps + [caps[0]] * pad], float),
         aim=np.asarray(min(target.aim, 99.9) if target.kind == "ft_mic" else target.aim),
         t_query=np.asarray(float(target.time) if target.time is not None else 0.0),
         peak_at=np.asarray(target.time is not None), kind=np.asarray(KIND_INDEX[target.kind], np.int32),
@@ -308,8 +327,8 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
                      "status": int(out["status"][fam_of[i]])})
     table = pd.DataFrame(rows).drop_duplicates(subset=["interval", "dose", "infusion"]).reset_index(drop=True)
     feas = table[table["feasible"]]
-    if feas.empty:
-        feas = table
+    if feas.empty:  # the search caps every family's dose at its limits: cannot happen
+        raise RuntimeError("internal error: no candidate regimen within the limits")
     inr = feas[feas["in_range"]]
     current_tau = last.get("interval") if last is not None else None
 
@@ -332,16 +351,16 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     fam_rows = [j for j in range(len(taus)) if taus[j] == choice["interval"]]
     fam = min(fam_rows, key=lambda j: abs(float(out["cont_tinf"][j]) - choice["infusion"]))
     status = out["status"]
-    units = {"dose": info.unit("dose", "mg").split()[0], "conc": info.unit("concentration", "mg/L").split()[0],
-             "auc": info.unit("auc", "mg*h/L").split()[0]}
+    units = units_of(info)
     reachable = True
     message = ""
-    if np.all(status > 0) or np.all(out["cont_dose"] > dmax * (1 + 1e-9)):
+    fam_caps = np.asarray(caps)
+    if np.all(status > 0) or np.all(out["cont_dose"] > fam_caps * (1 + 1e-9)):
         reachable = False
-        message = (f"the target cannot be reached within the dose limits: even {choice['dose']:g} {units['dose']} "
-                   f"every {choice['interval']:g} h gives {target.kind} {choice['target_metric']:.4g} "
-                   f"(the aim {target.aim:g} needs about {float(np.min(out['cont_dose'])):.0f} {units['dose']} "
-                   f"per dose; maximum {dmax:g})")
+        message = (f"the target cannot be reached within the limits ({limits.describe(units['dose'])}). The best "
+                   f"regimen within them is {choice['dose']:g} {units['dose']} every {choice['interval']:g} h, "
+                   f"expected {target.kind} {choice['target_metric']:.4g} (aim {target.aim:g}; it would need about "
+                   f"{float(np.min(out['cont_dose'] * 24.0 / np.asarray(taus))):.0f} {units['dose']} per 24 h)")
     elif np.all(status < 0) or np.all(out["cont_dose"] < dmin * (1 - 1e-9)):
         reachable = False
         message = (f"the target cannot be reached within the dose limits: even the minimum dose {choice['dose']:g} "
@@ -379,7 +398,8 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     curve_t = np.linspace(curve_from, start_time + max(48.0, 3 * regimen.interval), 150)
     if loading_dose:
         loading = _design_loading(fit, target, regimen, unit, dmin,
-                                  float(loading_dose_max if loading_dose_max is not None else dmax),
+                                  limits.loading_cap(regimen.interval, max(options) if not oral else 0.0,
+                                                     regimen.dose, loading_dose_max),
                                   options, rate_max, oral, cmt, curve_t)
         regimen.loading_dose = loading["dose"]
         regimen.loading_infusion_duration = loading["infusion"]
@@ -388,6 +408,7 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         doses = [(start_time + k * regimen.interval, regimen.dose, regimen.infusion_duration, cmt)
                  for k in range(int(min(16, math.ceil((curve_t[-1] - start_time) / regimen.interval) + 1)))]
         _, curve_c, _ = continue_history(fit, doses, curve=curve_t)
+    limits.check(regimen)
     profile = pd.DataFrame({"TIME": curve_t, "IPRED": curve_c}) if (curve or loading_dose) else None
     predicted = {"trough": float(choice["trough"]), "peak": float(choice["peak"]), "auc24": float(choice["auc24"]),
                  "target": float(choice["target_metric"])}
@@ -399,6 +420,7 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         dose_unrounded=float(out["cont_dose"][fam]), exposure_unrounded=float(out["cont_exposure"][fam]),
         predicted=predicted, pta=float(choice["pta"]), current=cur, next_dose=next_dose, loading=loading,
         alternatives=table, fit=fit, posterior=posterior_info, warnings=warnings_list, units=units, curve=profile,
+        limits=limits.to_dict(),
     )
 
 
@@ -436,7 +458,7 @@ def _design_loading(fit, target, regimen: Regimen, unit, dmin, ld_max, options, 
         chosen = regimen.dose
         message = "no loading dose needed (the maintenance dose already reaches the aim in the first interval)"
     else:
-        chosen = float(np.clip(round(unrounded / unit) * unit, max(dmin, regimen.dose), math.floor(ld_max / unit) * unit))
+        chosen = float(np.clip(round(unrounded / unit) * unit, max(dmin, regimen.dose), float(np.floor(ld_max / unit + 1e-9)) * unit))
         message = f"{chosen:g} (unrounded {unrounded:.1f})"
         if unrounded > ld_max + 1e-9:
             message += f"; capped at the maximum {ld_max:g}"

@@ -88,7 +88,7 @@ class _Design(NamedTuple):
     rate_max: Any  # infusion rate limit (inf: none)
     unit: Any
     dmin: Any
-    dmax: Any
+    dmax: Any  # [F] the largest dose of each family: every limit (per dose, per 24 h, rate) in one
     aim: Any
     t_query: Any
     peak_at: Any  # bool: the peak is at t_query (else the end of the infusion)
@@ -115,9 +115,9 @@ def _search_impl(model, cfg: _Config, values, eta_map, eta_draws, cov, d: _Desig
         return steady_state_metrics(model, cfg, values, eta, cov, amt, tau, tinf, d.cmt, d.t_query, d.peak_at,
                                     d.mic, d.window)
 
-    def family(tau, tinf):
+    def family(tau, tinf, dmax):
         x_lo = jnp.log(d.unit * 1e-4)
-        x_hi = jnp.log(jnp.maximum(d.dmax, d.unit) * 1e4)
+        x_hi = jnp.log(jnp.maximum(dmax, d.unit) * 1e4)
 
         def one_pass(_, carry):
             # The infusion for the dose of the previous pass (first: the shortest), then
@@ -131,12 +131,12 @@ def _search_impl(model, cfg: _Config, values, eta_map, eta_draws, cov, d: _Desig
         init = (jnp.zeros(()), jnp.zeros(()), jnp.zeros(()), jnp.zeros((), jnp.int32))
         dose, t, value, status = jax.lax.fori_loop(0, 2, one_pass, init)
         dmin_r = jnp.ceil(d.dmin / d.unit - 1e-9) * d.unit
-        dmax_r = jnp.floor(d.dmax / d.unit + 1e-9) * d.unit
+        dmax_r = jnp.floor(dmax / d.unit + 1e-9) * d.unit
         lo = jnp.clip(jnp.floor(dose / d.unit + 1e-9) * d.unit, dmin_r, dmax_r)
         hi = jnp.clip(jnp.ceil(dose / d.unit - 1e-9) * d.unit, dmin_r, dmax_r)
         return dose, t, status, value, jnp.stack([lo, hi])
 
-    cont, cont_tinf, status, exact, rounded = jax.vmap(family)(d.taus, d.tinfs)
+    cont, cont_tinf, status, exact, rounded = jax.vmap(family)(d.taus, d.tinfs, d.dmax)
     # Candidates: each family rounded down and up, then the current regimen.
     c_dose = jnp.concatenate([rounded.reshape(-1), d.current[:1]])
     c_tau = jnp.concatenate([jnp.repeat(d.taus, 2), d.current[1:2]])

@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
 from .patient import ModelInfo, PatientError
+from .safety import check_dates
 
 
 class RequestError(ValueError):
@@ -52,6 +54,8 @@ class DoseRequest:
     seed: int = 0
     covariate_rule: str = "nonmem"
     curve: bool = False
+    audit: bool = True                   # store the answer in the audit database
+    audit_db: str | None = None          # its path (default: PKMIX_AUDIT_DB, else the user's data dir)
 
 
 _CHOICES = {"route": (None, "iv", "oral"), "posterior": ("sir", "nuts"), "covariate_rule": ("nonmem", "locf")}
@@ -109,9 +113,11 @@ def parse_request(data: Mapping) -> DoseRequest:
     for name, allowed in _CHOICES.items():
         if name in values and values[name] not in allowed:
             raise RequestError(name, f"must be one of {', '.join(a for a in allowed if a)}, got {values[name]!r}")
-    for name in ("loading", "curve"):
+    for name in ("loading", "curve", "audit"):
         if name in values and not isinstance(values[name], bool):
             raise RequestError(name, f"expected true or false, got {values[name]!r}")
+    if values.get("audit_db") is not None and not isinstance(values["audit_db"], str):
+        raise RequestError("audit_db", f"expected a file path, got {values['audit_db']!r}")
     if values.get("target") is not None and not isinstance(values["target"], str):
         raise RequestError("target", f"expected a target such as 'auc24=400:600', got {values['target']!r}")
     return DoseRequest(**values)
@@ -137,10 +143,14 @@ def module_model_info(module) -> ModelInfo:
 
 def answer(request: DoseRequest, info: ModelInfo) -> dict:
     """MAP estimates, the current regimen's exposure and the recommendation, as the JSON
-    object that ``pkmix dose --json`` prints (``map``, ``recommendation``, ``timing``).
+    object that ``pkmix dose --json`` prints: ``map``, ``recommendation``, ``timing``,
+    ``warnings`` (a list of ``{"code", "message", "severity", "field"?, "level"?}``: the
+    field or level index each concerns), ``limits`` (the hard limits respected) and
+    ``audit_id`` (the id in the audit database; None with ``audit=False``).
 
-    Returns the answer and, under ``"_result"``, nothing: the Python objects are in
-    `answer_objects` for callers that draw plots.
+    Plausibility (`pkmix.dosing.safety`) is checked first: dates in the future or years
+    apart and levels the model finds implausible are warnings; a model that gives
+    non-finite values for the patient raises `RequestError` (field ``model``).
     """
     return answer_objects(request, info)[0]
 
@@ -153,20 +163,142 @@ def answer_objects(request: DoseRequest, info: ModelInfo):
 
     t_start = time.perf_counter()
     patient = load_patient(request.patient)
+    findings = check_dates(patient)
     fit = map_estimate(info, patient, covariate_rule=request.covariate_rule,
                        curve_points=None if request.curve else 0)
+    findings += _check_fit(fit)
     t1 = time.perf_counter()
-    rec = recommend(info, fit, request.target, intervals=request.interval, dose_unit=request.dose_unit,
-                    dose_min=request.dose_min, dose_max=request.dose_max, infusion_duration=request.infusion,
-                    max_infusion_rate=request.max_rate, max_daily_dose=request.max_daily_dose,
-                    loading_dose=request.loading, n_samples=request.samples, posterior=request.posterior,
-                    seed=request.seed, route=request.route, threshold=request.threshold,
-                    start_time=request.start, curve=request.curve)
+    try:
+        rec = recommend(info, fit, request.target, intervals=request.interval, dose_unit=request.dose_unit,
+                        dose_min=request.dose_min, dose_max=request.dose_max, infusion_duration=request.infusion,
+                        max_infusion_rate=request.max_rate, max_daily_dose=request.max_daily_dose,
+                        loading_dose=request.loading, n_samples=request.samples, posterior=request.posterior,
+                        seed=request.seed, route=request.route, threshold=request.threshold,
+                        start_time=request.start, curve=request.curve)
+    except ValueError as e:
+        field = "target" if str(e).startswith("target") else "request"
+        raise RequestError(field, str(e)) from None
+    _check_finite_recommendation(rec)
     t2 = time.perf_counter()
     timing = {"map_s": round(t1 - t_start, 4), "recommendation_s": round(t2 - t1, 4),
               "total_s": round(t2 - t_start, 4)}
-    out = {"map": fit.to_dict(), "recommendation": rec.to_dict(), "timing": timing}
-    return to_json_safe(out), fit, rec
+    warnings = [f.to_dict() for f in findings] + _fit_warnings(fit)
+    if not rec.reachable:
+        warnings.append({"code": "target_not_reachable", "field": "target", "severity": "warning",
+                         "message": rec.message})
+    out = {"map": fit.to_dict(), "recommendation": rec.to_dict(), "timing": timing, "warnings": warnings,
+           "limits": rec.limits}
+    out = to_json_safe(out)
+    out["audit_id"] = _audit(request, info, out, "dose")
+    return out, fit, rec
+
+
+def _check_fit(fit):
+    from .safety import PlausibilityError, check_fit
+
+    try:
+        return check_fit(fit)
+    except PlausibilityError as e:
+        raise RequestError(e.field, str(e)) from None
+
+
+def _check_finite_recommendation(rec) -> None:
+    values = [rec.regimen.dose, rec.regimen.interval, rec.pta, *rec.predicted.values()]
+    if not all(np.isfinite(float(v)) for v in values):
+        raise RequestError("model", "the model gives non-finite exposure for this patient (NaN or infinite "
+                                    "predictions): no dose can be recommended; check the covariates and levels")
+
+
+def _fit_warnings(fit) -> list[dict]:
+    """The MAP's warnings (covariate ranges, convergence) as structured items."""
+    out = []
+    names = {n.upper(): n for n in fit.model.covariates}
+    for text in fit.warnings:
+        head = text.split(" ", 1)[0]
+        if head.upper() in names and "outside the range" in text:
+            out.append({"code": "covariate_out_of_range", "field": f"covariates.{names[head.upper()]}",
+                        "severity": "warning", "message": text})
+        elif "outside the range" in text:
+            out.append({"code": "covariate_out_of_range", "field": "covariates", "severity": "warning",
+                        "message": text})
+        else:
+            out.append({"code": "fit", "field": "levels", "severity": "warning", "message": text})
+    return out
+
+
+def _audit(request: DoseRequest, info: ModelInfo, out: dict, question: str, extra: dict | None = None):
+    """Store the answer (unless ``request.audit`` is False); its id, or None."""
+    if not request.audit:
+        return None
+    from . import audit
+
+    try:
+        patient = audit.patient_record(request.patient)
+    except audit.AuditError as e:
+        raise RequestError(e.field, e.message) from None
+    req = {k: v for k, v in dataclasses.asdict(request).items() if k not in ("patient", "audit", "audit_db")}
+    req.update(extra or {})
+    try:
+        return audit.record(to_json_safe(req), patient, info, out, question=question, path=request.audit_db)
+    except audit.AuditError as e:
+        raise RequestError(e.field, e.message) from None
+
+
+def replay(audit_id: int, audit_db: str | None = None) -> dict:
+    """Answer a stored recommendation again and compare the numbers.
+
+    Returns ``{"audit_id", "identical", "differences", "stored", "replayed",
+    "model_changed", "pkmix_version": {"stored", "now"}}``; ``differences`` lists the
+    JSON paths whose values differ (timings aside).
+    """
+    import tempfile
+
+    import pkmix
+
+    from . import audit
+
+    try:
+        row = audit.fetch(audit_id, audit_db)
+    except audit.AuditError as e:
+        raise RequestError(e.field, e.message) from None
+    stored_req = dict(row["request"])
+    question = row["question"]
+    patient = row["patient"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if "json" in patient:
+            source = patient["json"]
+        else:
+            source = str(Path(tmp) / "patient.csv")
+            Path(source).write_text(patient["csv"], encoding="utf-8")
+        data = {k: v for k, v in stored_req.items() if k in {f.name for f in dataclasses.fields(DoseRequest)}}
+        data.update({"patient": source, "audit": False})
+        info = _model_info_for(stored_req["model"])
+        if question == "dose":
+            replayed = answer(parse_request(data), info)
+        else:
+            from . import questions
+
+            replayed = getattr(questions, question)({**stored_req, "patient": source, "audit": False}, info=info)
+    ident = audit.model_identity(info)
+    diffs = audit.compare(row["output"], replayed)
+    return {"audit_id": audit_id, "question": question, "identical": not diffs, "differences": diffs,
+            "stored": row["output"], "replayed": to_json_safe(replayed),
+            "model_changed": ident["model_sha256"] != row["model_sha256"],
+            "pkmix_version": {"stored": row["pkmix_version"], "now": pkmix.__version__},
+            "created_utc": row["created_utc"]}
+
+
+def _model_info_for(name: str) -> ModelInfo:
+    """A library model by name, else a model file (through the CLI's one model loader)."""
+    if name.endswith(".py") or "/" in name or "\\" in name:
+        from ..cli._common import CLIError, load_model_module
+
+        try:
+            _, _, module = load_model_module(name)
+        except CLIError as e:
+            raise RequestError("model", str(e)) from None
+        return module_model_info(module)
+    return library_model_info(name)
 
 
 def to_json_safe(x):
@@ -191,4 +323,4 @@ def to_json_safe(x):
 
 
 __all__ = ["DoseRequest", "RequestError", "PatientError", "parse_request", "answer", "answer_objects",
-           "library_model_info", "module_model_info", "to_json_safe"]
+           "library_model_info", "module_model_info", "to_json_safe", "replay"]
