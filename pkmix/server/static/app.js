@@ -265,6 +265,18 @@ function buildRequest() {
   return req;
 }
 
+// An input named by a warning (patient.levels[1], doses[0].datetime, covariates.WT):
+// its row in the form is marked, the message as its tooltip.
+function markInput(field, text) {
+  const f = String(field || "").replace(/^patient\./, "");
+  let target = null;
+  const m = /^(doses|levels)\[(\d+)\]/.exec(f);
+  if (m) target = document.querySelectorAll(`#${m[1]} tbody tr`)[Number(m[2])];
+  else if (f.startsWith("covariates.")) target = document.querySelector(`#covariates tr[data-name="${f.split(".")[1]}"]`);
+  else if (f) target = document.querySelector(`#options-box [data-field="${f.split("[")[0]}"]`);
+  if (target) { target.classList.add("field-warning"); target.title = text; }
+}
+
 function clearError() {
   $("#error").hidden = true;
   for (const e of document.querySelectorAll(".field-error")) e.classList.remove("field-error");
@@ -309,7 +321,12 @@ async function recommend() {
   const data = await post("/api/dose/report", req);
   $("#busy").hidden = true;
   $("#recommend").disabled = false;
-  if (data.error) { showError(data.error.field, data.error.message); return; }
+  if (data.error) {
+    // No answer on the page that is not the answer to what the form now says.
+    $("#answer").hidden = true; $("#empty").hidden = false; $("#print").disabled = true;
+    showError(data.error.field, data.error.message);
+    return;
+  }
   state.lastRequest = req;
   state.lastAnswer = data.answer;
   render(data, req);
@@ -318,7 +335,11 @@ async function recommend() {
 // ------------------------------------------------------------------ rendering
 function warningText(w) {
   if (typeof w === "string") return w;
-  if (w && typeof w === "object") return [w.field || w.concerns, w.message || w.text].filter(Boolean).join(": ") || JSON.stringify(w);
+  if (w && typeof w === "object") {
+    const field = w.field || w.concerns || "", message = w.message || w.text || "";
+    if (!message) return field || JSON.stringify(w);
+    return field && !message.startsWith(field) ? `${field}: ${message}` : message;
+  }
   return String(w);
 }
 function warningList(items, cls = "") {
@@ -349,19 +370,29 @@ function render(data, req) {
     el("p", { text: `Printed ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC by pkmix. ` +
       "A decision aid: check against the clinical picture." }));
 
-  // Warnings: the answer's own list (each next to what it concerns when it says), the
-  // recommendation's beyond the MAP's, the MAP's.
-  const general = [], byLevel = {};
-  const mapW = m.warnings || [];
-  const recW = (r.warnings || []).filter((w) => !mapW.includes(w));
-  const recExtra = [];
+  // Warnings. The answer's list (`warnings`: code, message, field, level) goes next to
+  // what each concerns: a level's beside that level, a covariate's and the fit's beside
+  // the estimates, the target's and the limits' beside the recommendation; the inputs
+  // they name are marked in the form. The MAP's and the recommendation's own lists are
+  // shown where they belong, each message once.
+  for (const e of document.querySelectorAll(".field-warning")) { e.classList.remove("field-warning"); e.removeAttribute("title"); }
+  const general = [], byLevel = {}, recExtra = [], mapExtra = [];
+  const seen = new Set();
   for (const w of a.warnings || []) {
     const text = warningText(w);
+    seen.add(typeof w === "object" && w ? (w.message || text) : text);
     const field = (w && typeof w === "object" && (w.field || w.concerns)) || "";
-    const lv = /levels?\[(\d+)\]/.exec(field) || /levels?\[(\d+)\]/.exec(text);
-    if (lv) (byLevel[Number(lv[1])] = byLevel[Number(lv[1])] || []).push(w);
-    if (/dose|max|regimen|interval|rate/.test(field)) recExtra.push(w); else general.push(w);
+    const lvIndex = w && typeof w === "object" && Number.isInteger(w.level) ? w.level
+      : ((/^levels\[(\d+)\]/.exec(field) || [])[1] !== undefined ? Number(/^levels\[(\d+)\]/.exec(field)[1]) : null);
+    markInput(field, text);
+    if (lvIndex !== null) (byLevel[lvIndex] = byLevel[lvIndex] || []).push(w);
+    else if (/^(target|dose_|max_|limits|interval|infusion|route|start|threshold)/.test(field)) recExtra.push(w);
+    else if (/^(covariates|levels)/.test(field)) mapExtra.push(w);
+    else general.push(w);
   }
+  const mapW = (m.warnings || []).filter((w) => !seen.has(w));
+  mapW.forEach((w) => seen.add(w));
+  const recW = (r.warnings || []).filter((w) => !seen.has(w));
   const wg = $("#warnings-general"); wg.innerHTML = "";
   const gl = warningList(general, "general"); if (gl) wg.append(gl);
 
@@ -393,6 +424,10 @@ function render(data, req) {
   rows.push(["Posterior", el("span", { text: `${(r.posterior || {}).method || ""}, ${fmt((r.posterior || {}).n)} draws` })]);
   box.append(kv(rows));
   if (r.message && r.reachable) box.append(el("p", { class: "note", text: "Note: " + r.message }));
+  const limits = a.limits || r.limits;
+  if (limits && typeof limits === "object") {
+    box.append(el("div", { class: "limits" }, el("h3", { text: "Hard limits respected" }), tree(limits, "limits")));
+  }
   const wr = $("#warnings-recommendation"); wr.innerHTML = "";
   const rl = warningList(recW.concat(recExtra), "recommendation"); if (rl) wr.append(rl);
 
@@ -427,7 +462,7 @@ function render(data, req) {
   mp.append(te);
   mp.append(el("p", { class: "hint", text: `objective ${fmt(m.objective)}; ${m.converged ? "converged" : "NOT converged"} in ${m.iterations} iterations; covariate rule ${m.covariate_rule}` }));
   const wm = $("#warnings-map"); wm.innerHTML = "";
-  const ml = warningList(mapW, "map"); if (ml) wm.append(ml);
+  const ml = warningList(mapExtra.concat(mapW), "map"); if (ml) wm.append(ml);
 
   // Levels and their fit, with any warning about a level beside it.
   const ob = $("#observations"); ob.innerHTML = "";
