@@ -234,6 +234,10 @@ def test_nonfinite_individual_parameter_is_named(tmp_path, capsys):
     assert (f"individual parameter 'cl' = nan at subject ID {int(row['ID'])}, record {first + 1} "
             f"(TIME {row['TIME']:g}); {n_light - 1} other subject(s) too") in err
     assert f"WT={row['WT']:g}" in err
+    # predict prints the table (NaN as '.'), but fails, naming the same piece.
+    code, _, err = run_cli(["predict", model, THEO_DATA, "--out", tmp_path / "pred.csv"], capsys)
+    assert code == 1
+    assert "prediction(s) are not finite" in err and "individual parameter 'cl' = nan at subject ID" in err
 
 
 # -- class 6: data without observations ------------------------------------------------------

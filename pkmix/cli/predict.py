@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,19 +77,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(table)} records ({table['ID'].nunique()} subjects) to {out}")
     else:
         print(table.to_string(index=False, na_rep=".", float_format=lambda x: OUTPUT_FLOAT_FORMAT % x))
-    return _report_nonfinite(table)
+    return _report_nonfinite(table, model, data, params)
 
 
-def _report_nonfinite(table) -> int:
-    """A prediction that is not a number is a failed run (exit 1), named on stderr: the
-    table shows it as '.', which would otherwise pass for a record without one."""
-    bad = ~(np.isfinite(table["PRED"].to_numpy(dtype=float)) & np.isfinite(table["IPRED"].to_numpy(dtype=float)))
+def _report_nonfinite(table, model, data, params) -> int:
+    """A prediction that is not a number is a failed run (exit 1), named on stderr with
+    the piece at fault: the table shows it as '.', which would otherwise pass for a
+    record without a prediction."""
+    pred_bad = ~np.isfinite(table["PRED"].to_numpy(dtype=float))
+    bad = pred_bad | ~np.isfinite(table["IPRED"].to_numpy(dtype=float))
     if not bad.any():
         return 0
     first = table.loc[bad].iloc[0]
+    why = "with the given etas (PRED, at etas 0, is finite there)"
+    if pred_bad.any():
+        from .._estimation.fit import _explain_nonfinite
+        from .._predict import bind, parameter_values
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset, batch = bind(model, data)
+        why = _explain_nonfinite(model, parameter_values(model, params), dataset, batch, "nonmem")
     print(f"pkmix: error: {int(bad.sum())} prediction(s) are not finite, the first at ID {first['ID']:g}, "
-          f"TIME {first['TIME']:g} (PRED {first['PRED']}, IPRED {first['IPRED']}); `pkmix fit` or "
-          "`pkmix evaluate` names the parameter at fault", file=sys.stderr)
+          f"TIME {first['TIME']:g} (PRED {first['PRED']}, IPRED {first['IPRED']}): {why}", file=sys.stderr)
     return 1
 
 
