@@ -480,6 +480,45 @@ def test_modelled_rate_mismatch_names_exactly_the_records_at_fault(doses, key, m
     assert not expected_missing and not expected_bad_cmt
 
 
+def _covariate_model(covariates: tuple[str, ...]):
+    def individual(p):
+        cl = jnp.exp(p.tcl)
+        for c in covariates:
+            cl = cl * getattr(p, c) / 70.0
+        return {"cl": cl, "v": jnp.exp(p.tv)}
+
+    return pkmix.Model(theta={"tcl": 1.0, "tv": 3.0}, omega={"eta": 0.1}, sigma={"add": 1.0},
+                       individual=individual, structure=pkmix.one_compartment(),
+                       observe=lambda a, p: a.central / p.v, error=pkmix.additive("add"), covariates=covariates)
+
+
+@pytest.fixture(scope="module")
+def covariate_models():
+    return {c: _covariate_model(c) for c in [("WT",), ("WT", "AGE"), ("CRCL",)]}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(columns=st.sets(st.sampled_from(["WT", "AGE", "CRCL"])), key=st.sampled_from([("WT",), ("WT", "AGE"), ("CRCL",)]),
+       missing=st.lists(st.booleans(), min_size=6, max_size=6), lower=st.booleans())
+def test_covariate_mismatch_names_the_column_and_records(columns, key, missing, lower, covariate_models):
+    n = 6
+    frame = pd.DataFrame({"ID": [1, 1, 1, 2, 2, 2], "TIME": [0.0, 1.0, 2.0] * 2, "AMT": [100.0, 0, 0] * 2,
+                          "DV": [np.nan, 1.0, 2.0] * 2})
+    for c in sorted(columns):
+        values = np.where(missing, np.nan, 70.0) if c == "WT" else np.full(n, 50.0)
+        frame[c.lower() if lower else c] = values  # column names are case-insensitive
+    absent = {c for c in key if c not in columns}
+    holes = {k + 1 for k in range(n) if missing[k]} if "WT" in key and "WT" in columns else set()
+    try:
+        pkmix.read_nonmem(frame, model=covariate_models[key])
+    except pkmix.DatasetError as e:
+        assert {v.column for v in e.violations if v.record is None} == absent
+        assert {v.record for v in e.violations if v.record is not None} == holes
+        assert all(v.column == "WT" for v in e.violations if v.record is not None)
+        return
+    assert not absent and not holes
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(widths=st.lists(st.integers(1, 5), min_size=1, max_size=8), sep=st.sampled_from([",", " "]))
 def test_short_rows_are_named_by_record(widths, sep, tmp_path):
