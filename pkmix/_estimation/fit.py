@@ -184,6 +184,12 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
 
     Returns:
         A ``FitResult`` with ``iterations = 0`` (no standard errors).
+
+    Raises:
+        DatasetError: the data have no observations.
+        ModelError: the objective is not finite at the given values; the message names
+            the subject, record and the individual parameter, prediction or residual
+            variance that is not finite.
     """
     from .._results import build_result
 
@@ -243,6 +249,12 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     Returns:
         A ``FitResult``. A fit that fails says why in ``.message`` and ``.converged``, and
         still returns its last estimates.
+
+    Raises:
+        DatasetError: the data have no observations (or break a rule, see ``read_nonmem``).
+        ModelError: the objective or its gradient is not finite at the initial estimates:
+            nothing can be estimated; the message names the subject, record and the
+            individual parameter, prediction or residual variance that is not finite.
     """
     from .._results import build_result
 
