@@ -62,6 +62,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="which record's covariates govern an interval (default nonmem: the record ending it)")
     parser.add_argument("--plot", type=output_file, metavar="PNG", help="write a plot of the levels, fit and recommended regimen")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    parser.add_argument("--continuous", action="store_true",
+                        help="recommend a continuous infusion (amount per 24 h; with --loading, a loading dose)")
+    q = parser.add_argument_group("other questions (instead of a regimen recommendation)")
+    q.add_argument("--next-dose-at", type=nonnegative_float, metavar="T",
+                   help="the dose to give at T h (patient clock) for --target, given the history; the trough or "
+                        "AUC window is the first --interval")
+    q.add_argument("--exposure", action="store_true",
+                   help="exposure over the history: AUC over each --window, the level at each --at, each dose's "
+                        "peak and trough, with 95%% credible intervals")
+    q.add_argument("--window", action="append", metavar="A:B", help="an AUC window in hours (repeatable), e.g. 0:24")
+    q.add_argument("--at", action="append", type=float, metavar="T", help="a time for the level (repeatable)")
+    q.add_argument("--ci-draws", type=nonnegative_int, default=200, metavar="N",
+                   help="posterior draws for --exposure's credible intervals (default 200; 0 none)")
+    q.add_argument("--interval-for", type=positive_float, metavar="DOSE",
+                   help="the dosing interval at which DOSE meets --target (trough, peak, conc, auc24) at steady state")
+    q.add_argument("--what-if", metavar="D,TAU[,TINF]",
+                   help="predictions for a regimen: each of the first --n-doses doses' peak and trough, and steady "
+                        "state (TINF = TAU: continuous infusion)")
+    q.add_argument("--n-doses", type=positive_int, default=4, metavar="N", help="doses reported by --what-if (1-15)")
+    q.add_argument("--etas", metavar="map|prior|E1,E2,...",
+                   help="the etas of --what-if: the MAP (default), a priori, or given (e.g. an earlier MAP)")
     parser.add_argument("--audit-db", metavar="PATH",
                         help="the audit database (SQLite) every answer is stored in (default: $PKMIX_AUDIT_DB, "
                              "else audit.sqlite3 in the user's data directory, e.g. ~/.local/share/pkmix)")
@@ -97,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
     for name in ("model", "patient"):
         if getattr(args, name) is None:
             return error_exit(f"--{name} is required (unless --replay ID)")
+    asked = [n for n in ("next_dose_at", "interval_for", "what_if") if getattr(args, n) is not None]
+    asked += ["exposure"] if args.exposure else []
+    if len(asked) > 1:
+        return error_exit(f"ask one question at a time: {', '.join('--' + a.replace('_', '-') for a in asked)}")
+    if asked:
+        return _question(args, asked[0])
     try:
         _, _, module = load_model_module(args.model)
         request = DoseRequest(
@@ -108,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, covariate_rule=args.covariate_rule,
             # The prediction curves are only drawn: without --plot they are not computed
             # (one compiled program less for a cold process).
-            curve=bool(args.plot), audit=not args.no_audit, audit_db=args.audit_db)
+            curve=bool(args.plot), audit=not args.no_audit, audit_db=args.audit_db, continuous=args.continuous)
         out, fit, rec = answer_objects(request, module_model_info(module))
     except PatientError as e:
         return error_exit(f"{args.patient}: {e}")
@@ -134,6 +161,103 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `pkmix dose ... | head`: the reader has seen enough
         sys.stdout = open(os.devnull, "w")
     return 0
+
+
+def _question_request(args, question: str) -> dict:
+    common = {"model": args.model, "patient": args.patient, "covariate_rule": args.covariate_rule,
+              "audit": not args.no_audit, "audit_db": args.audit_db}
+    first = (lambda text, what: None if text is None else _floats(text, what)[0])
+    if question == "next_dose_at":
+        return {**common, "at": args.next_dose_at, "target": args.target, "interval": first(args.interval, "interval"),
+                "infusion": first(args.infusion, "infusion"), "route": args.route, "dose_unit": args.dose_unit,
+                "dose_min": args.dose_min, "dose_max": args.dose_max, "max_daily_dose": args.max_daily_dose,
+                "max_rate": args.max_rate}
+    if question == "exposure":
+        return {**common, "windows": list(args.window or []), "times": list(args.at or []),
+                "samples": args.ci_draws, "seed": args.seed}
+    if question == "interval_for":
+        return {**common, "dose": args.interval_for, "target": args.target, "infusion": first(args.infusion, "infusion"),
+                "route": args.route}
+    parts = _floats(args.what_if, "what-if")
+    if len(parts) not in (2, 3):
+        raise CLIError(f"--what-if: expected D,TAU or D,TAU,TINF, got '{args.what_if}'")
+    etas = args.etas or "map"
+    if etas not in ("map", "prior"):
+        etas = list(_floats(etas, "etas")) if all(x.strip().lstrip("+-").replace(".", "", 1).replace("e-", "", 1)
+                                                  .replace("e", "", 1).isdigit() for x in etas.split(",")) else etas
+    return {**common, "dose": parts[0], "interval": parts[1], "infusion": parts[2] if len(parts) == 3 else 0.0,
+            "n_doses": args.n_doses, "start": args.start, "etas": etas, "route": args.route,
+            "times": list(args.at or []), "target": args.target}
+
+
+def _question(args, asked: str) -> int:
+    from .. import ModelError
+    from ..dosing.patient import PatientError
+    from ..dosing.service import QUESTIONS, RequestError, module_model_info
+
+    name = {"next_dose_at": "next_dose"}.get(asked, asked)
+    try:
+        _, _, module = load_model_module(args.model)
+        request = {k: v for k, v in _question_request(args, asked).items() if v is not None}
+        out = QUESTIONS[name](request, info=module_model_info(module))
+    except PatientError as e:
+        return error_exit(f"{args.patient}: {e}")
+    except FileNotFoundError as e:
+        return error_exit(str(e))
+    except (CLIError, RequestError, ModelError, ValueError, TypeError) as e:
+        return error_exit(str(e))
+    text = json.dumps(out, indent=2) if args.json else _question_text(name, out)
+    try:
+        print(text)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")
+    return 0
+
+
+def _ci(ci) -> str:
+    return f" (95% CI {ci[0]:.4g} to {ci[1]:.4g})" if ci else ""
+
+
+def _question_text(name: str, out: dict) -> str:
+    a = out[name]
+    u = a.get("units", {"dose": "mg", "conc": "mg/L", "auc": "mg*h/L"})
+    lines = []
+    if name == "next_dose":
+        when = f" ({a['datetime']})" if a.get("datetime") else ""
+        how = f" over {a['infusion']:g} h" if a["infusion"] > 0 else ""
+        lines.append(f"Next dose at t = {a['time']:g} h{when}: {a['dose']:g} {u['dose']}{how} "
+                     f"(unrounded {a['unrounded']:.1f}); predicted {a['target'].split()[0]} {a['predicted']:.4g}")
+        if a["message"]:
+            lines.append(("NOT REACHABLE: " if not a["reachable"] else "  note: ") + a["message"])
+    elif name == "exposure":
+        for w in a["auc"]:
+            lines.append(f"AUC {w['start']:g}-{w['end']:g} h: {w['value']:.4g} {u['auc']}{_ci(w['ci'])}")
+        for c in a["concentrations"]:
+            lines.append(f"level at t = {c['time']:g} h: {c['value']:.4g} {u['conc']}{_ci(c['ci'])}")
+        for d in a["doses"]:
+            trough = (f", trough {d['trough']:.4g}{_ci(d['trough_ci'])} at {d['trough_time']:g} h"
+                      if d["trough"] is not None else "")
+            lines.append(f"dose {d['amount']:g} {u['dose']} at {d['time']:g} h: peak {d['peak']:.4g}"
+                         f"{_ci(d['peak_ci'])}{trough}")
+    elif name == "interval_for":
+        lines.append(f"{a['dose']:g} {u['dose']} meets {a['target']} at steady state every {a['interval']:.2f} h "
+                     f"({a['status']}): trough {a['trough']:.4g}, peak {a['peak']:.4g} {u['conc']}, "
+                     f"AUC24 {a['auc24']:.4g} {u['auc']}")
+    else:
+        r = a["regimen"]
+        lines.append(f"What if {r['dose']:g} {u['dose']} every {r['interval']:g} h"
+                     f"{' (continuous)' if r['continuous'] else ''} from t = {r['start']:g} h, etas {a['etas']['source']}:")
+        for d in a["doses"]:
+            lines.append(f"  dose {d['dose_number']}: peak {d['peak']:.4g}, trough before the next "
+                         f"{d['trough_before_next']:.4g} {u['conc']}")
+        ss = a["steady_state"]
+        lines.append(f"  steady state: trough {ss['trough']:.4g}, peak {ss['peak']:.4g} {u['conc']}, "
+                     f"AUC24 {ss['auc24']:.4g} {u['auc']}")
+    for w in out["warnings"]:
+        lines.append(f"warning [{w['code']}] {w['message']}")
+    if out.get("audit_id") is not None:
+        lines.append(f"audit: stored as {out['audit_id']} (pkmix dose --replay {out['audit_id']})")
+    return "\n".join(lines)
 
 
 def _replay(args) -> int:

@@ -164,7 +164,9 @@ def _loading_exposure(fit, target: Target, start, ld, ld_tinf, dose, tau, tinf, 
     the maintenance regimen; (value, curve concentrations)."""
     window = 24.0 if target.kind == "auc24" else tau
     n_doses = int(min(16, math.ceil((max(window, tau) + tau) / tau) + 1))
-    doses = [(start, ld, ld_tinf, cmt)] + [(start + k * tau, dose, tinf, cmt) for k in range(1, n_doses)]
+    # A continuous infusion runs alongside its loading dose; a maintenance dose follows it.
+    first = 0 if tinf >= tau else 1
+    doses = [(start, ld, ld_tinf, cmt)] + [(start + k * tau, dose, tinf, cmt) for k in range(first, n_doses)]
     if target.kind in ("auc24", "auc", "ft_mic"):
         kinks = [start + ld_tinf] + [t for t, *_ in doses] + [t + tinf for t, *_ in doses[1:]]
         lo, hi = (start, start + window)

@@ -117,7 +117,7 @@ class Draws:
 
     @property
     def flat_eta(self) -> np.ndarray:
-        return self.eta.reshape(-1, self.eta.shape[-1])
+        return self.eta.reshape(int(np.prod(self.eta.shape[:-1])), self.eta.shape[-1])  # q may be 0
 
 
 def _prepare(model, patient, covariate_rule, params, metadata) -> MAPResult:

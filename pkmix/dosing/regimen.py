@@ -35,8 +35,15 @@ class Regimen:
     start_time: float | None = None
     loading_dose: float | None = None
     loading_infusion_duration: float | None = None
+    continuous: bool = False  # a continuous infusion: ``dose`` every ``interval`` h, infused throughout
 
     def describe(self, unit="mg") -> str:
+        if self.continuous:
+            text = (f"continuous infusion {self.dose * 24.0 / self.interval:g} {unit} per 24 h "
+                    f"({self.dose / self.interval:.4g} {unit}/h)")
+            if self.loading_dose:
+                text = f"loading dose {self.loading_dose:g} {unit} over {self.loading_infusion_duration:g} h, then " + text
+            return text
         how = "orally" if self.route == "oral" else (
             f"over {self.infusion_duration:g} h" if self.infusion_duration > 0 else "as a bolus")
         text = f"{self.dose:g} {unit} every {self.interval:g} h {how}"
@@ -134,7 +141,8 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
               loading_dose_max=None, max_daily_dose=None, n_samples: int = 2000, posterior: str = "sir",
               seed: int = 0, route: str | None = None, threshold: float | None = None,
               start_time: float | None = None, covariate_rule: str = "nonmem", params=None,
-              metadata=None, draws: Draws | None = None, curve: bool = True) -> Recommendation:
+              metadata=None, draws: Draws | None = None, curve: bool = True,
+              continuous: bool = False) -> Recommendation:
     """The regimen that best hits ``target`` for this patient, with its PTA.
 
     Args:
@@ -170,6 +178,11 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         draws: posterior draws to reuse (e.g. from `sir_draws`).
         curve: also predict the concentration profile of the recommended regimen
             (``Recommendation.curve``), from the patient's history on.
+        continuous: a continuous infusion: the amount per 24 h (``intervals`` and
+            ``infusion_duration`` default to 24 h; the infusion lasts the whole interval).
+            Targets: ``trough`` or ``conc`` (the steady-state level) or ``auc24``. With
+            ``loading_dose``, a loading dose infused over the shortest of 0.5 to 12 h
+            that respects the rate limit (1 h without one).
 
     Returns:
         A `Recommendation`. Its ``reachable`` is False, with a message, when no dose
@@ -191,6 +204,13 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         raise TypeError(f"target: expected a Target or a string like 'auc24=400:600', got {type(target).__name__}")
     if info.time_unit not in ("h", "hr", "hour", "hours"):
         raise ValueError(f"regimen design works in hours; model {info.name} uses time unit {info.time_unit}")
+    if continuous:
+        intervals = _options_from(intervals, (24.0,))
+        if infusion_duration is not None and _options_from(infusion_duration, None) != tuple(intervals):
+            raise ValueError("infusion_duration: a continuous infusion lasts the whole interval; leave it out")
+        infusion_duration = tuple(intervals)
+        if len(intervals) != 1:
+            raise ValueError("intervals: a continuous infusion takes one interval (the bag's duration)")
     intervals = _options_from(intervals, tuple(dosing.get("intervals_h", (8.0, 12.0, 24.0))))
     if not intervals or any(not t > 0 for t in intervals):
         raise ValueError(f"intervals must be positive hours, got {intervals}")
@@ -230,8 +250,10 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
             options = (1.0,)
         fam_tinf = [-1.0] if (rate_max and len(options) > 1) else list(options)
     options = tuple(sorted(options))
+    if continuous and oral:
+        raise ValueError("route: a continuous infusion is intravenous")
     for t in intervals:
-        if not oral and min(options) >= t:
+        if not oral and not continuous and min(options) >= t:
             raise ValueError(f"infusion duration {min(options):g} h does not fit in a {t:g} h interval")
     daily_max = stricter(max_daily_dose, dosing.get("daily_dose_max_mg"))
     limits = DoseLimits(per_dose=dmax, per_day=None if daily_max is None else float(daily_max),
@@ -239,10 +261,10 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     taus, tinfs, caps = [], [], []
     for t in intervals:
         for ti in fam_tinf:
-            if ti >= t:
+            if ti > t or (ti == t and not continuous):
                 continue
             cap = limits.cap(float(t), float(ti) if ti >= 0 else max(options))
-            if math.floor(cap / unit + 1e-9) * unit < dmin - 1e-9:
+            if np.floor(cap / unit + 1e-9) * unit < dmin - 1e-9:
                 continue  # no practical dose of this interval is within the limits
             taus.append(float(t))
             tinfs.append(float(ti))
@@ -390,17 +412,21 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         else:
             start_time = 0.0
     regimen = Regimen(dose=float(choice["dose"]), interval=float(choice["interval"]),
-                      infusion_duration=float(choice["infusion"]), route=route, start_time=float(start_time))
+                      infusion_duration=float(choice["infusion"]), route=route, start_time=float(start_time),
+                      continuous=continuous)
     loading = None
     # The predicted profile: from the last dose (so the decline before the new regimen
     # shows) to a few intervals into it.
     curve_from = min(last["time"], start_time) if last is not None else start_time
     curve_t = np.linspace(curve_from, start_time + max(48.0, 3 * regimen.interval), 150)
     if loading_dose:
-        loading = _design_loading(fit, target, regimen, unit, dmin,
-                                  limits.loading_cap(regimen.interval, max(options) if not oral else 0.0,
-                                                     regimen.dose, loading_dose_max),
-                                  options, rate_max, oral, cmt, curve_t)
+        ld_options = options
+        if continuous:  # a short infusion alongside the continuous one
+            ld_options = tuple(np.arange(0.5, 12.0 + 1e-9, 0.5)) if rate_max else (1.0,)
+        ld_cap = limits.loading_cap(regimen.interval, max(ld_options) if not oral else 0.0, regimen.dose,
+                                    loading_dose_max, concurrent=continuous)
+        loading = _design_loading(fit, target, regimen, unit, dmin, ld_cap, ld_options, rate_max, oral, cmt,
+                                  curve_t)
         regimen.loading_dose = loading["dose"]
         regimen.loading_infusion_duration = loading["infusion"]
         curve_c = loading.pop("_curve")
@@ -434,7 +460,7 @@ def _design_loading(fit, target, regimen: Regimen, unit, dmin, ld_max, options, 
         if rate_max:
             ok = [t for t in options if t >= dose / float(rate_max) - 1e-9]
             return float(min(ok)) if ok else float(max(options))
-        return regimen.infusion_duration
+        return float(min(options)) if regimen.continuous else regimen.infusion_duration
 
     def f(ld):
         value, _ = _loading_exposure(fit, target, regimen.start_time, ld, tinf_for(ld), regimen.dose,
@@ -454,11 +480,17 @@ def _design_loading(fit, target, regimen: Regimen, unit, dmin, ld_max, options, 
             break
         x0, f0, x1, f1 = x1, f1, ld, fl
     unrounded = ld
-    if unrounded <= regimen.dose + 1e-9:
-        chosen = regimen.dose
-        message = "no loading dose needed (the maintenance dose already reaches the aim in the first interval)"
+    # A loading dose replaces the first maintenance dose; next to a continuous infusion
+    # it comes on top of it.
+    base = 0.0 if regimen.continuous else regimen.dose
+    top = float(np.floor(ld_max / unit + 1e-9)) * unit
+    if unrounded <= base + (0.5 * unit if regimen.continuous else 1e-9) or top <= base:
+        chosen = base
+        message = ("no loading dose needed (the maintenance dose already reaches the aim in the first interval)"
+                   if top > base or unrounded <= base + 1e-9 else f"no loading dose within the limits (at most {ld_max:g})")
     else:
-        chosen = float(np.clip(round(unrounded / unit) * unit, max(dmin, regimen.dose), float(np.floor(ld_max / unit + 1e-9)) * unit))
+        chosen = float(np.clip(round(unrounded / unit) * unit, max(dmin, base + unit if regimen.continuous else base),
+                               top))
         message = f"{chosen:g} (unrounded {unrounded:.1f})"
         if unrounded > ld_max + 1e-9:
             message += f"; capped at the maximum {ld_max:g}"
@@ -466,5 +498,5 @@ def _design_loading(fit, target, regimen: Regimen, unit, dmin, ld_max, options, 
     value, c = _loading_exposure(fit, target, regimen.start_time, chosen, tinf, regimen.dose, regimen.interval,
                                  regimen.infusion_duration, cmt, curve=curve_t)
     message += f"; predicted first-{'24 h' if target.kind == 'auc24' else 'interval'} {target.kind} {value:.4g}"
-    return {"dose": chosen if chosen > regimen.dose else None, "infusion": tinf, "unrounded": unrounded,
+    return {"dose": chosen if chosen > base else None, "infusion": tinf, "unrounded": unrounded,
             "unrounded_infusion": tinf_for(unrounded), "predicted": value, "message": message, "_curve": c}

@@ -61,19 +61,20 @@ class DoseLimits:
         return cap
 
     def loading_cap(self, interval: float, longest_infusion: float, maintenance: float,
-                    loading_max: float | None = None) -> float:
-        """The largest loading dose followed by ``maintenance`` every ``interval`` h: its
-        own limit, the per-dose and rate limits, and the 24 h that begin with it."""
+                    loading_max: float | None = None, *, concurrent: bool = False) -> float:
+        """The largest loading dose followed by ``maintenance`` every ``interval`` h (or,
+        ``concurrent``, alongside its first dose: a continuous infusion): its own limit,
+        the per-dose and rate limits, and the 24 h that begin with it."""
         cap = self.per_dose if loading_max is None else min(self.per_dose, float(loading_max))
         if self.per_day is not None:
-            cap = min(cap, self.per_day - maintenance * (doses_in_24h(interval) - 1))
+            cap = min(cap, self.per_day - maintenance * (doses_in_24h(interval) - (0 if concurrent else 1)))
         if self.rate is not None and longest_infusion > 0:
             cap = min(cap, self.rate * longest_infusion)
         return cap
 
     def violations(self, dose: float, interval: float | None, infusion: float = 0.0, *,
                    loading: float | None = None, loading_infusion: float | None = None,
-                   per_24h: float | None = None) -> list[str]:
+                   per_24h: float | None = None, concurrent: bool = False) -> list[str]:
         """What a regimen exceeds (empty: within every limit). ``per_24h`` gives the amount
         per 24 h directly (a continuous infusion)."""
         out = []
@@ -89,7 +90,7 @@ class DoseLimits:
             if loading > self.per_dose * (1 + eps):
                 out.append(f"loading dose {loading:g} is above the maximum {self.per_dose:g} per dose")
             if self.per_day is not None and interval:
-                first = loading + dose * (doses_in_24h(interval) - 1)
+                first = loading + dose * (doses_in_24h(interval) - (0 if concurrent else 1))
                 if first > self.per_day * (1 + eps):
                     out.append(f"{first:g} in the first 24 h is above the maximum {self.per_day:g} per 24 h")
             if self.rate is not None and loading_infusion and loading / loading_infusion > self.rate * (1 + eps):
@@ -101,7 +102,7 @@ class DoseLimits:
         """Raise `LimitError` if ``regimen`` (a `Regimen`) exceeds any limit."""
         bad = self.violations(regimen.dose, regimen.interval, regimen.infusion_duration,
                               loading=regimen.loading_dose, loading_infusion=regimen.loading_infusion_duration,
-                              per_24h=getattr(regimen, "per_24h", None))
+                              concurrent=getattr(regimen, "continuous", False))
         if bad:
             raise LimitError("; ".join(bad))
 

@@ -54,6 +54,7 @@ class DoseRequest:
     seed: int = 0
     covariate_rule: str = "nonmem"
     curve: bool = False
+    continuous: bool = False             # recommend a continuous infusion (amount per 24 h)
     audit: bool = True                   # store the answer in the audit database
     audit_db: str | None = None          # its path (default: PKMIX_AUDIT_DB, else the user's data dir)
 
@@ -113,7 +114,7 @@ def parse_request(data: Mapping) -> DoseRequest:
     for name, allowed in _CHOICES.items():
         if name in values and values[name] not in allowed:
             raise RequestError(name, f"must be one of {', '.join(a for a in allowed if a)}, got {values[name]!r}")
-    for name in ("loading", "curve", "audit"):
+    for name in ("loading", "curve", "audit", "continuous"):
         if name in values and not isinstance(values[name], bool):
             raise RequestError(name, f"expected true or false, got {values[name]!r}")
     if values.get("audit_db") is not None and not isinstance(values["audit_db"], str):
@@ -174,7 +175,7 @@ def answer_objects(request: DoseRequest, info: ModelInfo):
                         max_infusion_rate=request.max_rate, max_daily_dose=request.max_daily_dose,
                         loading_dose=request.loading, n_samples=request.samples, posterior=request.posterior,
                         seed=request.seed, route=request.route, threshold=request.threshold,
-                        start_time=request.start, curve=request.curve)
+                        start_time=request.start, curve=request.curve, continuous=request.continuous)
     except ValueError as e:
         field = "target" if str(e).startswith("target") else "request"
         raise RequestError(field, str(e)) from None
@@ -236,8 +237,10 @@ def _audit(request: DoseRequest, info: ModelInfo, out: dict, question: str, extr
         patient = audit.patient_record(request.patient)
     except audit.AuditError as e:
         raise RequestError(e.field, e.message) from None
-    req = {k: v for k, v in dataclasses.asdict(request).items() if k not in ("patient", "audit", "audit_db")}
-    req.update(extra or {})
+    if extra is None:
+        req = {k: v for k, v in dataclasses.asdict(request).items() if k not in ("patient", "audit", "audit_db")}
+    else:  # another question: its own fields
+        req = dict(extra)
     try:
         return audit.record(to_json_safe(req), patient, info, out, question=question, path=request.audit_db)
     except audit.AuditError as e:
@@ -276,9 +279,7 @@ def replay(audit_id: int, audit_db: str | None = None) -> dict:
         if question == "dose":
             replayed = answer(parse_request(data), info)
         else:
-            from . import questions
-
-            replayed = getattr(questions, question)({**stored_req, "patient": source, "audit": False}, info=info)
+            replayed = QUESTIONS[question]({**stored_req, "patient": source, "audit": False}, info=info)
     ident = audit.model_identity(info)
     diffs = audit.compare(row["output"], replayed)
     return {"audit_id": audit_id, "question": question, "identical": not diffs, "differences": diffs,
@@ -299,6 +300,230 @@ def _model_info_for(name: str) -> ModelInfo:
             raise RequestError("model", str(e)) from None
         return module_model_info(module)
     return library_model_info(name)
+
+
+# ----------------------------------------------------------------- the other questions
+# Each question's fields beyond the common ones (model, patient, covariate_rule, audit,
+# audit_db): name -> (kind, default). A default of REQUIRED must be given.
+REQUIRED = object()
+_COMMON = {"model": ("str", REQUIRED), "patient": ("patient", REQUIRED), "covariate_rule": ("rule", "nonmem"),
+           "audit": ("bool", True), "audit_db": ("str", None)}
+_LIMITS = {"dose_unit": ("positive", None), "dose_min": ("nonnegative", None), "dose_max": ("positive", None),
+           "max_daily_dose": ("positive", None), "max_rate": ("positive", None)}
+
+
+def _field(name: str, kind: str, value):
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise RequestError(name, f"expected a non-empty string, got {value!r}")
+        return value
+    if kind == "patient":
+        return value
+    if kind == "rule":
+        if value not in ("nonmem", "locf"):
+            raise RequestError(name, f"must be one of nonmem, locf, got {value!r}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise RequestError(name, f"expected true or false, got {value!r}")
+        return value
+    if kind == "route":
+        if value not in ("iv", "oral"):
+            raise RequestError(name, f"must be one of iv, oral, got {value!r}")
+        return value
+    if kind == "positive":
+        return _number(name, value, lower=0.0, strict=True)
+    if kind == "nonnegative":
+        return _number(name, value, lower=0.0, strict=False)
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(float(value)):
+            raise RequestError(name, f"expected a finite number, got {value!r}")
+        return float(value)
+    if kind == "fraction":
+        v = _number(name, value, lower=0.0, strict=True)
+        if v >= 1:
+            raise RequestError(name, f"must be between 0 and 1, got {value!r}")
+        return v
+    if kind in ("count", "count0"):
+        lower = 1 if kind == "count" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < lower:
+            raise RequestError(name, f"must be a whole number of at least {lower}, got {value!r}")
+        return value
+    if kind == "times":
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [_field(f"{name}[{i}]", "number", v) for i, v in enumerate(items)]
+    if kind == "windows":
+        if not isinstance(value, (list, tuple)):
+            raise RequestError(name, f"expected a list of [start, end] pairs, got {value!r}")
+        out = []
+        for i, w in enumerate(value):
+            if isinstance(w, str) and ":" in w:
+                w = w.split(":", 1)
+                try:
+                    w = [float(w[0]), float(w[1])]
+                except ValueError:
+                    raise RequestError(f"{name}[{i}]", f"expected START:END hours, got {value[i]!r}") from None
+            if not isinstance(w, (list, tuple)) or len(w) != 2:
+                raise RequestError(f"{name}[{i}]", f"expected [start, end], got {w!r}")
+            a, b = _field(f"{name}[{i}]", "number", w[0]), _field(f"{name}[{i}]", "number", w[1])
+            if not b > a:
+                raise RequestError(f"{name}[{i}]", f"the end {b:g} must be after the start {a:g}")
+            out.append([a, b])
+        return out
+    if kind == "etas":
+        if value in ("map", "prior"):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [_field(f"{name}[{i}]", "number", v) for i, v in enumerate(value)]
+        raise RequestError(name, f"expected \"map\", \"prior\" or a list of etas, got {value!r}")
+    raise AssertionError(kind)
+
+
+def _parse_question(data, spec: dict, question: str) -> dict:
+    if not isinstance(data, Mapping):
+        raise RequestError("request", f"expected a JSON object, got {type(data).__name__}")
+    spec = {**_COMMON, **spec}
+    unknown = sorted(set(data) - set(spec))
+    if unknown:
+        raise RequestError(unknown[0], f"unknown option of {question} (known: {', '.join(sorted(spec))})")
+    out = {}
+    for name, (kind, default) in spec.items():
+        value = data.get(name)
+        if value is None or (kind == "str" and value == "" and default is REQUIRED):
+            if default is REQUIRED:
+                raise RequestError(name, "required")
+            out[name] = default
+        else:
+            out[name] = _field(name, kind, value)
+    if data.get("target") is not None and not isinstance(data["target"], str):
+        raise RequestError("target", f"expected a target such as 'trough=15', got {data['target']!r}")
+    return out
+
+
+def _question(question: str, data, spec: dict, info, compute):
+    """Parse, fit, check plausibility, answer, audit: the frame every question shares."""
+    from .map import map_estimate
+    from .patient import load_patient
+
+    values = _parse_question(data, spec, question)
+    t0 = time.perf_counter()
+    info = info if info is not None else library_model_info(values["model"])
+    patient = load_patient(values["patient"])
+    findings = check_dates(patient)
+    fit = map_estimate(info, patient, covariate_rule=values["covariate_rule"], curve_points=0)
+    findings += _check_fit(fit)
+    try:
+        result = compute(fit, values)
+    except ValueError as e:
+        text = str(e)
+        head = text.split(":", 1)[0].split(" ", 1)[0]
+        field = head if head in values else "request"
+        raise RequestError(field, text) from None
+    out = {"question": question, "map": fit.to_dict(), question: result,
+           "warnings": [f.to_dict() for f in findings] + _fit_warnings(fit),
+           "timing": {"total_s": round(time.perf_counter() - t0, 4)}}
+    if isinstance(result, dict) and result.get("reachable") is False:
+        out["warnings"].append({"code": "target_not_reachable", "field": "target", "severity": "warning",
+                                "message": result["message"]})
+    out = to_json_safe(out)
+    req = DoseRequest(model=values["model"], patient=values["patient"], covariate_rule=values["covariate_rule"],
+                      audit=values["audit"], audit_db=values["audit_db"])
+    extra = {k: v for k, v in values.items() if k not in _COMMON}
+    out["audit_id"] = _audit(req, info, out, question, extra={**extra, "model": values["model"],
+                                                              "covariate_rule": values["covariate_rule"]})
+    return out
+
+
+def _target_or_default(fit, text):
+    from .targets import Target, default_target
+
+    return default_target(fit.info) if text is None else Target.parse(text)
+
+
+def next_dose(data: Mapping, info: ModelInfo | None = None) -> dict:
+    """The dose to give at a chosen time for a target (`pkmix.dosing.next_dose`).
+
+    Request fields: ``model``, ``patient`` (as for `parse_request`), ``at`` (required:
+    hours on the patient's clock), ``target`` (default the model's first), ``interval``
+    (hours to the following dose: the window of a trough or AUC target), ``infusion``
+    (hours), ``route``, ``dose_unit``, ``dose_min``, ``dose_max``, ``max_daily_dose``,
+    ``max_rate``, ``covariate_rule``, ``audit``, ``audit_db``.
+
+    Returns ``{"question": "next_dose", "map", "next_dose": {"time", "datetime",
+    "dose", "infusion", "unrounded", "predicted", "reachable", "message", "limits"},
+    "warnings", "timing", "audit_id"}``.
+    """
+    from .questions import next_dose as compute
+
+    spec = {"at": ("number", REQUIRED), "target": ("str", None), "interval": ("positive", None),
+            "infusion": ("nonnegative", None), "route": ("route", None), **_LIMITS}
+    return _question("next_dose", data, spec, info, lambda fit, v: compute(
+        fit, _target_or_default(fit, v["target"]), v["at"], interval=v["interval"], infusion_duration=v["infusion"],
+        route=v["route"], dose_unit=v["dose_unit"], dose_min=v["dose_min"], dose_max=v["dose_max"],
+        max_daily_dose=v["max_daily_dose"], max_infusion_rate=v["max_rate"]))
+
+
+def exposure(data: Mapping, info: ModelInfo | None = None) -> dict:
+    """Exposure over the patient's history (`pkmix.dosing.history_exposure`).
+
+    Request fields: ``model``, ``patient``, ``windows`` (a list of ``[start, end]``
+    hours or ``"start:end"`` strings: AUC over each), ``times`` (hours: the level at
+    each), ``doses`` (true: each dose's peak and trough; default true), ``samples``
+    (posterior draws for the credible intervals, default 200; 0 none), ``level``
+    (default 0.95), ``seed``, ``covariate_rule``, ``audit``, ``audit_db``.
+
+    Returns ``{"question": "exposure", "map", "exposure": {"auc": [...],
+    "concentrations": [...], "doses": [...]}, "warnings", "timing", "audit_id"}``.
+    """
+    from .questions import history_exposure as compute
+
+    spec = {"windows": ("windows", []), "times": ("times", []), "doses": ("bool", True),
+            "samples": ("count0", 200), "level": ("fraction", 0.95), "seed": ("count0", 0)}
+    return _question("exposure", data, spec, info, lambda fit, v: compute(
+        fit, windows=v["windows"], times=v["times"], doses=v["doses"], n_draws=v["samples"], level=v["level"],
+        seed=v["seed"]))
+
+
+def interval_for(data: Mapping, info: ModelInfo | None = None) -> dict:
+    """The dosing interval at which a dose meets a target (`pkmix.dosing.interval_for`).
+
+    Request fields: ``model``, ``patient``, ``dose`` (required), ``target`` (trough,
+    peak, conc or auc24; default the model's first), ``infusion`` (hours), ``route``,
+    ``shortest``, ``longest`` (the interval's bounds, default 1 and 168 h),
+    ``covariate_rule``, ``audit``, ``audit_db``.
+    """
+    from .questions import interval_for as compute
+
+    spec = {"dose": ("positive", REQUIRED), "target": ("str", None), "infusion": ("nonnegative", None),
+            "route": ("route", None), "shortest": ("positive", 1.0), "longest": ("positive", 168.0)}
+    return _question("interval_for", data, spec, info, lambda fit, v: compute(
+        fit, v["dose"], _target_or_default(fit, v["target"]), infusion_duration=v["infusion"], route=v["route"],
+        shortest=v["shortest"], longest=v["longest"]))
+
+
+def what_if(data: Mapping, info: ModelInfo | None = None) -> dict:
+    """Predictions for any regimen (`pkmix.dosing.what_if`): each of its first
+    ``n_doses`` doses' peak and the trough before the next, levels at ``times``, and
+    steady state; at the MAP, a priori, or at given etas.
+
+    Request fields: ``model``, ``patient``, ``dose`` and ``interval`` (required),
+    ``infusion`` (hours; equal to ``interval``: a continuous infusion; default 0),
+    ``n_doses`` (1 to 15, default 4), ``start`` (hours; default when the next dose is
+    due), ``etas`` ("map", "prior", or a list of the BSV etas), ``route``, ``times``,
+    ``target``, ``covariate_rule``, ``audit``, ``audit_db``.
+    """
+    from .questions import what_if as compute
+    from .targets import Target
+
+    spec = {"dose": ("positive", REQUIRED), "interval": ("positive", REQUIRED), "infusion": ("nonnegative", 0.0),
+            "n_doses": ("count", 4), "start": ("number", None), "etas": ("etas", "map"), "route": ("route", None),
+            "times": ("times", []), "target": ("str", None)}
+    return _question("what_if", data, spec, info, lambda fit, v: compute(
+        fit, v["dose"], v["interval"], v["infusion"], n_doses=v["n_doses"], start=v["start"], etas=v["etas"],
+        route=v["route"], times=v["times"], target=None if v["target"] is None else Target.parse(v["target"])))
+
+
+QUESTIONS = {"next_dose": next_dose, "exposure": exposure, "interval_for": interval_for, "what_if": what_if}
 
 
 def to_json_safe(x):
@@ -323,4 +548,5 @@ def to_json_safe(x):
 
 
 __all__ = ["DoseRequest", "RequestError", "PatientError", "parse_request", "answer", "answer_objects",
-           "library_model_info", "module_model_info", "to_json_safe", "replay"]
+           "library_model_info", "module_model_info", "to_json_safe", "replay", "next_dose", "exposure",
+           "interval_for", "what_if", "QUESTIONS"]
