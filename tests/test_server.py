@@ -282,3 +282,51 @@ def test_serve_without_the_extra_says_how_to_install(monkeypatch, capsys):
     # An audit database that cannot be opened is refused before the server starts.
     assert main(["serve", "--audit-db", str(PATIENT_FILE / "audit.sqlite3")]) == 2
     assert "--audit-db" in capsys.readouterr().err
+
+
+QUESTION_CASES = {
+    "next_dose": {"at": 48, "target": "trough=15", "interval": 12},
+    "exposure": {"windows": ["0:24", "24:48"], "times": [40], "samples": 50},
+    "interval_for": {"dose": 1000, "target": "trough=15"},
+    "what_if": {"dose": 1000, "interval": 12},
+}
+
+
+def test_each_question_answers_as_the_dosing_service(client, patient):
+    from pkmix.server.app import QUESTION_FIELDS
+
+    offered = {q["name"]: q for q in client.get("/api/questions").json()["questions"]}
+    available = {name for name in QUESTION_FIELDS if callable(getattr(service, name, None))}
+    assert set(offered) == available
+    spec = client.get("/openapi.json").json()["paths"]
+    for name in available:
+        body = {"model": MODEL, "patient": patient, **QUESTION_CASES[name]}
+        r = client.post(f"/api/{name}", json=body)
+        assert r.status_code == 200, (name, r.text)
+        assert without_timing(r.json()) == without_timing(getattr(service, name)(body)), name
+        assert f"/api/{name}" in spec
+        assert r.json()["audit_id"] is not None
+
+
+def test_question_fields_are_the_services_and_faults_are_named(client, patient):
+    """Every field the page and the schema offer is one the service takes (a wrong value
+    is refused naming that field, not as an unknown option); a missing required field is
+    named."""
+    from pkmix.server.app import QUESTION_FIELDS
+
+    for name, fields in QUESTION_FIELDS.items():
+        if not callable(getattr(service, name, None)):
+            continue
+        required = {k: QUESTION_CASES[name][k] for k, (_, req, _) in fields.items() if req}
+        for field in fields:
+            body = {"model": MODEL, "patient": patient, **required, field: {"not": "valid"}}
+            r = client.post(f"/api/{name}", json=body)
+            assert r.status_code == 422, (name, field, r.text)
+            err = r.json()["error"]
+            assert err["field"].startswith(field) and "unknown option" not in err["message"], (name, field, err)
+        for field in required:
+            body = {"model": MODEL, "patient": patient, **{k: v for k, v in required.items() if k != field}}
+            r = client.post(f"/api/{name}", json=body)
+            assert r.status_code == 422 and r.json()["error"]["field"] == field, (name, field, r.text)
+        r = client.post(f"/api/{name}", json={"model": MODEL, "patient": patient, **required, "audit_db": "/x"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "audit_db"

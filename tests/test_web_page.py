@@ -259,3 +259,36 @@ def test_the_summary_prints_on_one_page(page, server, patient):
     finally:
         page.emulate_media(media="screen")
     assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
+
+
+def test_the_further_questions_answer_on_the_page_as_the_api(page, server, api, patient):
+    questions = {q["name"]: q for q in api.get("/api/questions").json()["questions"]}
+    if not questions:
+        pytest.skip("the dosing service offers no further questions")
+    # (main-panel options, the question's own inputs, the same as a request body)
+    cases = {
+        "next_dose": ({"target": "trough=15"}, {"at": "48", "interval": "12"},
+                      {"target": "trough=15", "at": 48, "interval": 12}),
+        "exposure": ({}, {"windows": "0:24, 24:48", "times": "40", "samples": "50"},
+                     {"windows": ["0:24", "24:48"], "times": [40], "samples": 50, "doses": True}),
+        "interval_for": ({"target": "trough=15"}, {"dose": "1000"}, {"target": "trough=15", "dose": 1000}),
+        "what_if": ({}, {"dose": "1000", "interval": "12"}, {"dose": 1000, "interval": 12}),
+    }
+    open_page(page, server)
+    paste_patient(page, patient)
+    for name in questions:
+        options, inputs, body = cases[name]
+        page.fill("#target", options.get("target", ""))
+        for field, value in inputs.items():
+            page.fill(f"#q-{name}-{field}", value)
+        page.click(f"#ask-{name}")
+        page.wait_for_selector(f"#answer-{name} h3")
+        assert page.is_hidden("#error"), page.inner_text("#error")
+        answer = api.post(f"/api/{name}", json={"model": MODEL, "patient": patient, **body}).json()
+        shown = {k: v for k, v in shown_numbers(page).items() if k.startswith(name + ".")}
+        assert len(shown) >= 3, (name, shown)
+        for key, text in shown.items():
+            expected = at(answer, key)
+            assert (text == "") if expected is None else float(text) == pytest.approx(expected, rel=1e-12), key
+        for w in answer["warnings"]:
+            assert w["message"] in page.inner_text(f"#answer-{name}"), w

@@ -41,8 +41,74 @@ MAX_BODY_BYTES = 1_000_000
 
 # Questions of `pkmix.dosing.service` beyond the recommendation: each is a function of
 # the request's JSON object returning a JSON object, served at POST /api/<name> when
-# the service module has it.
-QUESTIONS = ("next_dose", "exposure", "interval_for", "what_if")
+# the service module has it. Their fields beyond model and patient (kind, required,
+# help), for the OpenAPI schema and the page's forms; tests/test_server.py checks that
+# the service accepts each of them. Kinds: number, text, numbers (a list), windows (a
+# list of "start:end"), bool, etas ("map", "prior" or a list), route.
+_LIMIT_FIELDS = {
+    "dose_unit": ("number", False, "round doses to multiples of this"),
+    "dose_min": ("number", False, "smallest dose"),
+    "dose_max": ("number", False, "largest dose (a hard limit)"),
+    "max_daily_dose": ("number", False, "largest amount per 24 h (a hard limit)"),
+    "max_rate": ("number", False, "largest infusion rate, dose units per hour (a hard limit)"),
+}
+QUESTION_FIELDS = {
+    "next_dose": {
+        "at": ("number", True, "when the dose is given: hours on the patient's clock"),
+        "target": ("text", False, "e.g. trough=15 or auc24=400:600 (default: the model's first)"),
+        "interval": ("number", False, "hours to the following dose (the window of a trough or AUC target)"),
+        "infusion": ("number", False, "infusion hours"),
+        "route": ("route", False, "iv or oral"),
+        **_LIMIT_FIELDS,
+    },
+    "exposure": {
+        "windows": ("windows", False, "AUC windows in hours, e.g. 0:24, 24:48"),
+        "times": ("numbers", False, "hours at which to give the level, e.g. 12, 36"),
+        "doses": ("bool", False, "each dose's peak and trough (default true)"),
+        "samples": ("number", False, "posterior draws for the credible intervals (default 200; 0 none)"),
+        "level": ("number", False, "credible level (default 0.95)"),
+        "seed": ("number", False, "random seed of the draws"),
+    },
+    "interval_for": {
+        "dose": ("number", True, "the dose"),
+        "target": ("text", False, "trough, peak, conc or auc24 (default: the model's first)"),
+        "infusion": ("number", False, "infusion hours"),
+        "route": ("route", False, "iv or oral"),
+        "shortest": ("number", False, "shortest interval, hours (default 1)"),
+        "longest": ("number", False, "longest interval, hours (default 168)"),
+    },
+    "what_if": {
+        "dose": ("number", True, "the dose"),
+        "interval": ("number", True, "hours between doses"),
+        "infusion": ("number", False, "infusion hours (equal to the interval: a continuous infusion)"),
+        "n_doses": ("number", False, "doses to report (1 to 15, default 4)"),
+        "start": ("number", False, "hours on the patient's clock (default: when the next dose is due)"),
+        "etas": ("etas", False, "map (default), prior, or a list of the etas"),
+        "route": ("route", False, "iv or oral"),
+        "times": ("numbers", False, "hours at which to give the level"),
+        "target": ("text", False, "a target to compare with"),
+    },
+}
+QUESTIONS = tuple(QUESTION_FIELDS)
+
+_JSON_KIND = {"number": {"type": "number"}, "text": {"type": "string"}, "bool": {"type": "boolean"},
+              "numbers": {"type": "array", "items": {"type": "number"}},
+              "windows": {"type": "array", "items": {"anyOf": [{"type": "string"}, {
+                  "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}]}},
+              "etas": {"anyOf": [{"type": "string", "enum": ["map", "prior"]},
+                                 {"type": "array", "items": {"type": "number"}}]},
+              "route": {"type": "string", "enum": ["iv", "oral"]}}
+
+
+def _question_schema(name: str) -> dict:
+    fields = QUESTION_FIELDS[name]
+    props = {"model": {"type": "string", "description": "a library model name (GET /api/models)"},
+             "patient": {"type": "object", "description": "the patient JSON of docs/patient_format.md"},
+             "covariate_rule": {"type": "string", "enum": ["nonmem", "locf"]}}
+    for k, (kind, _, help_) in fields.items():
+        props[k] = {**_JSON_KIND[kind], "description": help_}
+    return {"type": "object", "properties": props,
+            "required": ["model", "patient"] + [k for k, (_, req, _) in fields.items() if req]}
 
 
 class BadInput(Exception):
@@ -193,11 +259,11 @@ _ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "object", "p
     "message": {"type": "string", "description": "the rule it breaks"}}}}}
 
 
-def _post_docs(summary: str, description: str) -> dict:
+def _post_docs(summary: str, description: str, schema: dict | None = None) -> dict:
     return {
         "summary": summary, "description": description,
         "openapi_extra": {"requestBody": {"required": True, "content": {"application/json": {
-            "schema": _dose_schema()}}}},
+            "schema": schema or _dose_schema()}}}},
         "responses": {
             200: {"description": "the answer"},
             400: {"description": "the body is not JSON", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
@@ -268,14 +334,17 @@ def create_app(*, audit_db: str | None = None) -> FastAPI:
         if not callable(fn):
             continue
         doc = (fn.__doc__ or name).strip()
-        first = doc.splitlines()[0]
-        offered.append({"name": name, "title": name.replace("_", " "), "summary": first})
+        # The docstring's first paragraph, without its reST backticks.
+        first = " ".join(doc.split("\n\n")[0].split()).replace("`", "")
+        offered.append({"name": name, "title": name.replace("_", " "), "summary": first,
+                        "fields": [{"name": k, "kind": kind, "required": req, "help": help_}
+                                   for k, (kind, req, help_) in QUESTION_FIELDS[name].items()]})
 
         async def question(request: Request, _name=name):
             return await run(calc.question, request, _name)
 
         app.add_api_route(f"/api/{name}", question, methods=["POST"], name=name,
-                          **_post_docs(first, doc))
+                          **_post_docs(first, doc, _question_schema(name)))
 
     @app.get("/api/questions", summary="the questions beyond the recommendation, each at POST /api/<name>")
     def questions():

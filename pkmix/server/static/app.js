@@ -44,6 +44,7 @@ async function loadModels() {
   selectModel(sel.value);
   const q = await fetch("/api/questions");
   if (q.ok) state.questions = (await q.json()).questions || [];
+  renderQuestions();
 }
 
 function unitOf(text) {
@@ -478,8 +479,6 @@ function render(data, req) {
   });
   ob.append(m.observations && m.observations.length ? to : el("p", { class: "hint", text: "No levels: a priori estimates." }));
 
-  // Other questions.
-  renderQuestionButtons();
 
   // Alternatives.
   const al = $("#alternatives"); al.innerHTML = "";
@@ -491,27 +490,75 @@ function render(data, req) {
   $("#footer").textContent = `pkmix: MAP ${fmt(a.timing.map_s, 3)} s, recommendation ${fmt(a.timing.recommendation_s, 3)} s.`;
 }
 
-// The part-A questions the server offers (GET /api/questions): one button each; the
-// answer is shown as the JSON says it, table by table.
-function renderQuestionButtons() {
+// The further questions the server offers (GET /api/questions): a small form each, with
+// the target, route and limits taken from the Question panel where the question has
+// them; the answer is shown as its JSON says, table by table, with its warnings.
+const SHARED = { target: "#target", route: "#opt-route", dose_unit: "#opt-dose_unit", dose_min: "#opt-dose_min",
+  dose_max: "#opt-dose_max", max_daily_dose: "#opt-max_daily_dose", max_rate: "#opt-max_rate" };
+const numOrRaw = (v) => (isFinite(Number(v)) ? Number(v) : v);
+
+function questionRequest(q) {
+  const req = { model: $("#model").value, patient: formToPatient() };
+  for (const f of q.fields) {
+    if (SHARED[f.name]) {
+      const v = $(SHARED[f.name]).value.trim();
+      if (v) req[f.name] = f.kind === "text" || f.kind === "route" ? v : numOrRaw(v);
+      continue;
+    }
+    const e = document.getElementById(`q-${q.name}-${f.name}`);
+    if (!e) continue;
+    if (f.kind === "bool") { req[f.name] = e.checked; continue; }
+    const v = e.value.trim();
+    if (v === "") continue;
+    if (f.kind === "number") req[f.name] = numOrRaw(v);
+    else if (f.kind === "numbers") req[f.name] = listOrRaw(v);
+    else if (f.kind === "windows") req[f.name] = v.split(",").map((w) => w.trim()).filter(Boolean);
+    else if (f.kind === "etas") req[f.name] = v === "map" || v === "prior" ? v : listOrRaw(v);
+    else req[f.name] = v;
+  }
+  return req;
+}
+
+function renderQuestions() {
   const box = $("#questions");
-  if (!state.questions.length) { box.innerHTML = ""; return; }
-  if (box.dataset.built) return;
-  box.dataset.built = "1";
-  const card = el("div", { class: "card no-print-empty", id: "questions-card" }, el("h2", { text: "More questions" }));
+  box.innerHTML = "";
+  if (!state.questions.length) return;
+  const card = el("div", { class: "card", id: "questions-card" }, el("h2", { text: "More questions" }),
+    el("p", { class: "hint no-print", text: "Each uses the patient above; target, route and dose limits come from the Question panel." }));
   for (const q of state.questions) {
     const out = el("div", { class: "question-answer", id: `answer-${q.name}` });
-    const b = el("button", { type: "button", id: `ask-${q.name}`, class: "no-print", text: q.title || q.name });
+    const inputs = el("div", { class: "question-inputs no-print" });
+    for (const f of q.fields) {
+      if (SHARED[f.name]) continue;
+      const id = `q-${q.name}-${f.name}`;
+      const field = f.kind === "bool" ? el("input", { type: "checkbox", id, "data-field": f.name })
+        : f.kind === "route" ? el("select", { id, "data-field": f.name }, el("option", { value: "", text: "as given" }),
+          el("option", { value: "iv", text: "iv" }), el("option", { value: "oral", text: "oral" }))
+        : el("input", { type: "text", id, "data-field": f.name, size: 10, placeholder: f.required ? "required" : "" });
+      if (f.kind === "bool") field.checked = true;
+      inputs.append(el("label", { title: f.help }, `${f.name} `, field));
+    }
+    const b = el("button", { type: "button", id: `ask-${q.name}`, text: "Ask" });
     b.addEventListener("click", async () => {
       clearError();
       let req;
-      try { req = buildRequest(); } catch (e) { showError("patient", String(e.message || e)); return; }
+      try { req = questionRequest(q); } catch (e) { showError("patient", String(e.message || e)); return; }
+      b.disabled = true;
       const data = await post(`/api/${q.name}`, req);
+      b.disabled = false;
       out.innerHTML = "";
       if (data.error) { showError(data.error.field, data.error.message); return; }
-      out.append(el("h3", { text: q.title || q.name }), tree(data, q.name));
+      const answer = data[q.name];
+      out.append(el("h3", { text: `${q.title}: answer` }));
+      const wl = warningList(data.warnings || [], "question");
+      if (wl) out.append(wl);
+      out.append(tree(answer, q.name));
+      if (data.audit_id !== undefined && data.audit_id !== null)
+        out.append(el("p", { class: "hint", text: `audit record ${data.audit_id}` }));
     });
-    card.append(el("div", { class: "question" }, b, el("span", { class: "hint", text: " " + (q.summary || "") }), out));
+    inputs.append(b);
+    card.append(el("div", { class: "question", "data-question": q.name }, el("h3", { text: q.title }),
+      el("p", { class: "hint", text: q.summary }), inputs, out));
   }
   box.append(card);
 }
