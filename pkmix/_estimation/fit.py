@@ -156,7 +156,9 @@ def _explain_nonfinite(model, values, dataset, batch, covariate_rule) -> str:
         s, r, (where, others) = first(bad)
         return (f"the residual variance is {var[s, r]} at {where}{others} (prediction {f[s, r]:.4g}): "
                 "check the error model's parameters (a proportional error needs predictions other than 0)")
-    return "every individual parameter, prediction and residual variance is finite at etas 0"
+    return ("every individual parameter, prediction and residual variance is finite at etas 0, so the eta "
+            "modes ran to values where they are not: check the OMEGA initial values (too large?) and that "
+            "individual() stays finite for etas of a few standard deviations")
 
 
 def _program_evaluate(model, method, opts, transform, inner_max_iter, inner_tol, values, etas0, batch):
