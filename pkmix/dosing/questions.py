@@ -138,7 +138,8 @@ def next_dose(fit: MAPResult, target, at: float, *, interval: float | None = Non
         target: a `Target` or a string (``"trough=15"``, ``"auc24=400:600"``).
         at: when the dose is given (hours since the patient's time 0).
         interval: the time to the following dose (default: the current interval, else 24 h).
-        infusion_duration: hours (default: the last dose's, else the model's usual; 0 a bolus).
+        infusion_duration: hours (default: the last dose's, else the model's usual, lengthened in
+            half hours when the dose needs it under the infusion rate limit; 0 a bolus).
         route, dose_unit, dose_min, dose_max, max_daily_dose, max_infusion_rate: as for
             `recommend`; the maxima (the stricter of these and the model's METADATA) are
             hard limits, the 24 h limit counting the history's doses in the 24 h before ``at``.
@@ -168,17 +169,26 @@ def next_dose(fit: MAPResult, target, at: float, *, interval: float | None = Non
         tinf = float((last or {}).get("duration") or fit.info.dosing.get("default_infusion_h", 1.0))
     if tinf < 0 or (tinf > 0 and tinf > tau):
         raise ValueError(f"infusion_duration {tinf:g} h must be between 0 and the interval {tau:g} h")
-    cap = limits.per_dose
+    cap_no_rate = limits.per_dose
     if limits.per_day is not None:
         given = sum(a for t, a in _history_doses(fit) if at - 24.0 < t <= at)
-        cap = min(cap, limits.per_day - given)
+        cap_no_rate = min(cap_no_rate, limits.per_day - given)
+    unit = limits.unit
+    aim = min(target.aim, 99.9) if target.kind == "ft_mic" else target.aim
+    if infusion_duration is None and limits.rate is not None and tinf > 0:
+        # The infusion long enough for the dose at the rate limit (in half hours, within the interval).
+        def f0(dose):
+            return float(_window_metric(fit, target, at, [(at, dose, tinf, cmt)], tau)[0])
+
+        need = _secant(f0, aim, max(unit, 1e-9), 100.0 * max(unit * 100, min(cap_no_rate, 1e9)))
+        need = min(need, cap_no_rate) / limits.rate
+        tinf = float(min(max(tinf, math.ceil(need * 2 - 1e-9) / 2), tau))
+    cap = cap_no_rate
     if limits.rate is not None and tinf > 0:
         cap = min(cap, limits.rate * tinf)
-    unit = limits.unit
     if np.floor(cap / unit + 1e-9) * unit < limits.dose_min - 1e-9:
         raise ValueError(f"no dose at {at:g} h is within the limits ({limits.describe(units_of(fit.info)['dose'])}; "
                          "the 24 h limit counts the doses already given in the 24 h before)")
-    aim = min(target.aim, 99.9) if target.kind == "ft_mic" else target.aim
 
     def f(dose):
         return float(_window_metric(fit, target, at, [(at, dose, tinf, cmt)], tau)[0])
