@@ -9,7 +9,6 @@ constant infusion against its analytic solution.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -29,7 +28,6 @@ from pkmix.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 THEO_MODEL = ROOT / "examples" / "theophylline" / "model.py"
 THEO_DATA = ROOT / "tests" / "data" / "theo_sd.csv"
-PATIENT = ROOT / "tests" / "data" / "patients"
 
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
@@ -498,8 +496,8 @@ def covariate_models():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(columns=st.sets(st.sampled_from(["WT", "AGE", "CRCL"])), key=st.sampled_from([("WT",), ("WT", "AGE"), ("CRCL",)]),
-       missing=st.lists(st.booleans(), min_size=6, max_size=6), lower=st.booleans())
+@given(columns=st.sets(st.sampled_from(["WT", "AGE", "CRCL"])),
+       key=st.sampled_from([("WT",), ("WT", "AGE"), ("CRCL",)]), missing=st.lists(st.booleans(), min_size=6, max_size=6), lower=st.booleans())
 def test_covariate_mismatch_names_the_column_and_records(columns, key, missing, lower, covariate_models):
     n = 6
     frame = pd.DataFrame({"ID": [1, 1, 1, 2, 2, 2], "TIME": [0.0, 1.0, 2.0] * 2, "AMT": [100.0, 0, 0] * 2,

@@ -44,9 +44,10 @@ steady-state infusion (SS with AMT = 0, RATE > 0 and II = 0) sets the amounts to
 plateau of that infusion at TIME, and the infusion ends there: NONMEM's guide (SS dose
 event record, AMT 0, RATE > 0, II 0) says "The infusion terminates at the event time of
 the SS dose record", and mrgsolve does the same; afterwards the amounts decay from the
-plateau (its lag, meaningless for an infusion that never started, is ignored). Not supported: implied infusions that are still running at the record's
-time (ALAG + duration > II) or a lag longer than II; their steady-state amounts are NaN,
-so the predictions are NaN rather than silently wrong.
+plateau (its lag, meaningless for an infusion that never started, is ignored). Not
+supported: implied infusions that are still running at the record's time (ALAG +
+duration > II) or a lag longer than II; their steady-state amounts are NaN, so the
+predictions are NaN rather than silently wrong.
 """
 
 from __future__ import annotations

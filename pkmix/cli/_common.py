@@ -76,14 +76,14 @@ def load_model_module(spec: str):
     if model is None:
         raise CLIError(f"{spec} does not define a module-level 'model'")
     if not isinstance(model, Model):
-        raise CLIError(f"{spec}: 'model' is {_a(type(model).__name__)}, not a pkmix.Model")
+        raise CLIError(f"{spec}: 'model' is {a_or_an(type(model).__name__)}, not a pkmix.Model")
     metadata = getattr(module, "METADATA", None) or {}
     if not isinstance(metadata, dict):
-        raise CLIError(f"{spec}: 'METADATA' is {_a(type(metadata).__name__)}, not a dict")
+        raise CLIError(f"{spec}: 'METADATA' is {a_or_an(type(metadata).__name__)}, not a dict")
     return model, dict(metadata), module
 
 
-def _a(noun: str) -> str:
+def a_or_an(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 

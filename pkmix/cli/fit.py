@@ -28,7 +28,8 @@ def _common_arguments(parser):
     parser.add_argument("data", metavar="DATA", nargs="?",
                         help="NONMEM-format CSV (default: the only CSV next to MODEL)")
     parser.add_argument("--method", choices=METHODS, default="focei", help="estimation method (default focei)")
-    parser.add_argument("--out", metavar="DIR", type=output_dir, help="write results.json, parameters.csv and table.csv here")
+    parser.add_argument("--out", metavar="DIR", type=output_dir,
+                        help="write results.json, parameters.csv and table.csv here")
     parser.add_argument("--params", metavar="FILE",
                         help="JSON initial/fixed values: {name: value} or a fit's results.json")
     parser.add_argument("--npde-samples", type=positive_int, default=1000, help="simulations per subject for NPDE")

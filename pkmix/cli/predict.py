@@ -42,7 +42,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="JSON parameter values: {name: value} or a fit's results.json")
     parser.add_argument("--etas", metavar="FILE",
                         help="CSV with ID and one column per eta (e.g. a fit's table.csv)")
-    parser.add_argument("--out", metavar="FILE", type=output_file, help="write the table here as CSV instead of printing it")
+    parser.add_argument("--out", metavar="FILE", type=output_file,
+                        help="write the table here as CSV instead of printing it")
     parser.set_defaults(run=run)
     return parser
 

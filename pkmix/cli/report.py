@@ -11,7 +11,6 @@ longer load. Exit status: 0 written, 2 not a run directory.
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from ._common import CLIError, check_output, error_exit, nonnegative_int, output_file, positive_int
@@ -22,9 +21,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "report", help="a self-contained HTML report of a fit's output folder",
         description="Write an HTML report (tables and plots, images embedded) of a `pkmix fit --out` folder.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of `pkmix fit` (holds results.json)")
-    parser.add_argument("--out", metavar="FILE", type=output_file, help="the HTML file to write (default RUN_DIR/report.html)")
+    parser.add_argument("--out", metavar="FILE", type=output_file,
+                        help="the HTML file to write (default RUN_DIR/report.html)")
     parser.add_argument("--no-vpc", action="store_true", help="leave out the visual predictive check")
-    parser.add_argument("--n-sim", type=positive_int, default=200, help="simulated replicates for the VPC (default 200)")
+    parser.add_argument("--n-sim", type=positive_int, default=200,
+                        help="simulated replicates for the VPC (default 200)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed for the VPC (default 0)")
     parser.set_defaults(run=run)
     return parser

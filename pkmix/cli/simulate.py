@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import (CLIError, _a, error_exit, exec_python_file, load_model, nonnegative_float, nonnegative_int,
-                      output_dir, positive_int)
+from ._common import (CLIError, a_or_an, error_exit, exec_python_file, load_model, nonnegative_float,
+                      nonnegative_int, output_dir, positive_int)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--lloq", type=nonnegative_float, help="LLOQ for observations without one in the design")
     parser.add_argument("--per-replicate", action="store_true",
                         help="write one CSV per replicate instead of one file with a REP column")
-    parser.add_argument("--out", metavar="DIR", type=output_dir, default="simulated", help="output folder (default ./simulated)")
+    parser.add_argument("--out", metavar="DIR", type=output_dir, default="simulated",
+                        help="output folder (default ./simulated)")
     parser.set_defaults(run=run)
     return parser
 
@@ -61,7 +62,7 @@ def load_design(spec: str):
     if design is None:
         raise CLIError(f"{spec} does not define a module-level 'design'")
     if not isinstance(design, TrialDesign):
-        raise CLIError(f"{spec}: 'design' is {_a(type(design).__name__)}, not a pkmix.TrialDesign")
+        raise CLIError(f"{spec}: 'design' is {a_or_an(type(design).__name__)}, not a pkmix.TrialDesign")
     return design
 
 
