@@ -148,8 +148,17 @@ def _explain_nonfinite(model, values, dataset, batch, covariate_rule) -> str:
     if bad.any():
         s, r, (where, others) = first(bad)
         finite_ip = ", ".join(f"{k}={float(np.asarray(v)[s, r]):.4g}" for k, v in sorted(ip.items()))
+        ss_dose = (np.isin(np.asarray(batch.evid[s]), (1, 4)) & (np.asarray(batch.ss[s]) > 0)
+                   & (np.asarray(batch.ii[s]) > 0) & record[s])
+        ss_dose[r + 1:] = False
+        hint = "check observe() and the structure's equations"
+        if ss_dose.any():
+            k = int(np.flatnonzero(ss_dose)[-1])
+            hint = (f"the steady-state dose at record {int(frame.iloc[starts[s] + k]['REC'])} may be one pkmix "
+                    "does not support (a lag longer than II, or ALAG + infusion duration longer than II); "
+                    "else " + hint)
         return (f"the prediction is {f[s, r]} at {where}{others} (individual parameters there: {finite_ip}): "
-                "check observe() and the structure's equations")
+                + hint)
     var = np.asarray(var)
     bad = obs & ~(np.isfinite(var) & (var > 0))
     if bad.any():
