@@ -215,6 +215,9 @@ def test_openapi_schema_and_no_network(client):
     assert "422" in spec["paths"]["/api/dose"]["post"]["responses"]
     # FastAPI's /docs page loads JavaScript from a CDN: not served.
     assert client.get("/docs").status_code == 404
+    # The routing's own errors have the API's error shape too.
+    r = client.get("/api/dose")
+    assert r.status_code == 405 and r.json()["error"]["message"].startswith("GET /api/dose")
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     import re
@@ -269,19 +272,30 @@ def test_concurrent_requests_each_get_their_own_answer(patient, audit_db):
         assert without_timing(answer) == expected[n % len(bodies)]
 
 
-def test_serve_without_the_extra_says_how_to_install(monkeypatch, capsys):
+def test_serve_without_the_extra_says_how_to_install(monkeypatch, capsys, audit_db):
     from pkmix.cli import main, serve
 
     monkeypatch.setattr(serve, "missing_dependencies", lambda: ["fastapi"])
     assert main(["serve", "--port", "8765"]) == 2
     assert 'pip install "pkmix[serve]"' in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        main(["serve", "--port", "0"])
-    assert e.value.code == 2
+    try:  # argparse's usage error: exit status 2, however main reports it
+        code = main(["serve", "--port", "0"])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and "--port" in capsys.readouterr().err
     monkeypatch.undo()
     # An audit database that cannot be opened is refused before the server starts.
     assert main(["serve", "--audit-db", str(PATIENT_FILE / "audit.sqlite3")]) == 2
     assert "--audit-db" in capsys.readouterr().err
+    # A port that is taken is said plainly, before the server starts.
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--audit-db", str(audit_db)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 QUESTION_CASES = {

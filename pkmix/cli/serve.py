@@ -44,6 +44,25 @@ def missing_dependencies() -> list:
     return [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
 
 
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (taken, not this machine's address), or
+    None; said plainly before the server starts rather than in uvicorn's log."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return f"unknown host ({e.strerror})"
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(address)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.port > 65535:
         return error_exit(f"--port: must be at most 65535, got {args.port}")
@@ -64,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
             audit.connect(args.audit_db).close()
         except audit.AuditError as e:
             return error_exit(f"--audit-db: {e.message}")
+    problem = _cannot_listen(args.host, args.port)
+    if problem:
+        return error_exit(f"cannot listen on {args.host}:{args.port}: {problem}")
     app = create_app(audit_db=args.audit_db)
     print(f"pkmix dose calculator: http://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
     try:

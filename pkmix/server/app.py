@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..dosing import service
@@ -284,6 +285,11 @@ def create_app(*, audit_db: str | None = None) -> FastAPI:
                               "Every answer is the JSON of `pkmix dose --json`.")
     calc = Calculator(audit_db)
     app.state.calculator = calc
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        # The routing's own errors (no such path, wrong method) in the API's error shape.
+        return error_response(exc.status_code, None, f"{request.method} {request.url.path}: {exc.detail}")
 
     async def run(fn, request: Request, *args):
         try:
