@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -534,6 +535,75 @@ def test_short_rows_are_named_by_record(widths, sep, tmp_path):
         assert all(f"the header {len(header)}" in v.message for v in e.violations)
         return
     assert not short
+
+
+def _engine_model():
+    """One compartment with a depot and every NONMEM dose modifier on both compartments."""
+
+    def individual(p):
+        return {"ka": jnp.exp(p.tka + p.eta), "cl": jnp.exp(p.tcl), "v": jnp.exp(p.tv), "f1": 0.8,
+                "alag1": 0.5, "r1": 50.0, "r2": 50.0, "d1": 2.0, "d2": 2.0}
+
+    return pkmix.Model(theta={"tka": 0.1, "tcl": 0.7, "tv": 3.0}, omega={"eta": 0.1}, sigma={"add": 1.0},
+                       individual=individual, structure=pkmix.one_compartment(depot=True),
+                       observe=lambda a, p: a.central / p.v, error=pkmix.additive("add"))
+
+
+ENGINE_RECORDS = 32  # one padded shape for every example: one compiled program
+
+
+@pytest.fixture(scope="module")
+def engine():
+    import jax
+
+    from pkmix._predict import parameter_values
+
+    model = _engine_model()
+    values = parameter_values(model, None)
+
+    @jax.jit
+    def predict(batch):
+        return jax.vmap(lambda s: model.subject_predict(values, jnp.zeros(1), s, has_steady_state=True,
+                                                        has_infusions=True))(batch)
+
+    return model, predict
+
+
+dose_record = st.fixed_dictionaries({
+    "AMT": st.sampled_from([10.0, 100.0]), "CMT": st.sampled_from([0, 1, 2]),
+    "RATE": st.sampled_from([0.0, 10.0, -1.0, -2.0]), "SS": st.sampled_from([0, 0, 1, 2]),
+    "II": st.sampled_from([12.0, 24.0]), "ADDL": st.integers(0, 3), "EVID": st.sampled_from([1, 1, 4]),
+})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(st.tuples(st.sampled_from(["dose", "obs", "obs", "ss_infusion", "reset"]), dose_record,
+                                 st.sampled_from([0.0, 0.5, 1.0, 3.0])), min_size=1, max_size=6))
+def test_random_valid_records_predict_finite(events, engine):
+    # Every dose is within what the engine supports (at steady state, lag + infusion
+    # duration below II), so every prediction must be a finite, non-negative number.
+    model, predict = engine
+    rows, t = [], 0.0
+    for kind, dose, gap in events:
+        t += gap
+        base = dict(ID=1, TIME=t, AMT=0.0, RATE=0.0, II=0.0, SS=0, ADDL=0, CMT=2, DV=float("nan"), EVID=2, MDV=1)
+        if kind == "dose":
+            rows.append(dict(base, **dose, MDV=1))
+        elif kind == "ss_infusion":
+            rows.append(dict(base, RATE=10.0, SS=1, EVID=1))
+        elif kind == "reset":
+            rows.append(dict(base, EVID=3))
+        else:
+            rows.append(dict(base, DV=1.0, EVID=0, MDV=0))
+    rows.append(dict(ID=1, TIME=t + 5.0, AMT=0.0, RATE=0.0, II=0.0, SS=0, ADDL=0, CMT=2, DV=1.0, EVID=0, MDV=0))
+    frame = pd.DataFrame(rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pkmix.DatasetWarning)  # a subject without observations is fine here
+        ds = pkmix.read_nonmem(frame, model=model)
+    batch = ds.batch(n_records=ENGINE_RECORDS)
+    f = np.asarray(predict(batch))[np.asarray(batch.record_mask)]
+    assert np.all(np.isfinite(f)), (frame, f)
+    assert np.all(f >= -1e-9)
 
 
 # -- class 10: steady-state constant infusion (SS=1, AMT=0, RATE>0, II=0) -----------------------
