@@ -174,6 +174,7 @@ def _bad_cases(patient):
          422, "dose_max"),
         ("interval not a number", json.dumps({**ok, "interval": [12, "x"]}).encode(), 422, "interval[1]"),
         ("no samples", json.dumps({**ok, "samples": 0}).encode(), 422, "samples"),
+        ("too many samples", json.dumps({**ok, "samples": 10_000_000}).encode(), 422, "samples"),
         ("bad route", json.dumps({**ok, "route": "im"}).encode(), 422, "route"),
         ("negative level", json.dumps({**ok, "patient": neg_level}).encode(), 422, "patient.levels[1].value"),
         ("missing covariate", json.dumps({**ok, "patient": no_wt}).encode(), 422, "patient.covariates"),

@@ -1,11 +1,11 @@
 """The dose calculator's ASGI app: the JSON API and the page.
 
 Framework: FastAPI on Starlette, served by uvicorn. FastAPI writes the OpenAPI schema
-from the routes (``/openapi.json``), its ``TestClient`` drives the app in-process for
-the tests, and Starlette's thread pool runs the CPU-bound JAX work of a request off the
-event loop; all three are widely used and actively released. FastAPI's own ``/docs``
-page loads its JavaScript from a CDN, so it is switched off: nothing here needs the
-network.
+from the routes (``/openapi.json``) and its ``TestClient`` drives the app in-process for
+the tests; anyio's worker threads run the CPU-bound JAX work of a request off the event
+loop, at most as many at once as there are cores. All three are widely used and
+actively released. FastAPI's own ``/docs`` page loads its JavaScript from a CDN, so it
+is switched off: nothing here needs the network.
 
 The API is thin (DESIGN.md, "Serving and scaling"): every dose question goes through
 `pkmix.dosing.service` (``parse_request`` then ``answer``), so ``POST /api/dose`` answers
@@ -24,10 +24,11 @@ import json
 import logging
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -39,6 +40,9 @@ log = logging.getLogger("pkmix.server")
 STATIC = Path(__file__).resolve().parent / "static"
 #: The largest request body accepted (a patient's history is a few kB).
 MAX_BODY_BYTES = 1_000_000
+#: The most posterior draws one web request may ask for: the command line takes any
+#: number, but a server shared by a ward must not be held by one request.
+MAX_SAMPLES = 20_000
 
 # Questions of `pkmix.dosing.service` beyond the recommendation: each is a function of
 # the request's JSON object returning a JSON object, served at POST /api/<name> when
@@ -185,6 +189,10 @@ def check_client_fields(data: dict) -> None:
         if name in data:
             raise BadInput(422, name, "set by the server (pkmix serve --audit-db PATH), not by a request: "
                                       "every answer of the web app is audited")
+    samples = data.get("samples")
+    if isinstance(samples, int) and not isinstance(samples, bool) and samples > MAX_SAMPLES:
+        raise BadInput(422, "samples", f"at most {MAX_SAMPLES} posterior draws per request on the web app, "
+                                       f"got {samples}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,10 +210,17 @@ def model_summary(name: str) -> dict:
 
 
 class Calculator:
-    """The work behind the routes, run in Starlette's thread pool."""
+    """The work behind the routes, run in worker threads (at most ``limiter`` at once)."""
 
     def __init__(self, audit_db: str | None = None):
+        import os
+
+        import anyio
+
         self.audit_db = audit_db
+        # JAX's CPU programs use every core already: more requests computing at once
+        # than there are cores only share them, so the rest wait their turn.
+        self.limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
 
     def server_options(self) -> dict:
         """The audit options the server passes to every question (where the dosing
@@ -294,7 +309,8 @@ def create_app(*, audit_db: str | None = None) -> FastAPI:
     async def run(fn, request: Request, *args):
         try:
             data = await read_object(request)
-            return JSONResponse(await run_in_threadpool(fn, *args, data))
+            return JSONResponse(await anyio.to_thread.run_sync(functools.partial(fn, *args, data),
+                                                               limiter=calc.limiter))
         except Exception as e:  # noqa: BLE001 - a request never takes the server down
             status, field, message = classify(e)
             if status >= 500:
