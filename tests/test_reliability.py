@@ -221,22 +221,35 @@ model = pkmix.Model(name="nan", theta={"tka": 0.45, "tcl": 1.0, "tv": 3.45}, ome
 """
 
 
-def test_nonfinite_individual_parameter_is_named(tmp_path, capsys):
+def _nan_message(tmp_path) -> tuple[Path, str]:
+    """The NaN model's file, and the message that must name its first non-finite piece:
+    the first subject of theo_sd.csv under 75 kg, at its first record, with its weight."""
     model = write(tmp_path / "nan_model.py", NAN_MODEL)
-    code, _, err = run_cli(["evaluate", model, THEO_DATA], capsys)
-    assert code == 2
-    # The first subject of theo_sd.csv under 75 kg is ID 2 (72.4 kg); its first record is 12.
     theo = pd.read_csv(THEO_DATA)
     first = theo.index[theo["WT"] < 75][0]
     row = theo.iloc[first]
     n_light = theo.loc[theo["WT"] < 75, "ID"].nunique()
-    assert (f"individual parameter 'cl' = nan at subject ID {int(row['ID'])}, record {first + 1} "
-            f"(TIME {row['TIME']:g}); {n_light - 1} other subject(s) too") in err
-    assert f"WT={row['WT']:g}" in err
-    # predict prints the table (NaN as '.'), but fails, naming the same piece.
+    return model, (f"individual parameter 'cl' = nan at subject ID {int(row['ID'])}, record {first + 1} "
+                   f"(TIME {row['TIME']:g}); {n_light - 1} other subject(s) too: check individual() and the "
+                   f"covariates there (WT={row['WT']:g})")
+
+
+def test_nonfinite_prediction_is_named(tmp_path, capsys):
+    model, wanted = _nan_message(tmp_path)
+    # predict writes the table (NaN as '.'), but fails, naming the piece at fault.
     code, _, err = run_cli(["predict", model, THEO_DATA, "--out", tmp_path / "pred.csv"], capsys)
     assert code == 1
-    assert "prediction(s) are not finite" in err and "individual parameter 'cl' = nan at subject ID" in err
+    assert "prediction(s) are not finite" in err and wanted in err
+
+
+@pytest.mark.slow
+def test_nonfinite_objective_at_the_initial_estimates_is_named(tmp_path, capsys):
+    model, wanted = _nan_message(tmp_path)
+    code, _, err = run_cli(["evaluate", model, THEO_DATA], capsys)
+    assert code == 2 and "not finite at the given parameter values" in err and wanted in err
+    code, _, err = run_cli(["fit", model, THEO_DATA, "--quiet", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "not finite at the initial estimates" in err and wanted in err
+    assert not (tmp_path / "run").exists()
 
 
 # -- class 6: data without observations ------------------------------------------------------
