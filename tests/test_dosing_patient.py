@@ -172,8 +172,11 @@ def test_units_that_do_not_match():
     d["covariates"]["WT"] = {"value": 12, "unit": "stone"}
     fails(d, "covariates.WT.unit", "does not match")
     d = base()
-    d["levels"][0]["unit"] = "mmol/L"
+    d["levels"][0]["unit"] = "mg/kg"
     fails(d, "levels[0].unit", "not a known unit")
+    d = base()
+    d["levels"][0]["unit"] = "mmol/L"  # molar: needs the model's molar mass
+    fails(d, "levels[0].unit", "molar mass")
     d = base()
     d["doses"][0]["unit"] = "mL"
     fails(d, "doses[0].unit", "not a known unit")

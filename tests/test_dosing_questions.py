@@ -164,10 +164,17 @@ def test_after_n_doses_and_what_if_a_priori(fit):
 
 
 # ------------------------------------------------------------------------ no etas
-def no_eta_model():
+def _no_eta_model():
     return pkmix.Model(theta={"tcl": 3.0, "tv": 30.0}, omega={}, sigma={"add": 0.4},
                        individual=lambda p: {"cl": p.tcl, "v": p.tv}, structure=pkmix.one_compartment(),
                        observe=lambda a, p: a.central / p.v, error=pkmix.additive("add"), name="noeta")
+
+
+NO_ETA = _no_eta_model()
+
+
+def no_eta_model():
+    return NO_ETA
 
 
 def test_a_model_without_etas_gets_a_recommendation():
@@ -223,3 +230,43 @@ def test_cli_questions(capsys, tmp_path):
     assert doc["what_if"]["etas"]["source"] == "prior" and len(doc["what_if"]["doses"]) == 4
     assert main(common + ["--what-if", "1000,12", "--exposure"]) == 2
     assert "one question at a time" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ molar units, resets
+def test_levels_in_molar_units_convert_through_the_molar_mass():
+    from pkmix.dosing import PatientError
+    from pkmix.dosing.patient import ModelInfo, bind, load_patient
+
+    mtx = 454.44  # methotrexate, g/mol
+    patient = {"doses": [{"time": 0, "amount": 500, "duration": 1}],
+               "levels": [{"time": 2, "value": 10.0, "unit": "mg/L"}, {"time": 4, "value": 5.0, "unit": "µmol/L"}]}
+    molar = ModelInfo(model=no_eta_model(), metadata={"units": {"concentration": "µmol/L"}, "molar_mass": mtx})
+    dv = bind(molar, load_patient(patient)).records["DV"]
+    assert dv[1] == pytest.approx(10.0 * 1000.0 / mtx, rel=1e-12) and dv[2] == pytest.approx(5.0, rel=1e-12)
+    mass = ModelInfo(model=no_eta_model(), metadata={"units": {"concentration": "mg/L"}, "molar_mass": mtx})
+    dv = bind(mass, load_patient(patient)).records["DV"]
+    assert dv[2] == pytest.approx(5.0 * mtx / 1000.0, rel=1e-12)
+    with pytest.raises(PatientError) as e:
+        bind(ModelInfo(model=no_eta_model(), metadata={}), load_patient(patient))
+    assert e.value.field == "levels[1].unit" and "molar mass" in e.value.message
+
+
+def test_resets_in_the_patient_file():
+    m = no_eta_model()
+    base = {"doses": [{"time": 0, "amount": 500, "duration": 1, "interval": 12, "count": 3}],
+            "levels": [{"time": 35.9, "value": 5.0}]}
+    fit = map_estimate(m, base, curve_points=0)
+    before = history_exposure(fit, times=[30.0, 40.0], doses=False, n_draws=0)["concentrations"]
+    reset = dict(base, resets=[{"time": 30.0}])
+    fit_r = map_estimate(m, reset, curve_points=0)
+    after = history_exposure(fit_r, times=[30.5, 40.0], doses=False, n_draws=0)["concentrations"]
+    assert before[0]["value"] > 1.0 and after[0]["value"] == 0.0
+    # A dose with "reset": the level is that of this dose alone (1 h infusion, one compartment).
+    washed = {"doses": [{"time": 0, "amount": 500, "duration": 1}, {"time": 24, "amount": 500, "duration": 1,
+                                                                     "reset": True}],
+              "levels": [{"time": 35.9, "value": 5.0}]}
+    fit_w = map_estimate(m, washed, curve_points=0)
+    assert fit_w.bound.records["EVID"].tolist().count(4) == 1
+    c = history_exposure(fit_w, times=[30.0], doses=False, n_draws=0)["concentrations"][0]["value"]
+    k = 3.0 / 30.0
+    assert c == pytest.approx(500.0 / 3.0 * (1 - np.exp(-k)) * np.exp(-k * 5.0), rel=1e-9)

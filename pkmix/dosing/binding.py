@@ -19,8 +19,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .input import Covariate, Patient, _number
-from .units import (_CONCENTRATION, _CREATININE, _IMPOSSIBLE, _MASS, _NAME_DIMENSION, _REFERENCE_UNIT, _TIME,
-                    PatientError, PatientWarning, _categories, _dimension_of, _norm_unit, _SYNONYMS, convert)
+from .units import (_CREATININE, _IMPOSSIBLE, _MASS, _NAME_DIMENSION, _REFERENCE_UNIT, _TIME,
+                    PatientError, PatientWarning, _categories, _dimension_of, _norm_unit, _SYNONYMS, convert,
+                    convert_concentration)
 
 
 # Records are padded to a multiple of this, so patients with a few more or fewer
@@ -463,17 +464,24 @@ def _bind_json(info: ModelInfo, patient: Patient) -> BoundPatient:
         for k, t in enumerate(times):
             rows.append(dict(TIME=t * time_factor, AMT=amount, RATE=0.0, DUR=d.duration * time_factor,
                              II=(d.interval or 0.0) * time_factor if (d.steady_state and k == 0) else 0.0,
-                             SS=1 if (d.steady_state and k == 0) else 0, EVID=1, CMT=cmt, DV=0.0, LLOQ=0.0,
+                             SS=1 if (d.steady_state and k == 0) else 0, EVID=4 if (d.reset and k == 0) else 1,
+                             CMT=cmt, DV=0.0, LLOQ=0.0,
                              BLQ=False, OBS=False, OCCV=d.occasion, _order=2))
     for lv in patient.levels:
-        value = None if lv.value is None else convert(lv.value, lv.unit or conc_unit, conc_unit, _CONCENTRATION,
-                                                      f"{lv.field}.unit")
-        lloq = None if lv.lloq is None else convert(lv.lloq, lv.unit or conc_unit, conc_unit, _CONCENTRATION,
-                                                    f"{lv.field}.unit")
+        molar_mass = info.metadata.get("molar_mass")
+        value = None if lv.value is None else convert_concentration(lv.value, lv.unit or conc_unit, conc_unit,
+                                                                    f"{lv.field}.unit", molar_mass)
+        lloq = None if lv.lloq is None else convert_concentration(lv.lloq, lv.unit or conc_unit, conc_unit,
+                                                                  f"{lv.field}.unit", molar_mass)
         dv = value if value is not None else lloq
         rows.append(dict(TIME=lv.time * time_factor, AMT=0.0, RATE=0.0, DUR=0.0, II=0.0, SS=0, EVID=0, CMT=0,
                          DV=float(dv), LLOQ=float(lloq or 0.0), BLQ=bool(lv.blq), OBS=True, OCCV=lv.occasion,
                          _order=1))
+    # Resets (EVID 3: dialysis washing the drug out, a new course): after a level at the
+    # same time, before a dose.
+    for r in patient.resets:
+        rows.append(dict(TIME=r.time * time_factor, AMT=0.0, RATE=0.0, DUR=0.0, II=0.0, SS=0, EVID=3, CMT=0, DV=0.0,
+                         LLOQ=0.0, BLQ=False, OBS=False, OCCV=r.occasion, _order=1.5))
     # Time-varying covariates: an EVID 2 record at each change, so the new value takes
     # effect there (under NONMEM's rule from the previous record on).
     change_times = sorted({t for times, _ in series.values() for t in times if t is not None})

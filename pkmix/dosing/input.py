@@ -43,6 +43,16 @@ class Dose:
     count: int = 1
     occasion: float = 1.0
     field: str = ""
+    reset: bool = False  # EVID 4: the system is reset (washed out) just before this dose
+
+
+@dataclasses.dataclass
+class Reset:
+    """A reset of the system (EVID 3): every compartment emptied, e.g. a new course."""
+
+    time: float
+    occasion: float = 1.0
+    field: str = ""
 
 
 @dataclasses.dataclass
@@ -75,6 +85,7 @@ class Patient:
     covariates: dict = dataclasses.field(default_factory=dict)
     doses: list = dataclasses.field(default_factory=list)
     levels: list = dataclasses.field(default_factory=list)
+    resets: list = dataclasses.field(default_factory=list)  # `Reset`s (EVID 3)
     reference_time: _dt.datetime | None = None
     frame: Any = None
     source: str | None = None
@@ -233,9 +244,12 @@ def _dose(item, i: int, clock: _Clock, default_unit) -> Dose:
         raise PatientError(f"{field}.duration", f"infusion duration {duration:g} h is not shorter than the "
                                                 f"dosing interval {interval:g} h")
     occasion = _number(item.get("occasion", 1), f"{field}.occasion")
+    reset = item.get("reset", False)
+    if not isinstance(reset, bool):
+        raise PatientError(f"{field}.reset", f"expected true or false, got {reset!r}")
     return Dose(time=time, amount=amount, route=route, duration=duration, unit=item.get("unit", default_unit),
                 cmt=cmt, steady_state=ss, interval=interval, count=int(count_value), occasion=occasion,
-                field=field)
+                field=field, reset=reset)
 
 
 def _level(item, i: int, clock: _Clock, default_unit) -> Level:
@@ -278,7 +292,7 @@ def patient_from_dict(data: Mapping, *, source: str | None = None) -> Patient:
     if not isinstance(data, Mapping):
         raise PatientError("patient", f"expected a JSON object, got {type(data).__name__}")
     known = {"id", "name", "drug", "reference_time", "time_unit", "dose_unit", "concentration_unit",
-             "covariates", "doses", "levels", "notes", "comment", "model", "target"}
+             "covariates", "doses", "levels", "resets", "notes", "comment", "model", "target"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise PatientError(unknown[0], f"unknown field; the patient format has {', '.join(sorted(known))}")
@@ -300,9 +314,19 @@ def patient_from_dict(data: Mapping, *, source: str | None = None) -> Patient:
         raise PatientError("levels", "expected a list of levels")
     doses = [_dose(d, i, clock, data.get("dose_unit")) for i, d in enumerate(doses_in)]
     levels = [_level(v, i, clock, data.get("concentration_unit")) for i, v in enumerate(levels_in)]
+    resets_in = data.get("resets") or []
+    if not isinstance(resets_in, list):
+        raise PatientError("resets", "expected a list of {time or datetime}")
+    resets = []
+    for i, item in enumerate(resets_in):
+        field = f"resets[{i}]"
+        if not isinstance(item, Mapping):
+            raise PatientError(field, "expected an object with time or datetime")
+        resets.append(Reset(time=clock.hours(item, field), occasion=_number(item.get("occasion", 1),
+                                                                            f"{field}.occasion"), field=field))
     _check_history(doses, levels)
     return Patient(id=str(data.get("id", data.get("name", "patient"))), covariates=covariates, doses=doses,
-                   levels=levels, reference_time=clock.reference, source=source)
+                   levels=levels, reference_time=clock.reference, source=source, resets=resets)
 
 
 def _check_history(doses: list[Dose], levels: list[Level]) -> None:

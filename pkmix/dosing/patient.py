@@ -21,10 +21,11 @@ in one place.
 from .binding import (RECORD_BUCKET, BoundPatient, ModelInfo, _bind_frame, _bind_json, _covariate_value,
                       _dose_compartment, _find_module_of, _last_dose, _model_route, bind, merge_records,
                       model_info, to_subject)
-from .input import (Covariate, Dose, Level, Patient, _check_history, _from_frame, _read_nonmem, load_patient,
+from .input import (Covariate, Dose, Level, Patient, Reset, _check_history, _from_frame, _read_nonmem, load_patient,
                     patient_from_dict)
-from .units import _CONCENTRATION, _MASS, _TIME, PatientError, PatientWarning, _norm_unit, convert
+from .units import (_CONCENTRATION, _MASS, _MOLAR, _TIME, PatientError, PatientWarning, _norm_unit, convert,
+                    convert_concentration)
 
 __all__ = ["PatientError", "PatientWarning", "ModelInfo", "model_info", "Covariate", "Dose", "Level", "Patient",
-           "BoundPatient", "load_patient", "patient_from_dict", "bind", "merge_records", "to_subject", "convert",
+           "Reset", "BoundPatient", "load_patient", "patient_from_dict", "bind", "merge_records", "to_subject", "convert",
            "RECORD_BUCKET"]

@@ -3,6 +3,7 @@ errors every reader and binder raises (`PatientError`, `PatientWarning`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Mapping
 
@@ -109,3 +110,38 @@ _SYNONYMS = {"m": "male", "man": "male", "f": "female", "woman": "female", "yes"
 _REFERENCE_UNIT = {id(_WEIGHT): "kg", id(_AGE): "years", id(_HEIGHT): "cm"}
 
 
+# Molar concentrations, in umol/L. 1 umol/L of a drug of molar mass M g/mol is M ug/L,
+# i.e. M / 1000 mg/L.
+_MOLAR = {"mol/l": 1e6, "mmol/l": 1e3, "umol/l": 1.0, "nmol/l": 1e-3, "pmol/l": 1e-6, "mm": 1e3, "um": 1.0,
+          "nm": 1e-3}
+
+
+def convert_concentration(value: float, unit: str, to: str, field: str, molar_mass: float | None = None) -> float:
+    """A concentration from ``unit`` to ``to``; mass (mg/L, ...) and molar (umol/L, ...)
+    units convert through ``molar_mass`` (g/mol, the model's METADATA['molar_mass']).
+
+    Raises:
+        PatientError: an unknown unit, or a molar unit against a mass unit without a molar mass.
+    """
+    src, dst = _norm_unit(unit), _norm_unit(to)
+    if src in _CONCENTRATION and dst in _CONCENTRATION:
+        return convert(value, unit, to, _CONCENTRATION, field)
+    if src in _MOLAR and dst in _MOLAR:
+        return float(value) * _MOLAR[src] / _MOLAR[dst]
+    known = sorted(set(_CONCENTRATION) | set(_MOLAR))
+    if src not in _MOLAR and src not in _CONCENTRATION:
+        raise PatientError(field, f"unit '{unit}' is not a known unit here; expected one of "
+                                  f"{', '.join(known)} (the model uses {to})")
+    if dst not in _MOLAR and dst not in _CONCENTRATION:
+        raise PatientError(field, f"the model's concentration unit '{to}' is not one pkmix can convert to")
+    if molar_mass is None:
+        raise PatientError(field, f"'{unit}' to the model's '{to}' needs the drug's molar mass, and the model's "
+                                  "METADATA has no 'molar_mass' (g/mol): give the level in the model's unit")
+    m = float(molar_mass)
+    if not (math.isfinite(m) and m > 0):
+        raise PatientError("model", f"METADATA['molar_mass'] must be a positive number of g/mol, got {molar_mass!r}")
+    if src in _MOLAR:  # molar -> mass
+        mg_per_l = float(value) * _MOLAR[src] * m / 1000.0
+        return mg_per_l / _CONCENTRATION[dst]
+    umol_per_l = float(value) * _CONCENTRATION[src] * 1000.0 / m
+    return umol_per_l / _MOLAR[dst]
