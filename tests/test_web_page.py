@@ -226,6 +226,9 @@ def test_each_safety_warning_is_shown_beside_what_it_concerns(page, server, api,
             dose = float(page.get_attribute("[data-key='recommendation.recommendation.dose']", "data-value"))
             assert dose <= options["opt-dose_max"]
             assert page.locator(".not-reachable").count() == 1
+            doses = {k: float(v) for k, v in shown_numbers(page).items()
+                     if re.search(r"(^|\.)(dose|loading_dose|dose_unrounded)$", k) and v != ""}
+            assert doses and all(v <= options["opt-dose_max"] for v in doses.values()), doses
     assert {"covariate_out_of_range", "level_implausible", "target_not_reachable", "date_in_future",
             "dates_far_apart"} <= seen_codes
 

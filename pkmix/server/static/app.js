@@ -417,8 +417,14 @@ function render(data, req) {
   rows.push(["Predicted peak", num(r.predicted.peak, "recommendation.predicted.peak", 3, concUnit)]);
   rows.push(["Predicted AUC24", num(r.predicted.auc24, "recommendation.predicted.auc24", 4, aucUnit)]);
   rows.push(["Predicted target metric", num(r.predicted.target, "recommendation.predicted.target", 4, targetUnit)]);
-  rows.push(["Unrounded dose", el("span", {}, num(r.dose_unrounded, "recommendation.dose_unrounded", 5, doseUnit), " gives ",
-    num(r.exposure_unrounded, "recommendation.exposure_unrounded", 4, targetUnit))]);
+  // The unrounded dose only where it is itself within the limits: a number above a
+  // stated maximum is never shown as a dose (an unreachable target is said in words).
+  const lim = a.limits || r.limits || {};
+  const within = (d, tau) => typeof d === "number" && (lim.dose_max == null || d <= lim.dose_max)
+    && (lim.max_daily_dose == null || d * 24 / tau <= lim.max_daily_dose);
+  if (r.reachable && within(r.dose_unrounded, rec.interval))
+    rows.push(["Unrounded dose", el("span", {}, num(r.dose_unrounded, "recommendation.dose_unrounded", 5, doseUnit), " gives ",
+      num(r.exposure_unrounded, "recommendation.exposure_unrounded", 4, targetUnit))]);
   if (r.next_dose) rows.push(["Level below threshold", el("span", { text: r.next_dose.status === "found"
     ? `${fmt(r.next_dose.threshold)} ${concUnit} at ${fmt(r.next_dose.time)} h${r.next_dose.datetime ? " (" + r.next_dose.datetime + ")" : ""}`
     : `${fmt(r.next_dose.threshold)} ${concUnit}: ${r.next_dose.status}` })]);
@@ -426,7 +432,7 @@ function render(data, req) {
   box.append(kv(rows));
   if (r.message && r.reachable) box.append(el("p", { class: "note", text: "Note: " + r.message }));
   const limits = a.limits || r.limits;
-  if (limits && typeof limits === "object") {
+  if (limits && typeof limits === "object" && Object.keys(limits).length) {
     box.append(el("div", { class: "limits" }, el("h3", { text: "Hard limits respected" }), tree(limits, "limits")));
   }
   const wr = $("#warnings-recommendation"); wr.innerHTML = "";
