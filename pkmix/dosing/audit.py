@@ -93,8 +93,9 @@ def patient_record(patient) -> dict:
 
     if isinstance(patient, dict):
         return {"json": patient}
-    if isinstance(patient, Patient):
-        raise AuditError("patient", "a Patient object cannot be audited: give the JSON object or the file")
+    if not isinstance(patient, (str, os.PathLike)):
+        what = "a Patient object" if isinstance(patient, Patient) else f"a {type(patient).__name__}"
+        raise AuditError("patient", f"{what} cannot be audited: give the JSON object or the file (or audit=False)")
     path = Path(patient)
     if not path.exists():
         raise FileNotFoundError(f"patient file not found: {path}")

@@ -94,7 +94,8 @@ class Recommendation:
                 lines.append(f"Level below {nd['threshold']:g} {u['conc']}: {nd['status']}")
         lines.append("")
         lines.append(f"Target: {self.target.describe(u['auc'] if self.target.kind.startswith('auc') else u['conc'])}")
-        lines.append(f"Recommendation: {self.regimen.describe(u['dose'])}")
+        label = "Recommendation" if self.reachable else "Best regimen within the limits (the target is NOT reached)"
+        lines.append(f"{label}: {self.regimen.describe(u['dose'])}")
         if self.regimen.start_time is not None:
             dt = self.fit.bound.patient.datetime_of(self.regimen.start_time)
             lines.append(f"  start at t = {self.regimen.start_time:.1f} h" +
@@ -104,7 +105,9 @@ class Recommendation:
                      f"{u['conc']}, AUC24 {p['auc24']:.4g} {u['auc']}; target metric {p['target']:.4g}")
         lines.append(f"  probability of target attainment {self.pta:.2f} "
                      f"({self.posterior['method'].upper()}, {self.posterior['n']} draws)")
-        lines.append(f"  unrounded dose {self.dose_unrounded:.1f} {u['dose']} gives {self.exposure_unrounded:.4g}")
+        beyond = " (beyond the limits)" if self.dose_unrounded > self.regimen.dose * (1 + 1e-9) and not self.reachable \
+            else ""
+        lines.append(f"  unrounded dose {self.dose_unrounded:.1f} {u['dose']} gives {self.exposure_unrounded:.4g}{beyond}")
         if self.loading is not None:
             lines.append(f"  loading: {self.loading['message']}")
         if not self.reachable or self.message:
