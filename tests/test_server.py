@@ -132,6 +132,13 @@ def test_report_has_the_same_answer_and_a_plot(client, patient):
     band = c["band"]
     assert band["draws"] >= 30 and len(band["TIME"]) == len(band["low"]) == len(band["high"]) > 0
     assert all(lo <= hi for lo, hi in zip(band["low"], band["high"]))
+    # The band is around the library's own prediction of the proposed regimen.
+    import numpy as np
+
+    t, ipred = np.array(c["regimen"]["TIME"]), np.array(c["regimen"]["IPRED"])
+    lo = np.interp(t, band["TIME"], band["low"])
+    hi = np.interp(t, band["TIME"], band["high"])
+    assert np.mean((ipred >= lo * 0.98) & (ipred <= hi * 1.02)) > 0.95
     # The proposed doses are the recommended regimen's.
     proposed = [d for d in c["doses"] if d["proposed"]]
     reg = plain["recommendation"]["recommendation"]
@@ -140,6 +147,23 @@ def test_report_has_the_same_answer_and_a_plot(client, patient):
     svg = report["svg"]
     assert svg.startswith("<svg") and svg.count('class="level"') == len(patient["levels"])
     assert "nan" not in svg.lower().replace("nanos", "")
+
+
+def test_report_a_priori_and_with_a_loading_dose(client, patient):
+    """No dose given yet: the plot still shows the proposed regimen (loading dose first)
+    with its band."""
+    apriori = {k: v for k, v in patient.items() if k not in ("doses", "levels")}
+    apriori["covariates"] = dict(apriori["covariates"], SCR={"value": 1.5, "unit": "mg/dL"})
+    r = client.post("/api/dose/report", json={"model": MODEL, "patient": apriori, "target": "auc24=400:600",
+                                              "loading": True})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    reg = out["answer"]["recommendation"]["recommendation"]
+    proposed = [d for d in out["curves"]["doses"] if d["proposed"]]
+    assert proposed and not [d for d in out["curves"]["doses"] if not d["proposed"]]
+    if reg["loading_dose"]:
+        assert proposed[0]["AMT"] == reg["loading_dose"] and proposed[1]["AMT"] == reg["dose"]
+    assert out["curves"]["band"]["draws"] >= 30 and out["curves"]["levels"] == []
 
 
 def _raw(client, body: bytes):

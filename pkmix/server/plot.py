@@ -43,6 +43,22 @@ def _future_doses(rec, cmt: int) -> list:
     return doses
 
 
+def _dose_compartment(fit, route: str | None) -> int | None:
+    """The compartment the proposed regimen's doses go to: the last dose's when the route
+    is the same, else the model's for that route (None if it cannot be told)."""
+    last = fit.bound.last_dose or {}
+    if last.get("cmt") is not None and (route or "").lower() == (fit.bound.route or "").lower():
+        return int(last["cmt"])
+    try:  # the binding's rule (a private helper of the dosing package; its home has moved before)
+        try:
+            from ..dosing.binding import _dose_compartment as rule
+        except ImportError:
+            from ..dosing.patient import _dose_compartment as rule
+        return int(rule(fit.info, (route or fit.bound.route or "iv").lower(), None, "route"))
+    except Exception:  # noqa: BLE001 - without it the plot shows the MAP curves only
+        return None
+
+
 def curves(fit, rec, *, seed: int = 0) -> dict:
     """Plain-JSON curves of one answer: ``history`` (TIME, IPRED, PRED up to the new
     regimen), ``regimen`` (TIME, IPRED), ``band`` (TIME, low, high; empty if it cannot
@@ -68,10 +84,8 @@ def curves(fit, rec, *, seed: int = 0) -> dict:
     given = np.isin(recs["EVID"], (1, 4))
     out["doses"] = [{"TIME": float(t), "AMT": float(a), "proposed": False}
                     for t, a in zip(recs["TIME"][given], recs["AMT"][given])]
-    last = fit.bound.last_dose or {}
-    same_route = (rec.regimen.route or "").lower() == (fit.bound.route or "").lower()
-    cmt = last.get("cmt") if same_route else None
-    future = _future_doses(rec, int(cmt)) if cmt is not None else []
+    cmt = _dose_compartment(fit, rec.regimen.route)
+    future = _future_doses(rec, cmt) if cmt is not None else []
     out["doses"] += [{"TIME": t, "AMT": a, "proposed": True} for t, a, *_ in future]
     t = rec.target
     out["target"] = {"kind": t.kind, "low": t.low, "high": t.high}
