@@ -3,13 +3,17 @@
 Every error model reads residual standard deviations (a Sigma declared on the
 variance scale is converted before it gets here) and returns the variance R of each
 observation, on the scale the likelihood compares (log scale for log-transform-both-sides).
+An error model may also read thetas (``theta_parameters``): ``EpsError`` writes the
+observation as NONMEM's ``Y = f(F, THETA, EPS)``.
 """
 
 from __future__ import annotations
 
 import abc
+from typing import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 # Residual variances are floored so a zero prediction under proportional error gives a
@@ -23,13 +27,18 @@ class AbstractErrorModel(eqx.Module):
     def parameters(self) -> tuple[str, ...]:
         """Names of the sigma parameters read, in order."""
 
+    @property
+    def theta_parameters(self) -> tuple[str, ...]:
+        """Names of the thetas read, in order (none for the classic error models)."""
+        return ()
+
     @abc.abstractmethod
     def _variance(self, f, sds):
         ...
 
-    def variance(self, f, sds):
-        """Residual variance for predictions ``f`` (original scale) and SDs (in the order
-        of ``parameters``)."""
+    def variance(self, f, sds, thetas=None):
+        """Residual variance for predictions ``f`` (original scale), SDs (in the order
+        of ``parameters``) and theta values (in the order of ``theta_parameters``)."""
         return jnp.maximum(self._variance(f, sds), MIN_VARIANCE)
 
     def transform(self, x):
@@ -91,6 +100,68 @@ class Combined(AbstractErrorModel):
         if self.form == "sd":
             return (sds[0] + sds[1] * jnp.abs(f)) ** 2
         return sds[0] ** 2 + (sds[1] * f) ** 2
+
+
+class EpsError(AbstractErrorModel):
+    """The observation as NONMEM writes it in $ERROR: ``Y = y(f, p, eps)``.
+
+    ``f`` is the prediction (Y at EPS = 0), ``p`` the thetas named in ``theta`` (by
+    name), ``eps`` the residual errors named in ``eps`` (by name), each with variance
+    SIGMA. The residual variance is what NONMEM's FOCE-I uses:
+    R = sum_k (dY/dEPS_k)^2 SIGMA_kk at EPS = 0, so ``Y = F + F*THETA(3)*EPS(1)`` with
+    ``$SIGMA 1 FIX`` is R = (THETA3 F)^2, and ``Y = F + W*EPS(1)`` is R = W^2 SIGMA.
+    """
+
+    function: Callable = eqx.field(static=True)
+    eps: tuple[str, ...] = eqx.field(static=True)
+    theta: tuple[str, ...] = eqx.field(static=True, default=())
+    log_transform = False
+
+    def __check_init__(self):
+        if not self.eps:
+            raise ValueError("eps_error: name at least one EPS (a sigma parameter)")
+        if not callable(self.function):
+            raise ValueError("eps_error: the first argument must be a function y(f, p, eps)")
+
+    @property
+    def parameters(self):
+        return tuple(self.eps)
+
+    @property
+    def theta_parameters(self):
+        return tuple(self.theta)
+
+    def _variance(self, f, sds, thetas=None):
+        from .._pk.ode import Namespace
+
+        f = jnp.asarray(f, dtype=jnp.float64)
+        values = thetas if thetas is not None else jnp.zeros(len(self.theta))
+        p = Namespace({n: values[i] for i, n in enumerate(self.theta)}, "theta")
+        zeros = tuple(jnp.zeros_like(f) for _ in self.eps)
+
+        def y(*e):
+            return jnp.asarray(self.function(f, p, Namespace(dict(zip(self.eps, e)), "eps")), dtype=jnp.float64)
+
+        r = jnp.zeros_like(f)
+        for k in range(len(self.eps)):
+            tangent = tuple(jnp.ones_like(f) if j == k else jnp.zeros_like(f) for j in range(len(self.eps)))
+            _, dy = jax.jvp(y, zeros, tangent)
+            r = r + (dy * sds[k]) ** 2
+        return jnp.broadcast_to(r, jnp.shape(f))
+
+    def variance(self, f, sds, thetas=None):
+        return jnp.maximum(self._variance(f, sds, thetas), MIN_VARIANCE)
+
+
+def eps_error(y: Callable, *, eps, theta=()) -> EpsError:
+    """A residual error written as NONMEM's $ERROR: ``y(f, p, eps)`` returns the
+    observation from the prediction ``f``, thetas ``p.<name>`` (those in ``theta``) and
+    residual errors ``eps.<name>`` (the sigmas in ``eps``, declared as
+    ``pkmix.Variance``); e.g. ``Y = F + F*THETA(3)*EPS(1)`` with ``$SIGMA 1 FIX``::
+
+        error=eps_error(lambda f, p, eps: f + f * p.tprop * eps.eps1, eps=["eps1"], theta=["tprop"])
+    """
+    return EpsError(function=y, eps=tuple(eps), theta=tuple(theta))
 
 
 def additive(sd: str) -> Additive:

@@ -58,7 +58,8 @@ class Model:
         structure: a closed form (``pkmix.one_compartment`` ...) or ``pkmix.ODE``.
         observe: ``observe(a, p) -> prediction``; ``a`` holds amounts by compartment
             name, ``p`` the individual parameters, thetas and covariates.
-        error: ``pkmix.additive``, ``proportional``, ``combined`` or ``log_additive``.
+        error: ``pkmix.additive``, ``proportional``, ``combined``, ``log_additive``, or
+            ``pkmix.nonmem.eps_error`` (NONMEM's ``Y = F + W*EPS(1)``, may read thetas).
         covariates: names of the data columns ``individual`` reads.
         iov: ``pkmix.IOV(...)`` inter-occasion variability.
         name: a label for output.
@@ -105,6 +106,12 @@ class Model:
                 raise ModelError(
                     f"error model uses sigma '{n}', which is not declared; sigma has "
                     f"{', '.join(self.spec.sigma_names) or 'nothing'}"
+                )
+        for n in error.theta_parameters:
+            if n not in self.spec.theta_names:
+                raise ModelError(
+                    f"error model uses theta '{n}', which is not declared; theta has "
+                    f"{', '.join(self.spec.theta_names) or 'nothing'}"
                 )
         unused = set(self.spec.sigma_names) - set(error.parameters)
         if unused:
@@ -271,7 +278,11 @@ class Model:
         return jnp.stack(sds)
 
     def residual_variance(self, values: ParameterValues, f):
-        return self.error.variance(f, self.sigma_sds(values))
+        names = self.error.theta_parameters
+        if not names:
+            return self.error.variance(f, self.sigma_sds(values))
+        thetas = jnp.stack([values.theta[self.spec.theta_names.index(n)] for n in names])
+        return self.error.variance(f, self.sigma_sds(values), thetas)
 
     def omega_full(self, values: ParameterValues, n_occasions: int):
         """The OMEGA of a subject's full eta vector (BSV block, then IOV per occasion)."""
