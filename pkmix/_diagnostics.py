@@ -5,13 +5,17 @@
 * CWRES (Hooker et al. 2007): C^-1/2 (y - f(eta^) + G eta^) with C = G Omega G' + R, the
   model linearised at the EBEs (R at the EBEs when the method has interaction).
 * IWRES: (y - f(eta^))/sqrt(R(eta^)).
-* NPDE (Brendel et al. 2006): each subject's observations and K simulated replicates
+* NPDE (Brendel et al. 2006), on request (``n_sim > 0``): each subject's observations and K simulated replicates
   (etas from OMEGA, residuals from R) are decorrelated with the Cholesky factor of the
   simulated covariance; pde is the fraction of decorrelated simulations below the
   decorrelated observation, npde = Phi^-1(pde) (pde clipped to [1/2K, 1 - 1/2K]).
 
 Residuals are on the scale the error model compares (log scale for log-transform-both-
 sides). BLQ records get NaN weighted residuals and NPDE (M3 has no residual).
+
+NPDE simulates ``n_sim`` replicates of every subject: a program that compiles as long as
+the rest of the table and can run longer than the estimation, so it is compiled only
+when asked for (``n_sim = 0`` leaves it out of the program, and the table has no NPDE).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def _inverse_sqrt_weighted(C, r, mask):
 
 
 def subject_diagnostics(model, values, eta, subject, opts: Options, omega, key, n_sim: int):
-    """Diagnostics for one subject (vmapped by the caller)."""
+    """Diagnostics for one subject (vmapped by the caller); NPDE only when ``n_sim > 0``."""
     obs = subject.obs_mask & ~subject.blq
     y = model.error.transform(jnp.where(obs, subject.dv, 1.0))
     # Both linearisation points in one vmapped call (one compiled copy of the model's
@@ -54,8 +58,21 @@ def subject_diagnostics(model, values, eta, subject, opts: Options, omega, key, 
     r = y - pi.ft + pi.a @ eta
     cwres = _inverse_sqrt_weighted(pi.a @ omega @ pi.a.T + jnp.diag(pi.var), r, obs)
     iwres = jnp.where(obs, (y - pi.ft) / jnp.sqrt(pi.var), 0.0)
+    nan = jnp.nan
+    table = {
+        "PRED": p0.f,
+        "IPRED": pi.f,
+        "WRES": jnp.where(obs, wres, nan),
+        "CWRES": jnp.where(obs, cwres, nan),
+        "IWRES": jnp.where(obs, iwres, nan),
+    }
+    if n_sim:
+        table["NPDE"] = jnp.where(obs, _npde(model, values, eta, subject, opts, omega, key, n_sim, y, obs), nan)
+    return table
 
-    # NPDE by simulation from the model.
+
+def _npde(model, values, eta, subject, opts, omega, key, n_sim, y, obs):
+    """NPDE by simulation from the model (see the module's docstring)."""
     k_eta, k_eps = jax.random.split(key)
     chol_omega = linalg.cholesky(omega + 1e-300 * jnp.eye(omega.shape[0])) if omega.shape[0] else omega
     eta_sim = jax.random.normal(k_eta, (n_sim, eta.shape[0])) @ chol_omega.T
@@ -76,20 +93,11 @@ def subject_diagnostics(model, values, eta, subject, opts: Options, omega, key, 
     decor_sim = linalg.solve_triangular(L, centred.T).T
     pde = jnp.mean(decor_sim < decor_obs, axis=0)
     pde = jnp.clip(pde, 1.0 / (2 * n_sim), 1.0 - 1.0 / (2 * n_sim))
-    npde = norm.ppf(pde)
-
-    nan = jnp.nan
-    return {
-        "PRED": p0.f,
-        "IPRED": pi.f,
-        "WRES": jnp.where(obs, wres, nan),
-        "CWRES": jnp.where(obs, cwres, nan),
-        "IWRES": jnp.where(obs, iwres, nan),
-        "NPDE": jnp.where(obs, npde, nan),
-    }
+    return norm.ppf(pde)
 
 
 def batch_diagnostics(model, opts, values, etas, batch, key, n_sim):
+    """Every subject's diagnostics: {column: [N, T]} (``NPDE`` only when ``n_sim > 0``)."""
     omega = model.omega_full(values, batch.n_occasions)
     keys = jax.random.split(key, etas.shape[0])
     return jax.vmap(lambda e, s, k: subject_diagnostics(model, values, e, s, opts, omega, k, n_sim))(

@@ -66,7 +66,8 @@ class FitResult:
         return self.minus2ll + self.n_estimated * math.log(max(self.n_observations, 1))
 
     def table(self) -> pd.DataFrame:
-        """One row per record: ID, TIME, DV, PRED, IPRED, RES, IRES, WRES, CWRES, IWRES, NPDE, etas."""
+        """One row per record: ID, TIME, DV, PRED, IPRED, RES, IRES, WRES, CWRES, IWRES, NPDE (when
+        the fit was asked for it: ``npde=True``), etas."""
         if self._table is None:
             raise ValueError("this result has no diagnostics table (diagnostics=False)")
         return self._table
@@ -237,7 +238,9 @@ def build_result(*, model, method, dataset, batch, values, transform, ofv, subje
             "EVID": frame["EVID"].to_numpy(), "MDV": frame["MDV"].to_numpy(), "BLQ": frame["BLQ"].to_numpy(),
         })
         obs = np.asarray(batch.obs_mask)[mask]
-        for key in ("PRED", "IPRED", "WRES", "CWRES", "IWRES", "NPDE"):
+        # NPDE is computed on request only (fit(..., npde=True)): no column otherwise.
+        columns = [key for key in ("PRED", "IPRED", "WRES", "CWRES", "IWRES", "NPDE") if key in diagnostics]
+        for key in columns:
             table[key] = np.asarray(diagnostics[key])[mask]
         table["RES"] = np.where(obs, table["DV"] - table["PRED"], np.nan)
         table["IRES"] = np.where(obs, table["DV"] - table["IPRED"], np.nan)
@@ -245,7 +248,7 @@ def build_result(*, model, method, dataset, batch, values, transform, ofv, subje
         for j, n in enumerate(s.eta_names):
             table[n] = eta[subject_index, j]
         order = ["ID", "TIME", "DV", "EVID", "MDV", "BLQ", "PRED", "IPRED", "RES", "IRES", "WRES", "CWRES",
-                 "IWRES", "NPDE"] + list(s.eta_names)
+                 "IWRES"] + (["NPDE"] if "NPDE" in columns else []) + list(s.eta_names)
         table = table[order]
         iw = table["IWRES"].to_numpy()
         iw = iw[np.isfinite(iw)]

@@ -184,7 +184,7 @@ def test_ode_gradient_and_ofv_match_closed_form(wang):
 @pytest.fixture(scope="module")
 def theo_fit():
     model = load_example("theophylline")
-    return model, pkmix.fit(model, DATA / "theo_sd.csv", method="focei", progress=False, npde_samples=200)
+    return model, pkmix.fit(model, DATA / "theo_sd.csv", method="focei", progress=False, npde=True, npde_samples=200)
 
 
 def test_theophylline_focei_matches_nlmixr2(theo_fit):
@@ -208,7 +208,7 @@ def test_theophylline_focei_matches_nlmixr2(theo_fit):
 def test_second_fit_compiles_nothing(theo_fit):
     model, first = theo_fit
     before = _compile.STATS["compiles"]
-    again = pkmix.fit(model, DATA / "theo_sd.csv", method="focei", progress=False, npde_samples=200)
+    again = pkmix.fit(model, DATA / "theo_sd.csv", method="focei", progress=False, npde=True, npde_samples=200)
     assert _compile.STATS["compiles"] == before
     assert again.timing["compile_s"] == 0.0
     assert again.ofv == pytest.approx(first.ofv, abs=1e-9)

@@ -58,7 +58,7 @@ def test_ofv_matches_nonmem(wang, error, method):
 
 
 def test_focei_table_matches_nonmem(wang):
-    result = pkmix.evaluate(MODELS["proportional"], wang, method="focei", npde_samples=200)
+    result = pkmix.evaluate(MODELS["proportional"], wang, method="focei", npde=True, npde_samples=200)
     ref = pd.read_csv(DATA / "wang2007_nonmem_focei_prop_table.csv")
     table = result.table()
     obs = table[table.EVID == 0].reset_index(drop=True)

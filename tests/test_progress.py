@@ -67,5 +67,5 @@ def test_simulation_reports_replicates_done(capsys, no_delay):
 def test_diagnostics_report_while_they_run(capsys, no_delay):
     model = oral_one_compartment({"tka": 0.45, "tcl": 1.0, "tv": 3.45}, {"eta_ka": 0.6, "eta_cl": 0.3, "eta_v": 0.1},
                                  {"add_sd": 0.7}, pkmix.additive("add_sd"))
-    pkmix.evaluate(model, DATA / "theo_sd.csv", npde_samples=50, progress=True)
+    pkmix.evaluate(model, DATA / "theo_sd.csv", npde=True, npde_samples=50, progress=True)
     assert "diagnostics (NPDE from 50 simulations per subject), finished" in capsys.readouterr().out

@@ -32,6 +32,10 @@ def _common_arguments(parser):
                         help="write results.json, parameters.csv and table.csv here")
     parser.add_argument("--params", metavar="FILE",
                         help="JSON initial/fixed values: {name: value} or a fit's results.json")
+    parser.add_argument("--npde", action="store_true",
+                        help="add NPDE to table.csv (simulation based; default: CWRES and the other residuals)")
+    parser.add_argument("--no-diagnostics", action="store_true",
+                        help="no diagnostics table (table.csv): the estimates only, fastest")
     parser.add_argument("--npde-samples", type=positive_int, default=1000, help="simulations per subject for NPDE")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed for NPDE")
 
@@ -100,9 +104,11 @@ def _run(args, estimate: bool) -> int:
             if estimate:
                 result = fit(model, data, method=args.method, params=params, max_iter=args.max_iter,
                              covariance=args.covariance, progress=False if args.quiet else None,
+                             diagnostics=not args.no_diagnostics, npde=args.npde,
                              npde_samples=args.npde_samples, seed=args.seed)
             else:
                 result = evaluate(model, data, method=args.method, params=params,
+                                  diagnostics=not args.no_diagnostics, npde=args.npde,
                                   npde_samples=args.npde_samples, seed=args.seed)
     except DatasetError as e:
         print(str(e))
