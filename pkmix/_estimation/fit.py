@@ -179,19 +179,25 @@ def _program_diagnostics(model, opts, n_sim, values, etas, batch, key):
     return batch_diagnostics(model, opts, values, etas, batch, key, n_sim)
 
 
-def _diagnostics(model, opts, npde_samples, values, etas, batch, seed, progress):
+def _diagnostics(model, opts, npde, npde_samples, values, etas, batch, seed, progress):
     """The diagnostics table's columns (compiled once per model and data shape), with a
-    progress display while they run (NPDE simulates ``npde_samples`` datasets)."""
-    with while_running(f"diagnostics (NPDE from {npde_samples:,} simulations per subject)", progress):
-        return _compile.run(_program_diagnostics, (model, opts, npde_samples), values, etas, batch,
+    progress display while they run. NPDE (``npde_samples`` simulated datasets per
+    subject) only when asked for: it would otherwise compile and run longer than the
+    CWRES the table is read for."""
+    n_sim = int(npde_samples) if npde else 0
+    what = f"diagnostics (NPDE from {n_sim:,} simulations per subject)" if n_sim else "diagnostics (CWRES)"
+    with while_running(what, progress):
+        return _compile.run(_program_diagnostics, (model, opts, n_sim), values, etas, batch,
                             jax.random.PRNGKey(seed))
 
 
 def evaluate(model, data, method: str = "focei", params=None, *, etas=None, covariate_rule="nonmem",
-             diagnostics: bool = True, npde_samples: int = 1000, seed: int = 0, progress: bool | None = None):
+             diagnostics: bool = True, npde: bool = False, npde_samples: int = 1000, seed: int = 0,
+             progress: bool | None = None):
     """The OFV at given parameter values, without estimation (NONMEM's MAXEVAL=0), with
-    the EBEs and (by default) the diagnostics table (``progress``: a progress line while
-    the diagnostics run longer than 2 s; default when standard output is a terminal).
+    the EBEs and (by default) the diagnostics table (with NPDE when ``npde``; ``progress``:
+    a progress line while the diagnostics run longer than 2 s; default when standard
+    output is a terminal).
 
     Returns:
         A ``FitResult`` with ``iterations = 0`` (no standard errors).
@@ -221,8 +227,8 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
                          + _explain_nonfinite(model, values, dataset, batch, covariate_rule))
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics:
-        diag, diag_compile, diag_s = _diagnostics(model, opts, npde_samples, values, modes.eta, batch, seed,
-                                                  progress)
+        diag, diag_compile, diag_s = _diagnostics(model, opts, npde, npde_samples, values, modes.eta, batch,
+                                                  seed, progress)
     ofv = float(np.sum(np.asarray(ofvs)))
     status_message = "evaluation at the given parameters (no estimation)"
     return build_result(
@@ -236,7 +242,7 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
 
 def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500, gtol: float = 1e-3,
         covariance: str = "sandwich", covariate_rule: str = "nonmem", progress: bool | None = None,
-        diagnostics: bool = True, npde_samples: int = 1000, seed: int = 0):
+        diagnostics: bool = True, npde: bool = False, npde_samples: int = 1000, seed: int = 0):
     """Estimate a population model.
 
     Args:
@@ -253,7 +259,8 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
             terminal). The display is a host callback in
             the compiled program, which keeps that program out of the persistent
             compilation cache: pass ``progress=False`` in scripts run again and again.
-        diagnostics: compute the per-record table (PRED ... NPDE).
+        diagnostics: compute the per-record table (PRED, IPRED, WRES, CWRES, IWRES).
+        npde: add NPDE to the table (simulation based: compiled and run only when asked for).
         npde_samples: simulations per subject for NPDE.
         seed: random seed for NPDE.
 
@@ -354,8 +361,8 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         cov_s = time.perf_counter() - t_cov
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics and finite:
-        diag, diag_compile, diag_s = _diagnostics(model, opts, npde_samples, values, modes.eta, batch, seed,
-                                                  report)
+        diag, diag_compile, diag_s = _diagnostics(model, opts, npde, npde_samples, values, modes.eta, batch,
+                                                  seed, report)
     timing = {
         "total_s": time.perf_counter() - t_start,
         "compile_s": compile_s + diag_compile,
