@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-SUBCOMMANDS = ("check", "predict", "fit", "dose", "simulate", "report", "serve")  # fit also registers evaluate
+SUBCOMMANDS = ("check", "predict", "fit", "dose", "simulate", "report", "serve", "import_")  # fit also registers evaluate
 
 
 def build_parser() -> argparse.ArgumentParser:

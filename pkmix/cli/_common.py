@@ -58,7 +58,18 @@ def load_model_module(spec: str):
     from .. import Model
 
     path = Path(spec)
-    if path.suffix == ".py" or path.exists():
+    if path.suffix.lower() in (".mod", ".ctl"):  # a NONMEM control stream, translated
+        from ..nonmem import ControlStreamError, load
+
+        if not path.is_file():
+            raise CLIError(f"control stream not found: {spec}")
+        try:
+            module = load(path)
+        except ControlStreamError as e:
+            raise CLIError(f"{spec}: {e}") from None
+        except Exception as e:  # the translated model failed pkmix's model check
+            raise CLIError(f"{spec}: the translated model is not valid: {type(e).__name__}: {e}") from None
+    elif path.suffix == ".py" or path.exists():
         if not path.exists():
             raise CLIError(f"model file not found: {spec}")
         if path.is_dir():

@@ -16,7 +16,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ._common import (CLIError, check_output, default_data_for, error_exit, load_model, nonnegative_int,
+from ._common import (CLIError, check_output, default_data_for, error_exit, load_model_module, nonnegative_int,
                       output_dir, positive_int)
 
 METHODS = ("fo", "foce", "focei", "laplace")
@@ -24,10 +24,12 @@ METHODS = ("fo", "foce", "focei", "laplace")
 
 def _common_arguments(parser):
     parser.add_argument("model", metavar="MODEL",
-                        help="a .py file defining a module-level `model`, or a library model name")
+                        help="a .py file defining a module-level `model`, a library model name, or a NONMEM "
+                             "control stream (.mod/.ctl)")
     parser.add_argument("data", metavar="DATA", nargs="?",
-                        help="NONMEM-format CSV (default: the only CSV next to MODEL)")
-    parser.add_argument("--method", choices=METHODS, default="focei", help="estimation method (default focei)")
+                        help="NONMEM-format CSV (default: a control stream's $DATA, or the only CSV next to MODEL)")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="estimation method (default: a control stream's $ESTIMATION, otherwise focei)")
     parser.add_argument("--out", metavar="DIR", type=output_dir,
                         help="write results.json, parameters.csv and table.csv here")
     parser.add_argument("--params", metavar="FILE",
@@ -61,10 +63,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _inputs(args):
-    data = args.data or default_data_for(args.model)
+    model, _, module = load_model_module(args.model)
+    if args.method is None:
+        args.method = getattr(module, "ESTIMATION", {}).get("method", "focei")
+    data = args.data or (module.load_data() if hasattr(module, "load_data") else default_data_for(args.model))
     if data is None:
         raise CLIError(f"no DATA given and no single CSV next to {args.model}")
-    model = load_model(args.model)
     params = None
     if args.params:
         from .predict import read_params
@@ -120,7 +124,8 @@ def _run(args, estimate: bool) -> int:
     print(result)
     if args.out:
         try:
-            out = write_outputs(result, args.out, model_path=args.model, data_path=data)
+            out = write_outputs(result, args.out, model_path=args.model,
+                                data_path=data if isinstance(data, str) else data.attrs["source"])
             written = "results.json, parameters.csv, table.csv"
             if report:
                 from .._progress import while_running

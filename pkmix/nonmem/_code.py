@@ -30,7 +30,7 @@ INDEXED = {"THETA": "theta", "ETA": "eta", "EPS": "eps", "ERR": "eps", "A": "a",
 _FORTRAN = {".EQ.": "==", ".NE.": "!=", ".GT.": ">", ".GE.": ">=", ".LT.": "<", ".LE.": "<=",
             ".EQN.": "==", ".NEN.": "!=", ".AND.": "AND", ".OR.": "OR", ".NOT.": "NOT"}
 _TOKEN = re.compile(r"""
-    (?P<num>(\d+\.?\d*|\.\d+)([ED][+-]?\d+)?)
+    (?P<num>(\d+(\.(?!(EQN|NEN|EQ|NE|GT|GE|LT|LE|AND|OR|NOT)\.)\d*)?|\.\d+)([ED][+-]?\d+)?)
   | (?P<dot>\.(EQN|NEN|EQ|NE|GT|GE|LT|LE|AND|OR|NOT)\.)
   | (?P<name>[A-Z_][A-Z0-9_]*)
   | (?P<op>\*\*|==|/=|>=|<=|[-+*/(),=<>])

@@ -168,7 +168,8 @@ def read_data(path: str | Path, items: list[InputItem], spec: DataSpec, keep: li
             continue
         first = text[0]
         if spec.ignore_char == "@":
-            if first.isalpha() or first == "@":
+            # '#' too: pkmix's own reader and most streams treat it as a comment
+            if first.isalpha() or first in "@#":
                 continue
         elif first == spec.ignore_char:
             continue
@@ -190,4 +191,6 @@ def read_data(path: str | Path, items: list[InputItem], spec: DataSpec, keep: li
     if not rows:
         raise ControlStreamError(f"$DATA (line {spec.line}): no records left in {path.name} after IGNORE/ACCEPT")
     del labels
-    return pd.DataFrame(rows, columns=keep)
+    frame = pd.DataFrame(rows, columns=keep)
+    frame.attrs["source"] = str(path.resolve())  # where the records came from, for run outputs
+    return frame

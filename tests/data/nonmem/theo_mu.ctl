@@ -1,0 +1,19 @@
+$PROBLEM theophylline (nlmixr2's theo_sd): MU referencing, additive error as a THETA
+$INPUT ID TIME DV AMT EVID MDV CMT WT=DROP
+$DATA ../theo_sd.csv IGNORE=@
+$SUBROUTINES ADVAN2 TRANS2
+$PK
+MU_1 = THETA(1)
+MU_2 = THETA(2)
+MU_3 = THETA(3)
+KA = EXP(MU_1 + ETA(1))
+CL = EXP(MU_2 + ETA(2))
+V = EXP(MU_3 + ETA(3))
+S2 = V
+$ERROR
+IPRED = F
+Y = IPRED + THETA(4)*EPS(1)
+$THETA 0.45 1 3.45 (0, 0.7)
+$OMEGA 0.6 0.3 0.1
+$SIGMA 1 FIX
+$ESTIMATION METHOD=1 INTERACTION

@@ -1,0 +1,153 @@
+"""Imported control streams against NONMEM: the OFV at NONMEM's final estimates (from the
+run's .ext file, within 0.01) and a refit to NONMEM's optimum (slow, within 0.1).
+
+Control streams, data and NONMEM's numbers: tests/data/nonmem (README there). One
+evaluation per model; the first two run in the default suite.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pkmix
+from pkmix import nonmem
+from pkmix.cli import main
+
+HERE = Path(__file__).parent / "data" / "nonmem"
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def ext_final(path: Path) -> dict:
+    """NONMEM's final estimates and OFV: the ITERATION -1000000000 line of a .ext file."""
+    header = None
+    for line in path.read_text().splitlines():
+        if line.strip().startswith("ITERATION"):
+            header = line.split()
+        elif line.strip().startswith("-1000000000"):
+            return dict(zip(header, map(float, line.split())))
+    raise AssertionError(f"{path} has no final estimates")
+
+
+def params_from_ext(model, ext: dict, theta_extra: dict | None = None) -> dict:
+    params = {n: ext[f"THETA{i + 1}"] for i, n in enumerate(model.theta_names) if f"THETA{i + 1}" in ext}
+    params.update(theta_extra or {})
+    k = model.spec.n_eta
+    omega = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i + 1):
+            omega[i, j] = omega[j, i] = ext[f"OMEGA({i + 1},{j + 1})"]
+    params["omega"] = omega
+    for i, n in enumerate(model.sigma_names):
+        if not model.spec.sigmas[i].fixed:
+            params[n] = ext[f"SIGMA({i + 1},{i + 1})"]
+    return params
+
+
+def evaluate(module, params, method=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pkmix.DatasetWarning)
+        return pkmix.evaluate(module.model, module.load_data(), method=method or module.ESTIMATION["method"],
+                              params=params, diagnostics=False).ofv
+
+
+slow = pytest.mark.slow
+PHARMPY = [
+    "pheno_real.mod",  # ADVAN1 TRANS2, WT/APGR covariates with an IF, FOCE-I
+    pytest.param("pheno_noifs.mod", marks=slow),  # the same without the IF
+    pytest.param("pheno_trans1.mod", marks=slow),  # ADVAN1 TRANS1 (K)
+    pytest.param("pheno_advan3_trans1.mod", marks=slow),  # ADVAN3 TRANS1 (K, K12, K21)
+    pytest.param("mox2.mod", marks=slow),  # ADVAN2 TRANS2, DROP items, Y from A(2)/VC, FO, SS/II doses
+]
+
+
+@pytest.mark.parametrize("name", PHARMPY)
+def test_ofv_at_nonmem_estimates(name):
+    module = nonmem.load(HERE / name)
+    ext = ext_final(HERE / name.replace(".mod", ".ext"))
+    assert evaluate(module, params_from_ext(module.model, ext)) == pytest.approx(ext["OBJ"], abs=0.01)
+
+
+def test_theta_in_error_gives_nonmem_likelihood():
+    """pheno_real with Y = IPRED + THETA(4)*IPRED*EPS(1), $SIGMA 1 FIX: at THETA(4) =
+    sqrt(SIGMA) of pheno_real the likelihood is NONMEM's pheno_real OFV."""
+    module = nonmem.load(HERE / "pheno_theta_error.ctl")
+    ext = ext_final(HERE / "pheno_real.ext")
+    assert module.model.error.theta_parameters == ("theta4",)
+    params = params_from_ext(module.model, ext, {"theta4": math.sqrt(ext["SIGMA(1,1)"])})
+    assert evaluate(module, params) == pytest.approx(586.27605628, abs=0.01)
+
+
+@pytest.mark.slow
+def test_theophylline_import_matches_the_hand_written_model_and_its_ode():
+    """theo_mu.ctl (ADVAN2, MU referencing, additive SD as a THETA) and theo_advan13.ctl
+    (the same model as $DES) against examples/theophylline/model.py at nlmixr2's FOCE-I
+    estimates (tests/data/nonmem/README)."""
+    sys.path.insert(0, str(EXAMPLES / "theophylline"))
+    try:
+        import importlib
+
+        example = importlib.import_module("model").model
+    finally:
+        sys.path.pop(0)
+    est = {"tka": 0.4663, "tcl": 1.012, "tv": 3.460, "omega": np.diag([0.3988, 0.0694, 0.0191])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pkmix.DatasetWarning)
+        reference = pkmix.evaluate(example, Path(__file__).parent / "data" / "theo_sd.csv",
+                                   params=dict(est, add_sd=0.6947), diagnostics=False).ofv
+    assert reference == pytest.approx(116.8, abs=0.1)
+    closed = nonmem.load(HERE / "theo_mu.ctl")
+    assert evaluate(closed, dict(est, theta4=0.6947)) == pytest.approx(reference, abs=1e-6)
+    ode = nonmem.load(HERE / "theo_advan13.ctl")
+    assert evaluate(ode, dict(est, theta4=0.6947)) == pytest.approx(reference, abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pheno_real.mod"])
+def test_refit_reaches_nonmem_optimum(name):
+    module = nonmem.load(HERE / name)
+    ext = ext_final(HERE / name.replace(".mod", ".ext"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = pkmix.fit(module.model, module.load_data(), method=module.ESTIMATION["method"],
+                           covariance="none", progress=False, npde_samples=10)
+    assert result.ofv == pytest.approx(ext["OBJ"], abs=0.1)
+
+
+@pytest.mark.slow
+def test_refit_theta_in_error():
+    module = nonmem.load(HERE / "pheno_theta_error.ctl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = pkmix.fit(module.model, module.load_data(), method="focei", covariance="none", progress=False,
+                           npde_samples=10)
+    assert result.ofv == pytest.approx(586.27605628, abs=0.1)
+    theta4 = result.values.theta[module.model.theta_names.index("theta4")]
+    assert float(theta4) == pytest.approx(math.sqrt(0.013241), rel=0.02)
+
+
+def test_cli_import_writes_a_model_file_that_loads(tmp_path):
+    out = tmp_path / "pheno.py"
+    assert main(["import", str(HERE / "pheno_real.mod"), "--out", str(out)]) == 0
+    source = out.read_text()
+    assert "THETA(1) -> tcl" in source and "def individual(p):" in source
+    from pkmix.cli._common import load_model_module
+
+    model, _, module = load_model_module(str(out))
+    assert model.theta_names == ("tcl", "tv", "theta3")
+    assert len(module.load_data()) == 744  # pheno.dta's records, its header left out by IGNORE=@
+
+
+def test_cli_refuses_unsupported_streams(tmp_path, capsys):
+    bad = tmp_path / "bad.mod"
+    bad.write_text((HERE / "pheno_real.mod").read_text().replace("$ESTIMATION", "$MIX\n$ESTIMATION"))
+    assert main(["import", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "$MIX (line 31)" in err and "not supported" in err and "Traceback" not in err
+    assert main(["evaluate", str(bad)]) == 2
+    assert "$MIX (line 31)" in capsys.readouterr().err
