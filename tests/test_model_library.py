@@ -15,11 +15,17 @@ checked against something it was not written from:
   where the individual parameters must equal the paper's typical values, and (b)
   against an independent numpy/scipy solution of the paper's equations (solve_ivp,
   written here from the equations, not from the model files).
+* gentamicin_fuchs2014, meropenem_li2006, methotrexate_faltaos2006 (issue 14): the same
+  two checks (typical values of the encoding named in each file; scipy solution), plus
+  the continuous-infusion plateau R/CL (meropenem) and the umol/L scale (methotrexate).
+* phenytoin_grasela1983 (Michaelis-Menten ODE): the paper's steady-state relation
+  Css = KM R / (VM - R) and the exact (Lambert W) solution after a bolus.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +35,13 @@ import pytest
 from scipy import integrate, optimize
 
 import pkmix
+import pkmix.dosing as dosing
 import pkmix.models as library
 
 EXPECTED = {
     "amikacin_burdet2015", "busulfan_paci2012", "tacrolimus_monchaud2012",
     "tobramycin_hennig2013", "vancomycin_goti2018", "vancomycin_thomson2009",
+    "gentamicin_fuchs2014", "meropenem_li2006", "methotrexate_faltaos2006", "phenytoin_grasela1983",
 }
 METADATA_KEYS = {
     "name", "drug", "citation", "doi", "bibtex", "population", "structure", "route", "units",
@@ -426,3 +434,148 @@ def test_tacrolimus_typical_values_and_independent_solution():
 
             ref = simulate(rhs, 7, doses, times)[:, 5] / v1 * 1000.0  # ug/L
             np.testing.assert_allclose(observed(out, column)[i], ref, rtol=1e-5)
+
+
+# ------------------------------------------------------------ models added for issue 14
+# Each is checked at its reference covariates (the published typical values), on its
+# covariate model, and against an independent scipy solution of the paper's equations;
+# each example patient under tests/data/patients/ is fitted once (MAP).
+PATIENTS = Path(__file__).parent / "data" / "patients"
+
+
+def test_gentamicin_neonatal_typical_values_and_independent_solution():
+    gen = library.load("gentamicin_fuchs2014")
+    # Tucuxi's typical values hold at the median neonate: 2.17 kg, GA 34 weeks, PNA 1 day.
+    p = individual_parameters(gen.model, dict(BW=2.17, GA=34.0, PNA=1.0))
+    assert (p["cl"], p["v1"], p["q"], p["v2"]) == pytest.approx((0.0886, 0.905, 0.161, 0.558), rel=1e-12)
+    omega = np.asarray(gen.model.initial_values().omega)
+    np.testing.assert_allclose(np.sqrt(np.diag(omega)), [0.893, 0.184], rtol=1e-12)
+    assert omega[0, 1] / math.sqrt(omega[0, 0] * omega[1, 1]) == pytest.approx(0.275, rel=1e-12)
+    assert gen.build(cl_bsv_sd=0.3).initial_values().omega[0, 0] == pytest.approx(0.09)
+
+    # Independent: a 1.1-kg preterm (GA 27 weeks, PNA 6 days), 4 mg/kg over 30 min q36h x2.
+    cov = dict(BW=1.1, GA=27.0, PNA=6.0)
+    eta = np.array([0.25, -0.1])
+    doses = [(0.0, 4.4, 0.5, 1, 36.0, 1)]
+    times = np.array([0.25, 0.5, 1.0, 6.0, 24.0, 35.9, 37.0, 48.0, 71.0])
+    out = pkmix.predict(gen.model, nm_frame([{"doses": doses, "obs": times, "cov": cov}]), etas=eta[None, :])
+    size = 1.1 / 2.17
+    for column, e in (("PRED", np.zeros(2)), ("IPRED", eta)):
+        cl = 0.0886 * size**0.75 * (1 + 1.87561 * (27 - 34) / 34) * (1 + 0.0553356 * (6 - 1)) * math.exp(e[0])
+        v1 = 0.905 * size * (1 - 0.920913 * (27 - 34) / 34) * math.exp(e[1])
+        q, v2 = 0.161 * size**0.75, 0.558 * size
+        ref = simulate(two_cmt_rhs(cl, v1, q, v2), 2, doses, times)[:, 0] / v1
+        np.testing.assert_allclose(observed(out, column)[0], ref, rtol=1e-7)
+
+
+def test_meropenem_typical_values_and_continuous_infusion_plateau():
+    mer = library.load("meropenem_li2006")
+    p = individual_parameters(mer.model, dict(CLCR=83.0, AGE=35.0, WT=70.0))
+    assert (p["cl"], p["v1"], p["v2"], p["q"]) == pytest.approx((14.6, 10.8, 12.6, 18.6), rel=1e-12)
+    np.testing.assert_allclose(np.sqrt(np.diag(np.asarray(mer.model.initial_values().omega))),
+                               [0.343, 0.378, 0.319, 0.539], rtol=1e-12)
+    assert mer.METADATA["molar_mass"] == pytest.approx(383.463)
+
+    # Continuous infusion of 3 g per 24 h (bags of 24 h, five days): the plateau is
+    # R / CL, with CL from the paper's covariate equation (a 70-year-old, CLCR 50, 80 kg).
+    cov = dict(CLCR=50.0, AGE=70.0, WT=80.0)
+    cl = 14.6 * (50 / 83) ** 0.62 * (70 / 35) ** -0.34
+    doses = [(0.0, 3000.0, 24.0, 1, 24.0, 4)]
+    times = np.array([1.0, 3.0, 30.0, 100.0, 119.5])
+    out = pkmix.predict(mer.model, nm_frame([{"doses": doses, "obs": times, "cov": cov}]))
+    c = observed(out, "PRED")[0]
+    assert c[-2:] == pytest.approx([125.0 / cl] * 2, rel=1e-9)
+    # and the whole profile (the approach to the plateau) against scipy
+    v1 = 10.8 * (80 / 70) ** 0.99
+    ref = simulate(two_cmt_rhs(cl, v1, 18.6, 12.6), 2, doses, times)[:, 0] / v1
+    np.testing.assert_allclose(c, ref, rtol=1e-7)
+
+
+def test_methotrexate_typical_values_in_micromolar():
+    mtx = library.load("methotrexate_faltaos2006")
+    assert mtx.METADATA["units"]["concentration"] == "umol/L"
+    assert mtx.METADATA["molar_mass"] == pytest.approx(454.44)
+    values = mtx.model.initial_values()
+    assert np.asarray(values.iov) == pytest.approx([0.027225])
+    f = jnp.array([0.0, 1.0, 100.0])
+    np.testing.assert_allclose(mtx.model.residual_variance(values, f), 0.015**2 + (0.46 * f) ** 2, rtol=1e-12)
+
+    # Typical values at the reference (SCR 67 umol/L, 62 years: CL 7.1, VC 25.1, Q 0.15,
+    # VP 2.7) and CL's covariate model elsewhere, through PRED against scipy, 5 g over 4 h.
+    # mapbayr's encoding gives nmol/L = 2.2 x ug/L, i.e. umol/L = mg/L x 1000/454.44.
+    covs = [dict(SCR=67.0, AGE=62.0), dict(SCR=90.0, AGE=48.0)]
+    doses = [(0.0, 5000.0, 4.0, 1, 0.0, 0)]
+    times = np.array([1.0, 4.0, 6.0, 24.0, 48.0, 72.0])
+    frame = nm_frame([{"doses": doses, "obs": times, "cov": c} for c in covs]).assign(OCC=1)
+    out = pkmix.predict(mtx.model, frame)
+    for i, c in enumerate(covs):
+        cl = 7.1 * (c["SCR"] / 67) ** -0.43 * (c["AGE"] / 62) ** -0.22
+        ref_mg_l = simulate(two_cmt_rhs(cl, 25.1, 0.15, 2.7), 2, doses, times)[:, 0] / 25.1
+        np.testing.assert_allclose(observed(out, "PRED")[i], ref_mg_l * 1000 / 454.44, rtol=1e-7)
+    assert 1000 / 454.44 == pytest.approx(2.2, rel=1e-3)  # mapbayr's factor
+
+
+def mm_bolus_conc(c0, t, vm, km, v):
+    """Exact 1-cmt Michaelis-Menten bolus solution (Lambert W), written from
+    V dC/dt = -VM C / (KM + C): C = KM W((C0/KM) exp((C0 - VM t/V)/KM))."""
+    from scipy.special import lambertw
+
+    return km * np.real(lambertw((c0 / km) * np.exp((c0 - vm * t / v) / km)))
+
+
+def test_phenytoin_michaelis_menten_against_the_papers_steady_state():
+    pht = library.load("phenytoin_grasela1983")
+    assert not pht.model.structure.is_linear
+    p = individual_parameters(pht.model, dict(WT=70.0, AGE=40.0))
+    assert (p["vm"] * 24.0, p["km"], p["v"]) == pytest.approx((415.0, 5.7, 49.0), rel=1e-12)
+    p = individual_parameters(pht.model, dict(WT=30.0, AGE=10.0))
+    assert (p["vm"] * 24.0, p["km"]) == pytest.approx((415.0 * (30 / 70) ** 0.6, 5.7 * 0.57), rel=1e-12)
+    japanese = pht.build(japanese=True)
+    assert individual_parameters(japanese, dict(WT=70.0, AGE=40.0))["km"] == pytest.approx(5.7 * 0.77)
+
+    # The paper's relation: at steady state R = VM C / (KM + C), so 300 mg/day in a 70-kg
+    # adult gives C = 5.7 x 300 / (415 - 300) = 14.87 mg/L. A constant infusion of 300 mg/day
+    # reaches it: near the plateau the gap shrinks with time constant
+    # V (KM + C)^2 / (VM KM) = 210 h, so after 150 days it is below 1e-7.
+    assert pht.steady_state_concentration(300.0) == pytest.approx(5.7 * 300 / 115)
+    cov = dict(WT=70.0, AGE=40.0)
+    infusion = [(0.0, 300.0 * 150, 24.0 * 150, 1, 0.0, 0)]
+    bolus = [(0.0, 700.0, 0.0, 1, 0.0, 0)]
+    times = np.array([0.5, 6.0, 24.0, 72.0])
+    frame = nm_frame([{"doses": infusion, "obs": [24.0 * 149.5], "cov": cov},
+                      {"doses": bolus, "obs": times, "cov": cov}])
+    out = pkmix.predict(pht.model, frame)
+    assert observed(out, "PRED")[0][0] == pytest.approx(pht.steady_state_concentration(300.0), rel=1e-6)
+    # A loading bolus against the exact solution (within the ODE tolerance, 1e-7).
+    np.testing.assert_allclose(observed(out, "PRED")[1], mm_bolus_conc(700.0 / 49.0, times, 415.0 / 24, 5.7, 49.0),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gentamicin_fuchs2014", "meropenem_li2006", "methotrexate_faltaos2006",
+                                  "phenytoin_grasela1983"])
+def test_example_patient_fits(name):
+    """Each new model's example patient: MAP converges, its etas stay within 3 prior SDs,
+    and the individual prediction is closer to the levels than the population one."""
+    fit = dosing.map_estimate(name, PATIENTS / f"{name}.json", curve_points=0)
+    assert fit.converged and np.all(np.isfinite(fit.eta))
+    prior_sd = np.sqrt(np.diag(fit.prior_covariance))
+    assert np.all(np.abs(fit.eta) < 3 * prior_sd), fit.eta
+    obs = fit.observations
+    assert len(obs) == 2
+    # The example levels are plausible for each model: the fit passes within 30 % of both.
+    np.testing.assert_allclose(obs["IPRED"], obs["DV"], rtol=0.3)
+
+
+def test_methotrexate_levels_in_mg_per_l_are_converted_by_the_molar_mass():
+    """The same levels given in mg/L (x 454.44/1000) give the same fit as in umol/L."""
+    import json
+
+    data = json.loads((PATIENTS / "methotrexate_faltaos2006.json").read_text())
+    as_mg = json.loads(json.dumps(data))
+    for level in as_mg["levels"]:
+        level["value"] = level["value"] * 454.44 / 1000.0
+        level["unit"] = "mg/L"
+    fit = dosing.map_estimate("methotrexate_faltaos2006", data, curve_points=0)
+    fit_mg = dosing.map_estimate("methotrexate_faltaos2006", as_mg, curve_points=0)
+    np.testing.assert_allclose(fit_mg.observations["DV"], fit.observations["DV"], rtol=1e-12)
+    np.testing.assert_allclose(fit_mg.eta, fit.eta, rtol=1e-9, atol=1e-12)

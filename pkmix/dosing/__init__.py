@@ -38,10 +38,15 @@ from .questions import interval_for as interval_for
 from .questions import next_dose as next_dose
 from .questions import what_if as what_if
 from .safety import DoseLimits as DoseLimits
+from .averaging import AveragedRecommendation as AveragedRecommendation
+from .averaging import AveragingError as AveragingError
+from .averaging import average as average
+from .averaging import model_weights as model_weights
 
 __all__ = [
     "map_estimate", "MAPResult", "sample_posterior", "posterior_summary", "recommend", "Recommendation",
     "Regimen", "Target", "Patient", "Dose", "Level", "BoundPatient", "PatientError", "PatientWarning",
     "load_patient", "patient_from_dict", "steady_state_exposure", "time_below", "next_dose", "history_exposure",
-    "interval_for", "what_if", "DoseLimits",
+    "interval_for", "what_if", "DoseLimits", "average", "AveragedRecommendation", "AveragingError",
+    "model_weights",
 ]
