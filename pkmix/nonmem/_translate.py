@@ -274,7 +274,8 @@ def _parse_covariance(record: Record) -> dict:
                 record.fail(f"MATRIX={value}: expected R or S")
             cov["matrix"] = v.lower()
         elif key in ("UNCONDITIONAL", "CONDITIONAL", "PRINT", "COMPRESS", "SLOW", "FAST", "NOFCOV", "SIGL",
-                     "TOL", "ATOL", "SIGLO", "NOSLOW"):
+                     "TOL", "ATOL", "SIGLO", "NOSLOW", "PRECOND", "PRECONDS", "PFCOND", "PRETYPE", "FPOSDEF",
+                     "CHOLROFF", "KNUTHSUMOFF", "RESUME", "SPECIAL", "IACCEPT", "THBND", "OMITTED"):
             continue
         else:
             record.fail(f"the option {key} is not supported")
