@@ -170,3 +170,36 @@ def test_dose_into_a_compartment_the_model_lacks():
                           "CMT": [3, 2]})
     with pytest.raises(pkmix.DatasetError, match="CMT"):
         pkmix.predict(model, frame)
+
+
+def test_error_model_with_a_theta():
+    """NONMEM's Y = F + F*THETA*EPS(1) with SIGMA 1 FIX: R = (theta f)^2; an undeclared
+    theta is named."""
+    from pkmix.nonmem import eps_error
+
+    error = eps_error(lambda f, p, eps: f + f * p.tprop * eps.eps1, eps=["eps1"], theta=["tprop"])
+    model = pkmix.Model(**definition(theta={"tka": 0.45, "tcl": 1.0, "tv": 3.45, "tprop": 0.2},
+                                     sigma={"eps1": pkmix.Variance(1.0, fixed=True)}, error=error))
+    f = jnp.array([0.5, 2.0])
+    np.testing.assert_allclose(model.residual_variance(model.initial_values(), f), (0.2 * f) ** 2)
+    with pytest.raises(pkmix.ModelError, match="error model uses theta 'tprop', which is not declared"):
+        pkmix.Model(**definition(sigma={"eps1": pkmix.Variance(1.0, fixed=True)}, error=error))
+
+
+def test_sigma_bounds():
+    from pkmix._model.transforms import ParameterTransform
+
+    model = pkmix.Model(**definition(sigma={"add_sd": pkmix.SD(0.7, lower=0.1, upper=2.0)}))
+    t = ParameterTransform(model.spec)
+    base = model.initial_values()
+    x = t.to_vector(base, base)
+    assert float(t.from_vector(x, base).sigma[0]) == pytest.approx(0.7)
+    for far in (-50.0, 50.0):
+        v = float(t.from_vector(x.at[-1].set(far), base).sigma[0])
+        assert 0.1 <= v <= 2.0
+    lower_only = ParameterTransform(pkmix.Model(**definition(sigma={"add_sd": pkmix.SD(0.7, lower=0.5)})).spec)
+    assert float(lower_only.from_vector(x.at[-1].set(-50.0), base).sigma[0]) == pytest.approx(0.5)
+    with pytest.raises(pkmix.ModelError, match="sigma 'add_sd': initial value 0.7 is outside its bounds"):
+        pkmix.Model(**definition(sigma={"add_sd": pkmix.SD(0.7, upper=0.5)}))
+    with pytest.raises(pkmix.ModelError, match="must satisfy 0 <= lower < upper"):
+        pkmix.Model(**definition(sigma={"add_sd": pkmix.Variance(0.7, lower=1.0, upper=0.5)}))

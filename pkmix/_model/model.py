@@ -311,6 +311,8 @@ class Model:
             raise ModelError(f"omega has shape {om.shape}, expected {(s.n_eta, s.n_eta)}")
         if s.n_eta and np.linalg.eigvalsh((om + om.T) / 2).min() <= 0:
             raise ModelError("omega is not positive definite")
-        for n, v in zip(s.sigma_names, np.asarray(values.sigma)):
+        for n, sg, v in zip(s.sigma_names, s.sigmas, np.asarray(values.sigma)):
             if not v > 0:
                 raise ModelError(f"sigma '{n}' = {v} must be positive")
+            if not sg.lower <= v <= sg.upper:
+                raise ModelError(f"sigma '{n}' = {v} is outside its bounds ({sg.lower}, {sg.upper})")

@@ -73,25 +73,29 @@ class IOV:
 @dataclass(frozen=True)
 class Sigma:
     """A residual-error parameter. ``scale="sd"`` (nlmixr2's add.sd, prop.sd) or
-    ``scale="variance"`` (NONMEM's $SIGMA). Reported on the declared scale."""
+    ``scale="variance"`` (NONMEM's $SIGMA). Reported on the declared scale.
+    ``lower``/``upper`` bound it on that scale (default: above 0)."""
 
     init: float
     scale: str = "sd"
     fixed: bool = False
+    lower: float = 0.0
+    upper: float = math.inf
 
     def __post_init__(self):
         if self.scale not in ("sd", "variance"):
             raise ModelError(f"Sigma scale must be 'sd' or 'variance', got {self.scale!r}")
 
 
-def SD(init: float, fixed: bool = False) -> Sigma:
-    """A residual standard deviation (nlmixr2 style)."""
-    return Sigma(init, "sd", fixed)
+def SD(init: float, fixed: bool = False, *, lower: float = 0.0, upper: float = math.inf) -> Sigma:
+    """A residual standard deviation (nlmixr2 style), optionally bounded:
+    ``SD(0.1, lower=0.01)``, ``SD(0.2, upper=1)``."""
+    return Sigma(init, "sd", fixed, lower, upper)
 
 
-def Variance(init: float, fixed: bool = False) -> Sigma:
-    """A residual variance (NONMEM's $SIGMA)."""
-    return Sigma(init, "variance", fixed)
+def Variance(init: float, fixed: bool = False, *, lower: float = 0.0, upper: float = math.inf) -> Sigma:
+    """A residual variance (NONMEM's $SIGMA), optionally bounded."""
+    return Sigma(init, "variance", fixed, lower, upper)
 
 
 class ParameterValues(NamedTuple):
@@ -237,6 +241,10 @@ def parse_parameters(theta, omega, sigma, iov) -> ParameterSpec:
             raise ModelError(f"sigma '{name}': expected a number or pkmix.Sigma/SD/Variance")
         if not s.init > 0:
             raise ModelError(f"sigma '{name}': initial value {s.init} must be positive")
+        if not 0 <= s.lower < s.upper:
+            raise ModelError(f"sigma '{name}': bounds ({s.lower}, {s.upper}) must satisfy 0 <= lower < upper")
+        if not (s.lower < s.init < s.upper) and not s.fixed:
+            raise ModelError(f"sigma '{name}': initial value {s.init} is outside its bounds ({s.lower}, {s.upper})")
         sigmas.append(s)
 
     names = list(theta) + eta_names + list(iov_names) + list(sigma)

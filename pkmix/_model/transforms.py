@@ -6,7 +6,8 @@ One place for every constraint (STYLE: a bijector registry):
   only is ``lower + exp(x)``, above only ``upper - exp(x)``, on both sides
   ``lower + (upper - lower) * sigmoid(x)``;
 * each OMEGA block is a Cholesky factor with a log diagonal (so it stays positive
-  definite); IOV variances and sigmas are log-transformed.
+  definite); IOV variances are log-transformed, and sigmas too (``lower + exp(x)``
+  with a lower bound, the sigmoid map with an upper one).
 
 Fixed parameters are not in the vector; they keep the values of ``base`` (a
 ``ParameterValues`` passed at run time, so a new set of initial or fixed values does
@@ -97,6 +98,20 @@ class ParameterTransform:
             return hi - jnp.exp(x)
         return lo + (hi - lo) * jax.nn.sigmoid(x)
 
+    # ---- sigma: above its lower bound (0 by default), below its upper bound if any
+    def _sigma_to_x(self, i, v):
+        s = self.spec.sigmas[i]
+        if math.isinf(s.upper):
+            return math.log(v - s.lower)
+        p = (v - s.lower) / (s.upper - s.lower)
+        return math.log(p / (1 - p))
+
+    def _sigma_from_x(self, i, x):
+        s = self.spec.sigmas[i]
+        if math.isinf(s.upper):
+            return s.lower + jnp.exp(x) if s.lower else jnp.exp(x)
+        return s.lower + (s.upper - s.lower) * jax.nn.sigmoid(x)
+
     # ---- whole vector
     def to_vector(self, values: ParameterValues, base: ParameterValues) -> jax.Array:
         """Unconstrained vector of ``values`` (host-side, numpy)."""
@@ -111,7 +126,7 @@ class ParameterTransform:
         if self.iov_free:
             out += list(0.5 * np.log(v.iov))
         for i in self.sigma_free:
-            out.append(math.log(v.sigma[i]))
+            out.append(self._sigma_to_x(i, float(v.sigma[i])))
         return jnp.asarray(out, dtype=jnp.float64)
 
     def from_vector(self, x: jax.Array, base: ParameterValues) -> ParameterValues:
@@ -137,6 +152,6 @@ class ParameterTransform:
             j += iov.shape[0]
         sigma = jnp.asarray(b.sigma)
         for i in self.sigma_free:
-            sigma = sigma.at[i].set(jnp.exp(x[j]))
+            sigma = sigma.at[i].set(self._sigma_from_x(i, x[j]))
             j += 1
         return ParameterValues(theta=theta, omega=omega, iov=iov, sigma=sigma)
