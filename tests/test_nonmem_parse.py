@@ -140,6 +140,13 @@ def test_block_omega_becomes_a_pkmix_block():
     assert m.eta_names == ("eta_cl", "eta_v")
 
 
+def test_zero_fixed_eta_is_left_out():
+    scope = module_of(BASE.replace("$OMEGA 0.1 0.1", "$OMEGA 0.1 0 FIX"))
+    assert scope["model"].eta_names == ("eta_cl",)
+    assert "eta_v" not in scope["individual"].__code__.co_names
+    refusal(BASE.replace("$OMEGA 0.1 0.1", "$OMEGA 0.1 0"), "$OMEGA (line 12)", "OMEGA(2) is 0")
+
+
 # ----------------------------------------------------------------- abbreviated code
 def run_pk(text, **values):
     """individual() of a translated $PK on the given thetas/etas/covariates."""

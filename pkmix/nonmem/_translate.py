@@ -560,6 +560,15 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         pk_defined.add(s.target)
 
     theta_names, eta_names, eps_names = _parameter_names(cs, set(covariates))
+    # An ETA whose variance is 0 FIX is 0 (NONMEM's way to switch one off): left out.
+    zero_etas, k = set(), 0
+    for b in cs.omegas:
+        if not b.block:
+            zero_etas |= {k + j + 1 for j, (v, f) in enumerate(zip(b.values, b.fixed)) if v == 0 and f}
+        k += b.size
+    if zero_etas:
+        off = {("eta", n): ("num", 0.0) for n in zero_etas}
+        pk_code = [C.Flat(s.target, C.simplify(C.substitute(s.value, off)), s.line) for s in pk_code]
     for s in pk_code + err_code + cs.des:
         for leaf in C.symbols(s.value, ("theta", "eta", "eps")):
             pool = {"theta": theta_names, "eta": eta_names, "eps": eps_names}[leaf[0]]
@@ -750,6 +759,9 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         else:
             entries = []
             for j, (v, f, c) in enumerate(zip(b.values, b.fixed, b.comments)):
+                if k + j + 1 in zero_etas:
+                    omega_items.append(f"        # ETA({k + j + 1}) is 0 FIX: left out")
+                    continue
                 if v == 0 and not f:
                     raise ControlStreamError(f"$OMEGA (line {b.line}): OMEGA({k + j + 1}) is 0; give a positive "
                                              f"variance")
