@@ -108,6 +108,25 @@ def test_theophylline_import_matches_the_hand_written_model_and_its_ode():
 
 
 @pytest.mark.slow
+def test_iov_import_matches_the_hand_written_model():
+    """theo_iov.ctl (BLOCK(1) SAME picked by OCC, a BLOCK(2), W=SQRT(THETA(4)**2+THETA(5)**2*IPRED**2))
+    against test_estimation's hand-written pkmix.IOV model with combined error."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from test_estimation import theo_block_iov_combined
+    finally:
+        sys.path.pop(0)
+    reference, frame = theo_block_iov_combined()
+    module = nonmem.load(HERE / "theo_iov.ctl")
+    assert module.model.iov_names == ("kappa_cl",)
+    for method in ("focei", "fo"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pkmix.DatasetWarning)
+            expected = pkmix.evaluate(reference, frame, method=method, diagnostics=False).ofv
+        assert evaluate(module, None, method) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pheno_real.mod"])
 def test_refit_reaches_nonmem_optimum(name):
     module = nonmem.load(HERE / name)

@@ -147,6 +147,36 @@ def test_zero_fixed_eta_is_left_out():
     refusal(BASE.replace("$OMEGA 0.1 0.1", "$OMEGA 0.1 0"), "$OMEGA (line 12)", "OMEGA(2) is 0")
 
 
+IOV_PK = """\
+CL=THETA(1)*EXP(ETA(1)+IOVCL)
+V=THETA(2)*EXP(ETA(2))
+S1=V
+"""
+
+
+@pytest.mark.parametrize("pick", [
+    "IOVCL=0\nIF (OCC.EQ.1) IOVCL=ETA(3)\nIF (OCC.EQ.2) IOVCL=ETA(4)\nIF (OCC.EQ.3) IOVCL=ETA(5)\n",
+    "Q1=0\nQ2=0\nQ3=0\nIF(OCC.EQ.1)Q1=1\nIF(OCC.EQ.2)Q2=1\nIF(OCC.EQ.3)Q3=1\nIOVCL=Q1*ETA(3)+Q2*ETA(4)+Q3*ETA(5)\n",
+    "IF (OCC.EQ.1) THEN\nIOVCL=ETA(3)\nELSE IF (OCC.EQ.2) THEN\nIOVCL=ETA(4)\nELSE\nIOVCL=ETA(5)\nENDIF\n",
+])
+def test_block_same_becomes_iov(pick):
+    text = BASE.replace("$INPUT ID TIME AMT WGT APGR DV", "$INPUT ID TIME AMT WGT APGR DV OCC").replace(
+        "CL=THETA(1)*EXP(ETA(1))\nV=THETA(2)*EXP(ETA(2))\nS1=V\n", pick + IOV_PK).replace(
+        "$OMEGA 0.1 0.1", "$OMEGA 0.1 0.1\n$OMEGA BLOCK(1) 0.05\n$OMEGA BLOCK(1) SAME\n$OMEGA BLOCK(1) SAME")
+    model = module_of(text)["model"]
+    assert model.iov_names == ("kappa_cl",) and model.occasion_column == "OCC"
+    assert model.eta_names == ("eta_cl", "eta_v") and model.covariates == ()
+    np.testing.assert_allclose(model.spec.iov_init, [0.05])
+
+
+def test_iov_that_is_not_the_occasions_eta_is_refused():
+    pick = "IOVCL=0\nIF (OCC.EQ.1) IOVCL=ETA(4)\nIF (OCC.EQ.2) IOVCL=ETA(3)\n"
+    text = BASE.replace("$INPUT ID TIME AMT WGT APGR DV", "$INPUT ID TIME AMT WGT APGR DV OCC").replace(
+        "CL=THETA(1)*EXP(ETA(1))\nV=THETA(2)*EXP(ETA(2))\nS1=V\n", pick + IOV_PK).replace(
+        "$OMEGA 0.1 0.1", "$OMEGA 0.1 0.1\n$OMEGA BLOCK(1) 0.05\n$OMEGA BLOCK(1) SAME")
+    refusal(text, "$PK (line", "IOVCL is not ETA(3) when OCC = 1")
+
+
 # ----------------------------------------------------------------- abbreviated code
 def run_pk(text, **values):
     """individual() of a translated $PK on the given thetas/etas/covariates."""
@@ -337,8 +367,8 @@ def test_input_renames_and_drops(tmp_path):
     (("$SUBROUTINES ADVAN1 TRANS2", "$SUBROUTINES ADVAN5"), ["$SUBROUTINES (line 4)", "ADVAN5 is not supported"]),
     (("ADVAN1 TRANS2", "ADVAN3 TRANS5"), ["$SUBROUTINES (line 4)", "TRANS5 is not supported"]),
     (("ADVAN1 TRANS2", "ADVAN3 TRANS4"), ["ADVAN3 TRANS4 needs V1"]),
-    (("$OMEGA 0.1 0.1", "$OMEGA 0.1\n$OMEGA BLOCK(1) 0.1\n$OMEGA BLOCK(1) SAME"),
-     ["$OMEGA (line 14)", "SAME", "not supported"]),
+    (("$OMEGA 0.1 0.1", "$OMEGA 0.1\n$OMEGA BLOCK(2) 0.1 0.01 0.1\n$OMEGA BLOCK(2) SAME"),
+     ["$OMEGA (line 14)", "SAME with n > 1", "not supported"]),
     (("$SIGMA 0.01", "$SIGMA BLOCK(2) 0.01 0.001 0.01"), ["$SIGMA (line 13)", "BLOCK"]),
     (("$ESTIMATION METHOD=1 INTERACTION", "$EST METHOD=SAEM"), ["$EST (line 14)", "METHOD=SAEM is not supported"]),
     (("$ESTIMATION METHOD=1 INTERACTION", "$EST METHOD=0 INTER"), ["$EST (line 14)", "FO"]),

@@ -64,13 +64,21 @@ def load(path: str | os.PathLike) -> ModuleType:
     return module
 
 
-def read_data_file(path, items, *, ignore_char="#", ignore=(), accept=(), columns=()):
+def read_data_file(path, items, *, ignore_char="#", ignore=(), accept=(), columns=(), occasions=None):
     """$DATA as NM-TRAN reads it: ``items`` are $INPUT's ``(label, alias, dropped)``,
     ``ignore``/``accept`` the conditions ``(column, op, value)``; returns a DataFrame of
-    ``columns``."""
+    ``columns``. ``occasions=(column, n)``: the column must hold 1..n (the occasions of
+    n inter-occasion etas)."""
     spec = DataSpec(file=str(path), ignore_char=ignore_char, ignore=[Condition(*c) for c in ignore],
                     accept=[Condition(*c) for c in accept])
-    return read_data(path, [InputItem(*it) for it in items], spec, list(columns))
+    frame = read_data(path, [InputItem(*it) for it in items], spec, list(columns))
+    if occasions is not None:
+        column, n = occasions
+        bad = sorted(set(frame[column]) - set(range(1, n + 1)))
+        if bad:
+            raise ControlStreamError(f"{Path(path).name}: {column} holds {bad[:5]}; the control stream has {n} "
+                                     f"inter-occasion etas (BLOCK(1) SAME), for {column} = 1..{n}")
+    return frame
 
 
 __all__ = ["ControlStreamError", "ControlStream", "Translation", "read", "translate", "to_source", "load",

@@ -151,7 +151,8 @@ def read_data(path: str | Path, items: list[InputItem], spec: DataSpec, keep: li
 
     path = Path(path)
     if not path.exists():
-        raise ControlStreamError(f"$DATA (line {spec.line}): the data file {path} does not exist")
+        where = f"$DATA (line {spec.line})" if spec.line else "$DATA"
+        raise ControlStreamError(f"{where}: the data file {path} does not exist")
     labels = [it.label for it in items]
     index = {}
     for i, it in enumerate(items):

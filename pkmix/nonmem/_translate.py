@@ -170,9 +170,6 @@ def read(source: str | os.PathLike, text: str | None = None) -> ControlStream:
     thetas = [t for r in by_name.get("THETA", []) for t in parse_thetas(r)]
     omegas = [parse_random(r) for r in by_name.get("OMEGA", [])]
     sigmas = [parse_random(r) for r in by_name.get("SIGMA", [])]
-    for r, b in zip(by_name.get("OMEGA", []), omegas):
-        if b.same:
-            r.fail("BLOCK(n) SAME (inter-occasion variability) is not supported yet: write the model with pkmix.IOV")
     for r, b in zip(by_name.get("SIGMA", []), sigmas):
         if b.block:
             r.fail("a $SIGMA BLOCK (correlated EPS) is not supported")
@@ -535,6 +532,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     if scale:
         wanted.add(_v(scale))
     pk_code = C.needed(cs.pk, wanted)
+    pk_code, iov = _occasion_etas(cs, pk_code, wanted, data_item, rec_pk)
 
     covariates: list[str] = []
     pk_defined = set()
@@ -544,7 +542,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                 _fail_at(rec_pk, s.line, "EPS in $PK is not supported")
             if leaf[0] == "a":
                 _fail_at(rec_pk, s.line, "A(n) in $PK is not supported")
-            if leaf in pk_defined or leaf[1].startswith("_C"):
+            if leaf in pk_defined or leaf[1].startswith("_C") or leaf[1].startswith("__IOV_"):
                 continue
             name = leaf[1]
             item = data_item(name)
@@ -595,6 +593,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         export_key[name] = key
 
     def pk_leaf(e):
+        if e[0] == "var" and e[1].startswith("__IOV_"):
+            return f"p.{e[1][6:]}"
         if e[0] == "var":
             if e in pk_defined_now:
                 return local[e[1]]
@@ -749,7 +749,11 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     theta_src = "\n".join(theta_decl(i, t) for i, t in enumerate(cs.thetas))
     omega_items = []
     k = 0
+    iov_etas = {n for g in iov for n in g["etas"]}
     for b in cs.omegas:
+        if k + 1 in iov_etas:
+            k += b.size
+            continue
         if b.block:
             names = eta_names[k:k + b.size]
             fixed = ", fixed=True" if b.fixed[0] else ""
@@ -802,6 +806,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         if not it.drop and it.label in RESERVED and it.label not in PASSED:
             raise ControlStreamError(f"$INPUT: the data item {it.label} is not supported; DROP it")
     data_columns = used + [c for c in covariates if c not in used]
+    if iov and iov[0]["column"] not in data_columns:
+        data_columns.append(iov[0]["column"])
     origin = cs.path.name if cs.path else "the control stream"
     header = [f'"""{cs.problem or "NONMEM model"}: imported from {origin} by pkmix import.',
               "",
@@ -843,6 +849,11 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         "    sigma={",
         *sigma_items,
         "    },",
+        *([f"    iov=pkmix.IOV(occasion={iov[0]['column']!r}"
+            + "".join(f", {g['name']}={_num(g['variance'])}" for g in iov)
+            + (", fixed=True" if iov[0]["fixed"] else "") + "),  # "
+            + "; ".join(f"ETA({g['etas'][0]})-ETA({g['etas'][-1]}) by {g['column']} = 1..{len(g['etas'])}"
+                        for g in iov)] if iov else []),
         f"    covariates={covariates!r},",
         "    individual=individual,",
         f"    structure={structure},",
@@ -866,11 +877,118 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
             "def load_data():",
             f'    """$DATA {spec.file} as NM-TRAN reads it with $INPUT {input_line}."""',
             f"    return nonmem.read_data_file(Path(__file__).parent / {file!r}, {_input_src(cs.input)},",
-            f"                                 {_spec_src(spec)}, columns={data_columns!r})",
+            f"                                 {_spec_src(spec)}, columns={data_columns!r}"
+            + (f",\n                                 occasions=({iov[0]['column']!r}, {len(iov[0]['etas'])}))"
+               if iov else ")"),
             "",
         ])
     names = {"theta": theta_names, "eta": eta_names, "eps": eps_names}
     return Translation(src, method, covariance, data_columns, covariates, names)
+
+
+def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
+    """Inter-occasion variability: ``$OMEGA BLOCK(1) v`` followed by ``BLOCK(1) SAME``
+    records is one variance shared by n etas, and the $PK variable that picks the
+    record's occasion's eta (``IF (OCC.EQ.1) IOV=ETA(3)`` ..., or ``IOV=Q1*ETA(3)+Q2*ETA(4)``
+    with indicators) becomes a ``pkmix.IOV`` eta. The variable is recognised by
+    evaluating it for OCC = 1..n: it must be ETA(k + OCC - 1) exactly."""
+    groups, k, records = [], 0, [r for r in cs.records if r.name == "OMEGA"]
+    for r, b in zip(records, cs.omegas):
+        if b.same:
+            if not groups or groups[-1]["end"] != k or groups[-1]["size"] != b.size:
+                r.fail("SAME must follow a BLOCK(n) of the same size")
+            if b.size != 1:
+                r.fail("BLOCK(n) SAME with n > 1 (correlated inter-occasion etas) is not supported")
+            groups[-1]["etas"].append(k + 1)
+            groups[-1]["end"] = k + 1
+        else:
+            groups.append({"etas": [k + 1], "end": k + b.size, "size": b.size if b.block else None,
+                           "variance": b.values[0], "fixed": bool(b.fixed[0]), "record": r})
+        k += b.size
+    groups = [g for g in groups if len(g["etas"]) > 1]
+    if not groups:
+        return pk_code, []
+    code = list(pk_code)
+    out = []
+    taken = set()
+    for g in groups:
+        etas = set(g["etas"])
+        carriers = []
+        for i, s in enumerate(code):
+            if {e[1] for e in C.symbols(s.value, ("eta",))} & etas:
+                carriers.append(i)
+        if not carriers:
+            continue  # no statement uses them: the OMEGA is unused, as in NONMEM
+        target = code[carriers[-1]].target
+        last = max(i for i, s in enumerate(code) if s.target == target)
+        value = C.inline(code[:last + 1], target)
+        items = {v[1] for v in C.symbols(value) if not v[1].startswith("_C")}
+        if len(items) != 1 or data_item(next(iter(items))) is None:
+            g["record"].fail(f"the etas {', '.join(f'ETA({n})' for n in g['etas'])} (BLOCK(1) SAME) must be picked "
+                             f"by an occasion column in $PK, e.g. IF (OCC.EQ.1) IOV=ETA({g['etas'][0]})")
+        column = next(iter(items))
+        sentinel = {n: 1000.0 + j for j, n in enumerate(g["etas"])}
+        for j, n in enumerate(g["etas"]):
+            got = _evaluate(value, {("var", column): float(j + 1)}, sentinel)
+            if got != sentinel[n]:
+                rec_pk.fail(f"{target[1]} is not ETA({n}) when {column} = {j + 1}: pkmix reads inter-occasion "
+                            f"etas as ETA(k + {column} - 1) (BLOCK(1) SAME)", code[last].line)
+        for i, s in enumerate(code[:last]):
+            if target in C.symbols(s.value) and s.target != target:
+                rec_pk.fail(f"{target[1]} is used before its last assignment", s.line)
+        code = [s for s in code if s.target != target]
+        users = [s.target[1] for s in code if target in C.symbols(s.value) and not s.target[1].startswith("_C")]
+        name = _pyname("kappa_" + (users[0] if users else target[1]).lower(), taken)
+        taken.add(name)
+        leaf = ("var", "__IOV_" + name)
+        code = [C.Flat(s.target, C.substitute(s.value, {target: leaf}), s.line) for s in code]
+        out.append(dict(g, column=data_item(column), name=name))
+    # what the carriers needed (indicators) is dead now
+    code = C.needed(code, wanted)
+    left = {e[1] for s in code for e in C.symbols(s.value, ("eta",))} & {n for g in out for n in g["etas"]}
+    if left:
+        rec_pk.fail(f"ETA({min(left)}) (an inter-occasion eta) is used outside its occasion variable")
+    if len({g["column"] for g in out}) > 1 or len({len(g["etas"]) for g in out}) > 1:
+        rec_pk.fail("inter-occasion etas on different occasion columns or numbers of occasions are not supported")
+    if len({g["fixed"] for g in out}) > 1:
+        rec_pk.fail("inter-occasion variances that are partly FIX are not supported")
+    return code, out
+
+
+def _evaluate(e, env, etas):
+    """A numeric value of an expression (IOV recognition): ``env`` gives variables,
+    ``etas`` the etas by number; other etas are 0."""
+    k = e[0]
+    if k == "num":
+        return e[1]
+    if k == "var":
+        if e not in env:
+            raise ControlStreamError(f"{e[1]} has no value here")
+        return env[e]
+    if k == "eta":
+        return etas.get(e[1], 0.0)
+    if k in ("theta", "eps", "a"):
+        return 1.0
+    a = [_evaluate(x, env, etas) for x in e[1:] if isinstance(x, tuple)]
+    if k == "neg":
+        return -a[0]
+    if k in ("+", "-", "*", "/", "**"):
+        x, y = a
+        return {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else math.inf, "**": x ** y}[k]
+    if k == "cmp":
+        x, y = a
+        return float({"==": x == y, "!=": x != y, ">": x > y, ">=": x >= y, "<": x < y, "<=": x <= y}[e[1]])
+    if k == "and":
+        return float(bool(a[0]) and bool(a[1]))
+    if k == "or":
+        return float(bool(a[0]) or bool(a[1]))
+    if k == "not":
+        return float(not a[0])
+    if k == "where":
+        return a[1] if a[0] else a[2]
+    if k == "call":
+        return {"EXP": math.exp, "LOG": math.log, "SQRT": math.sqrt, "ABS": abs}.get(e[1], lambda v: math.nan)(a[0])
+    return math.nan
 
 
 def _input_src(items):
