@@ -127,6 +127,8 @@ def parse_data(record: Record) -> DataSpec:
     file = record.text.split()[0].strip("'\"")
     spec = DataSpec(file=file, line=record.line)
     for key, value in opts[1:]:
+        if len(key) >= 3 and ("IGNORE".startswith(key) or "ACCEPT".startswith(key)):
+            key = "IGNORE" if "IGNORE".startswith(key) else "ACCEPT"  # NM-TRAN takes IGN=, ACC=
         if key in ("IGNORE", "ACCEPT") and value is not None and value.startswith("("):
             (spec.ignore if key == "IGNORE" else spec.accept).extend(_conditions(value, record))
         elif key == "IGNORE" and value is not None:
@@ -161,7 +163,7 @@ def read_data(path: str | Path, items: list[InputItem], spec: DataSpec, keep: li
             index.setdefault(it.alias, i)
     for c in spec.ignore + spec.accept:
         if c.column not in index:
-            raise ControlStreamError(f"$DATA (line {spec.line}): the condition on {c.column} names no $INPUT item")
+            raise ControlStreamError(f"$DATA: the condition on {c.column} names no $INPUT item")
     rows = []
     for number, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         text = raw.strip()
@@ -190,7 +192,8 @@ def read_data(path: str | Path, items: list[InputItem], spec: DataSpec, keep: li
             row.append(value)
         rows.append(row)
     if not rows:
-        raise ControlStreamError(f"$DATA (line {spec.line}): no records left in {path.name} after IGNORE/ACCEPT")
+        where = f"$DATA (line {spec.line})" if spec.line else "$DATA"
+        raise ControlStreamError(f"{where}: no records left in {path.name} after IGNORE/ACCEPT")
     del labels
     frame = pd.DataFrame(rows, columns=keep)
     frame.attrs["source"] = str(path.resolve())  # where the records came from, for run outputs

@@ -146,9 +146,9 @@ def options(text: str) -> list[tuple[str, str | None]]:
         if "=" in t and not t.startswith("("):
             k, _, v = t.partition("=")
             out.append((k.upper(), v))
-        elif t.startswith("(") and out and out[-1][1] is None and out[-1][0] in ("IGNORE", "ACCEPT"):
+        elif t.startswith("(") and out and out[-1][1] is None and out[-1][0] in ("IGNORE", "ACCEPT", "IGN", "ACC"):
             out[-1] = (out[-1][0], t)
-        elif "(" in t and t.endswith(")") and t.split("(")[0].upper() in ("IGNORE", "ACCEPT"):
+        elif "(" in t and t.endswith(")") and t.split("(")[0].upper() in ("IGNORE", "ACCEPT", "IGN", "ACC"):
             k, _, v = t.partition("(")
             out.append((k.upper(), "(" + v))
         else:
