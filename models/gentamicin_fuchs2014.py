@@ -146,8 +146,9 @@ METADATA = {
         "bsv_form": "exponential, P = TV * exp(eta)",
     },
     "targets": {
-        "peak": {"range": (6.0, 10.0), "best": 8.0, "unit": "mg/L", "time_h": 1.0,
-                 "source": "Tucuxi drug file (peak 0.5-3 h after the dose)"},
+        "peak": {"range": (6.0, 10.0), "best": 8.0, "unit": "mg/L",
+                 "source": "Tucuxi drug file (peak 0.5-3 h after the start of the dose; the default "
+                           "target is the level at the end of the infusion: 'peak=6:10,time=1' for 1 h)"},
         "trough": {"range": (0.5, 1.5), "best": 1.0, "unit": "mg/L", "source": "Tucuxi drug file"},
     },
     "dosing": {"dose_step_mg": 0.5, "dose_min_mg": 1.0, "dose_max_mg": 25.0,

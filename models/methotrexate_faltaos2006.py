@@ -126,8 +126,10 @@ METADATA = {
         "bsv_form": "exponential, P = TV * exp(eta + kappa)",
     },
     "targets": {
-        "conc": {"value": 1.0, "time_h": 48.0, "unit": "umol/L",
-                 "source": "usual HD-MTX rescue threshold (< 1 umol/L at 48 h), not from the paper"},
+        "conc": {"high": 1.0, "time": 48.0, "unit": "umol/L", "text": "conc=:1,time=48",
+                 "source": "usual HD-MTX rescue threshold (< 1 umol/L at 48 h after the start of the "
+                           "infusion), not from the paper; a timed target, so recommend needs it given "
+                           "explicitly (target='conc=:1,time=48')"},
     },
     "dosing": {"dose_step_mg": 100.0, "dose_min_mg": 500.0, "dose_max_mg": 12000.0, "intervals_h": (168.0,),
                "default_infusion_h": 4.0,

@@ -579,3 +579,34 @@ def test_methotrexate_levels_in_mg_per_l_are_converted_by_the_molar_mass():
     fit_mg = dosing.map_estimate("methotrexate_faltaos2006", as_mg, curve_points=0)
     np.testing.assert_allclose(fit_mg.observations["DV"], fit.observations["DV"], rtol=1e-12)
     np.testing.assert_allclose(fit_mg.eta, fit.eta, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_phenytoin_recommendation_reaches_the_trough_at_steady_state():
+    """recommend on the Michaelis-Menten ODE model (steady state by Newton on the dosing
+    cycle) agrees with the event engine run for 150 days of the recommended regimen (the
+    approach to a Michaelis-Menten steady state has a time constant of about 9 days here).
+    Slow: every posterior draw and candidate integrates the ODE (about a minute for 20
+    draws on a shared CPU)."""
+    pht = library.load("phenytoin_grasela1983")
+    fit = dosing.map_estimate(pht, PATIENTS / "phenytoin_grasela1983.json", curve_points=0)
+    rec = dosing.recommend(pht, fit, "trough=10:20", n_samples=20, curve=False)
+    r = rec.regimen
+    assert rec.reachable and 10.0 <= rec.predicted["trough"] <= 20.0
+    assert r.dose * 24.0 / r.interval < fit.current["vm"] * 24.0  # below VM: a steady state exists
+    n = int(150 * 24 / r.interval)
+    frame = nm_frame([{"doses": [(0.0, r.dose, r.infusion_duration, 1, r.interval, n)],
+                       "obs": [n * r.interval - 1e-6], "cov": dict(WT=72.0, AGE=46.0)}])
+    out = pkmix.predict(pht.model, frame, etas=np.asarray(fit.eta)[None, :])
+    assert observed(out)[0][0] == pytest.approx(rec.predicted["trough"], rel=1e-5)
+
+
+def test_meropenem_continuous_infusion_recommendation_plateau_is_rate_over_clearance():
+    """recommend(continuous=True) for the example patient: the steady-state level of the
+    recommended amount per 24 h is R / CL at the patient's MAP clearance, in the target."""
+    fit = dosing.map_estimate("meropenem_li2006", PATIENTS / "meropenem_li2006.json", curve_points=0)
+    rec = dosing.recommend("meropenem_li2006", fit, "trough=2:8", continuous=True, n_samples=200, curve=False)
+    r = rec.regimen
+    assert r.continuous and r.infusion_duration == r.interval
+    assert rec.predicted["trough"] == pytest.approx(r.dose / r.interval / fit.current["cl"], rel=1e-8)
+    assert 2.0 <= rec.predicted["trough"] <= 8.0 and r.dose * 24.0 / r.interval <= 6000.0
