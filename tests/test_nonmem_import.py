@@ -74,12 +74,12 @@ def test_ofv_at_nonmem_estimates(name):
 
 
 def test_theta_in_error_gives_nonmem_likelihood():
-    """pheno_real with Y = IPRED + THETA(4)*IPRED*EPS(1), $SIGMA 1 FIX: at THETA(4) =
+    """pheno_real with Y = IPRED + THETA(4)*IPRED*EPS(1), $SIGMA 1 FIX (THETA(4) -> prop_sd): at THETA(4) =
     sqrt(SIGMA) of pheno_real the likelihood is NONMEM's pheno_real OFV."""
     module = nonmem.load(HERE / "pheno_theta_error.ctl")
     ext = ext_final(HERE / "pheno_real.ext")
-    assert module.model.error.theta_parameters == ("theta4",)
-    params = params_from_ext(module.model, ext, {"theta4": math.sqrt(ext["SIGMA(1,1)"])})
+    assert module.model.error.theta_parameters == ("prop_sd",)
+    params = params_from_ext(module.model, ext, {"prop_sd": math.sqrt(ext["SIGMA(1,1)"])})
     assert evaluate(module, params) == pytest.approx(586.27605628, abs=0.01)
 
 
@@ -102,9 +102,9 @@ def test_theophylline_import_matches_the_hand_written_model_and_its_ode():
                                    params=dict(est, add_sd=0.6947), diagnostics=False).ofv
     assert reference == pytest.approx(116.8, abs=0.1)
     closed = nonmem.load(HERE / "theo_mu.ctl")
-    assert evaluate(closed, dict(est, theta4=0.6947)) == pytest.approx(reference, abs=1e-6)
+    assert evaluate(closed, dict(est, add_sd=0.6947)) == pytest.approx(reference, abs=1e-6)
     ode = nonmem.load(HERE / "theo_advan13.ctl")
-    assert evaluate(ode, dict(est, theta4=0.6947)) == pytest.approx(reference, abs=1e-3)
+    assert evaluate(ode, dict(est, add_sd=0.6947)) == pytest.approx(reference, abs=1e-3)
 
 
 @pytest.mark.slow
@@ -146,8 +146,8 @@ def test_refit_theta_in_error():
         result = pkmix.fit(module.model, module.load_data(), method="focei", covariance="none", progress=False,
                            npde_samples=10)
     assert result.ofv == pytest.approx(586.27605628, abs=0.1)
-    theta4 = result.values.theta[module.model.theta_names.index("theta4")]
-    assert float(theta4) == pytest.approx(math.sqrt(0.013241), rel=0.02)
+    prop_sd = result.values.theta[module.model.theta_names.index("prop_sd")]
+    assert float(prop_sd) == pytest.approx(math.sqrt(0.013241), rel=0.02)
 
 
 def test_cli_import_writes_a_model_file_that_loads(tmp_path):
@@ -160,6 +160,18 @@ def test_cli_import_writes_a_model_file_that_loads(tmp_path):
     model, _, module = load_model_module(str(out))
     assert model.theta_names == ("tcl", "tv", "theta3")
     assert len(module.load_data()) == 744  # pheno.dta's records, its header left out by IGNORE=@
+
+
+@pytest.mark.slow
+def test_cli_fit_runs_a_control_stream(tmp_path, capsys):
+    """pkmix fit RUN.mod: $DATA relative to the stream, the method of $ESTIMATION."""
+    import json
+
+    assert main(["fit", str(HERE / "pheno_real.mod"), "--out", str(tmp_path), "--quiet"]) == 0
+    assert "FOCEI fit of pheno_real" in capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["ofv"] == pytest.approx(586.27605628, abs=0.1)
+    assert Path(results["data_path"]) == (HERE / "pheno.dta").resolve()
 
 
 def test_cli_refuses_unsupported_streams(tmp_path, capsys):

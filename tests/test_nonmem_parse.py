@@ -270,7 +270,7 @@ def test_theta_in_error_is_the_residual_sd():
                                   ).replace("$SIGMA 0.01", "$SIGMA 1 FIX")
     scope = module_of(text)
     model = scope["model"]
-    assert model.error.theta_parameters == ("theta3", "theta4")
+    assert model.error.theta_parameters == ("add_sd", "prop_sd")  # named by what they do
     values = model.initial_values()
     f = np.array([0.0, 1.0, 10.0])
     np.testing.assert_allclose(model.residual_variance(values, f), 0.5 ** 2 + (0.2 * f) ** 2)

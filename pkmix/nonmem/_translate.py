@@ -558,6 +558,29 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         pk_defined.add(s.target)
 
     theta_names, eta_names, eps_names = _parameter_names(cs, set(covariates))
+    zero_eps = {e: ("num", 0.0) for st in err_code for e in C.symbols(st.value, ("eps",))}
+    # The residual error: Y as a function of the prediction, THETAs and EPS.
+    y_full = C.simplify(C.inline(err_code, ("var", "Y")))
+    y0 = C.simplify(C.substitute(y_full, zero_eps))
+    f_sym = ("var", "__PRED")
+    y_err = C.simplify(C.substitute(y_full, {y0: f_sym}))
+    others = sorted({v[1] for v in C.symbols(y_err, ("var", "a", "eta")) if v != f_sym and v[0] == "var"}
+                    | {f"A({v[1]})" for v in C.symbols(y_err, ("a",))})
+    if others:
+        _fail_at(rec_err, y_line, "the residual error of Y depends on " + ", ".join(others) + " besides the "
+                 "prediction and THETAs; pkmix's error models use only the prediction (Y at EPS = 0) and THETAs")
+    eps_used = sorted({v[1] for v in C.symbols(y_err, ("eps",))})
+    if not eps_used:
+        _fail_at(rec_err, y_line, "Y has no EPS(n): there is no residual error")
+    err_thetas = sorted({v[1] for v in C.symbols(y_err, ("theta",))})
+    # A THETA that only scales the residual error is named by what it does (add_sd, prop_sd).
+    pk_thetas = {v[1] for st in pk_code + cs.des for v in C.symbols(st.value, ("theta",))}
+    for i in err_thetas:
+        if i in pk_thetas or theta_names[i - 1] != f"theta{i}":
+            continue
+        kind = _error_theta_kind(y_err, i, err_thetas, f_sym)
+        if kind and kind not in theta_names:
+            theta_names[i - 1] = kind
     # An ETA whose variance is 0 FIX is 0 (NONMEM's way to switch one off): left out.
     zero_etas, k = set(), 0
     for b in cs.omegas:
@@ -625,7 +648,6 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     del qual
 
     # observe: $ERROR with EPS = 0
-    zero_eps = {("eps", i + 1): ("num", 0.0) for i in range(len(eps_names))}
     obs_code = [C.Flat(s.target, C.simplify(C.substitute(s.value, zero_eps)), s.line) for s in err_code]
     obs_code = C.needed(obs_code, {("var", "Y")})
     err_local: dict[str, str] = {}
@@ -666,20 +688,6 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     lines.append(f"    return {err_local['Y']}")
     obs_src = "\n".join(lines)
 
-    # The residual error: Y as a function of the prediction, THETAs and EPS.
-    y_full = C.simplify(C.inline(err_code, ("var", "Y")))
-    y0 = C.simplify(C.substitute(y_full, zero_eps))
-    f_sym = ("var", "__PRED")
-    y_err = C.simplify(C.substitute(y_full, {y0: f_sym}))
-    others = sorted({v[1] for v in C.symbols(y_err, ("var", "a", "eta")) if v != f_sym and v[0] == "var"}
-                    | {f"A({v[1]})" for v in C.symbols(y_err, ("a",))})
-    if others:
-        _fail_at(rec_err, y_line, "the residual error of Y depends on " + ", ".join(others) + " besides the "
-                 "prediction and THETAs; pkmix's error models use only the prediction (Y at EPS = 0) and THETAs")
-    eps_used = sorted({v[1] for v in C.symbols(y_err, ("eps",))})
-    if not eps_used:
-        _fail_at(rec_err, y_line, "Y has no EPS(n): there is no residual error")
-    err_thetas = sorted({v[1] for v in C.symbols(y_err, ("theta",))})
 
     def y_leaf(e):
         if e == f_sym:
@@ -814,7 +822,9 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
               f"$SUBROUTINES ADVAN{cs.advan} TRANS{cs.trans}; estimation {method}"
               + ("" if covariance == "none" else f", covariance {covariance}") + ".",
               "Names: " + ", ".join(f"THETA({i + 1}) -> {n}" for i, n in enumerate(theta_names))
-              + "; " + ", ".join(f"ETA({i + 1}) -> {n}" for i, n in enumerate(eta_names))
+              + "; " + ", ".join([f"ETA({i + 1}) -> {n}" for i, n in enumerate(eta_names)
+                                  if i + 1 not in iov_etas and i + 1 not in zero_etas]
+                                 + [f"ETA({g['etas'][0]})-ETA({g['etas'][-1]}) -> {g['name']} (IOV)" for g in iov])
               + "; " + ", ".join(f"EPS({i + 1}) -> {n}" for i, n in enumerate(eps_names)) + ".",
               '"""', ""]
     src = "\n".join(header) + "\n".join([
@@ -955,9 +965,35 @@ def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
     return code, out
 
 
-def _evaluate(e, env, etas):
-    """A numeric value of an expression (IOV recognition): ``env`` gives variables,
-    ``etas`` the etas by number; other etas are 0."""
+def _error_theta_kind(y_err, i, err_thetas, f_sym):
+    """'add_sd' when THETA(i) alone makes dY/dEPS constant in the prediction, 'prop_sd' when
+    proportional to it (the other error THETAs at 0), else None."""
+    def slope(f):
+        values = {("theta", n): float(n == i) for n in err_thetas}
+        env = {f_sym: f}
+        h = 1e-3
+        up = _evaluate(y_err, env, {}, {**values, **{("eps", n): h for n in range(1, 100)}})
+        down = _evaluate(y_err, env, {}, {**values, **{("eps", n): -h for n in range(1, 100)}})
+        return (up - down) / (2 * h)
+    try:
+        d1, d2 = slope(1.0), slope(2.0)
+    except (ArithmeticError, ValueError, ControlStreamError):
+        return None
+    if not (math.isfinite(d1) and math.isfinite(d2)) or abs(d1) < 1e-12:
+        return None
+    if abs(d2 - d1) < 1e-6 * abs(d1):
+        return "add_sd"
+    if abs(d2 - 2 * d1) < 1e-6 * abs(d1):
+        return "prop_sd"
+    return None
+
+
+def _evaluate(e, env, etas, leaves=None):
+    """A numeric value of an expression (IOV and error-THETA recognition): ``env`` gives
+    variables, ``etas`` the etas by number (others 0), ``leaves`` THETA/EPS values by
+    ``("theta", n)`` (others 1 and 0)."""
+    if leaves is not None and e in leaves:
+        return leaves[e]
     k = e[0]
     if k == "num":
         return e[1]
@@ -967,9 +1003,11 @@ def _evaluate(e, env, etas):
         return env[e]
     if k == "eta":
         return etas.get(e[1], 0.0)
-    if k in ("theta", "eps", "a"):
+    if k == "eps":
+        return 0.0 if leaves is not None else 1.0
+    if k in ("theta", "a"):
         return 1.0
-    a = [_evaluate(x, env, etas) for x in e[1:] if isinstance(x, tuple)]
+    a = [_evaluate(x, env, etas, leaves) for x in e[1:] if isinstance(x, tuple)]
     if k == "neg":
         return -a[0]
     if k in ("+", "-", "*", "/", "**"):
