@@ -48,6 +48,6 @@ from . import plots as plots  # noqa: E402  (matplotlib is imported only when a 
 from ._arviz import to_inference_data as to_inference_data  # noqa: E402
 from .report import load_run as load_run  # noqa: E402
 from .report import write_report as write_report  # noqa: E402
-from ._batch import fit_batch as fit_batch  # noqa: E402
+from .batch import fit_batch as fit_batch  # noqa: E402
 from ._simulate import simulate as simulate  # noqa: E402
 from ._simulate import vpc as vpc  # noqa: E402

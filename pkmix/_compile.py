@@ -4,7 +4,12 @@ apart from run time and a second call with same-shaped data compiles nothing.
 ``compiled(fn, static, *args)`` lowers and compiles ``fn`` for the shapes and dtypes of
 ``args`` (pytrees of arrays) with ``static`` (a hashable tuple) bound, once per
 (function, static, shapes); later calls reuse the executable. JAX's persistent cache
-(turned on in pkmix._config) makes the compile of a second process fast too.
+(turned on in pkmix._config) spares a second process XLA's compile, but not tracing and
+lowering (seconds for a fit). For a model whose code pkmix can fingerprint
+(``model_fingerprint``: the module-level ``model`` of a file, or of the model library)
+the program therefore goes through the exported-program cache of
+``pkmix.dosing.map.call_program`` (``jax.export`` artifacts on disk): a second process
+neither traces nor compiles it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from typing import Callable
 
 import jax
+import numpy as np
 
 _CACHE: dict = {}
 STATS = {"compiles": 0}
@@ -41,30 +47,129 @@ def compile_lowered(lowered):
     return lowered.compile()
 
 
-def _signature(args):
+def signature(args):
     leaves, treedef = jax.tree_util.tree_flatten(args)
     return treedef, tuple((tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x)))) for x in leaves)
 
 
-def compiled(fn: Callable, static: tuple, *args):
-    """(executable, compile seconds) for ``fn(*static, *args)``; 0 s when cached."""
-    key = (fn, static, _signature(args))
-    hit = _CACHE.get(key)
-    if hit is not None:
-        return hit, 0.0
+# Modules whose objects a fingerprinted model file may use: their code is pkmix's (in the
+# source hash) or an installed package's (JAX's version is in the program's key).
+_KNOWN_MODULES = ("pkmix", "jax", "jaxlib", "numpy", "math", "equinox", "builtins", "typing", "__future__")
+
+
+def model_fingerprint(model) -> str | None:
+    """A stable identity of ``model``'s code, or None where pkmix cannot vouch for one.
+
+    A model is fingerprinted when it is the module-level ``model`` of a Python file (a
+    model file given to ``pkmix fit``, or a module of the model library) whose other
+    names are the file's own functions and classes or come from pkmix, JAX, NumPy or
+    the standard math: then its programs depend only on that file's text and pkmix's
+    source, which the fingerprint hashes. A model built from helpers of other files, or
+    by a function with options (another ``model`` than the file's), gets None and the
+    ordinary jitted path.
+    """
+    import hashlib
+    import inspect
+    from pathlib import Path
+
+    fn = getattr(model, "individual", None)
+    names = getattr(fn, "__globals__", None)
+    if not names or names.get("model") is not model or not names.get("__file__"):
+        return None
+    path = Path(names["__file__"])
+    if not path.is_file():
+        return None
+    own = str(path.resolve())
+    for value in names.values():
+        if inspect.ismodule(value):
+            root = value.__name__.split(".")[0]
+        elif inspect.isfunction(value) or inspect.isclass(value):
+            root = str(getattr(value, "__module__", "")).split(".")[0]
+            code = getattr(value, "__code__", None)
+            if code is not None and str(Path(code.co_filename).resolve()) == own:
+                continue
+        else:
+            continue
+        if root not in _KNOWN_MODULES and root != names.get("__name__"):
+            return None
+    from .dosing.map import _source_hash
+
+    return f"{hashlib.sha256(path.read_bytes()).hexdigest()}:{_source_hash()}"
+
+
+_REGISTERED: list = []
+
+
+def _register_output_types():
+    """jax.export serialises an output's tree structure only of types it was told about:
+    the named tuples pkmix's exported programs return."""
+    if _REGISTERED:
+        return
+    from ._estimation.engine import FitOutput
+    from ._model.parameters import ParameterValues
+
+    for cls in (FitOutput, ParameterValues):
+        jax.export.register_namedtuple_serialization(cls, serialized_name=f"pkmix.{cls.__name__}")
+    _REGISTERED.append(True)
+
+
+def _exported(fn: Callable, static: tuple, args: tuple, fingerprint: str):
+    """``fn(*static, *args)`` through the exported-program cache: (the executable, called
+    like ``fn``'s, and its outputs at ``args``: the cache loads a program by running it),
+    or (None, None) where that cache is off (no cache folder)."""
+    from .dosing import map as exported_programs
+
+    _register_output_types()
+    before = set(exported_programs._PROGRAMS)
+    outputs = exported_programs.call_program(fn.__name__, fn, None, static, args, fingerprint)
+    new = set(exported_programs._PROGRAMS) - before
+    if not new:
+        return None, None
+    flat = exported_programs._PROGRAMS[new.pop()]
+
+    def executable(*a):
+        return flat(*(np.asarray(x) for x in jax.tree_util.tree_leaves(a)))
+
+    return executable, jax.block_until_ready(outputs)
+
+
+def _build(fn: Callable, static: tuple, args: tuple, fingerprint: str | None):
+    """(executable, seconds, outputs at ``args`` or None): compiled, or loaded through the
+    exported-program cache (which runs it once)."""
     start = time.perf_counter()
-    jitted = jax.jit(lambda *a: fn(*static, *a))
-    executable = compile_lowered(jitted.lower(*args))
+    executable, outputs = _exported(fn, static, args, fingerprint) if fingerprint is not None else (None, None)
+    if executable is None:
+        jitted = jax.jit(lambda *a: fn(*static, *a))
+        executable = compile_lowered(jitted.lower(*args))
     seconds = time.perf_counter() - start
-    _CACHE[key] = executable
+    _CACHE[(fn, static, signature(args))] = executable
     STATS["compiles"] += 1
     STATS.setdefault("log", []).append((getattr(fn, "__name__", str(fn)), seconds))
+    return executable, seconds, outputs
+
+
+def compiled(fn: Callable, static: tuple, *args, fingerprint: str | None = None):
+    """(executable, compile seconds) for ``fn(*static, *args)``; 0 s when cached. With a
+    ``fingerprint`` (``model_fingerprint`` of ``static[0]``, the model; every other
+    static must have a ``repr`` that names it), through the exported-program cache,
+    which runs the program once at ``args`` (pass arguments that run quickly)."""
+    hit = _CACHE.get((fn, static, signature(args)))
+    if hit is not None:
+        return hit, 0.0
+    executable, seconds, _ = _build(fn, static, args, fingerprint)
     return executable, seconds
 
 
-def run(fn: Callable, static: tuple, *args):
-    """Compile if needed, run, block; returns (outputs, compile_s, run_s)."""
-    executable, compile_s = compiled(fn, static, *args)
+def run(fn: Callable, static: tuple, *args, fingerprint: str | None = None):
+    """Compile if needed, run, block; returns (outputs, compile_s, run_s). A program
+    loaded through the exported-program cache ran while loading: its run is in
+    compile_s."""
+    executable = _CACHE.get((fn, static, signature(args)))
+    compile_s = 0.0
+    if executable is None:
+        executable, compile_s, outputs = _build(fn, static, args, fingerprint)
+        if outputs is not None:
+            return outputs, compile_s, 0.0
     start = time.perf_counter()
     out = jax.block_until_ready(executable(*args))
     return out, compile_s, time.perf_counter() - start

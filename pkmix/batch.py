@@ -11,18 +11,11 @@ the outer loop and the vmapped inner eta solves: ``benchmarks/bench_batch.py --R
 --models 1cmt --vmap-width 20`` runs 1.27x as long as at width 1; 4.9x before the inner
 solve's secant correction and step expansion cut the slowest subjects' passes).
 
-One replicate's loop is ``pkmix.fit``'s loop (``outer.minimize_in_graph``): the same
-``outer.init``/``outer.step`` (L-BFGS with a backtracking Armijo search) fed by the same
-``gradient_program``, so a replicate takes the steps ``pkmix.fit`` takes on that
-dataset, up to the rounding of a differently vectorised program. After convergence
-the loop goes on for the covariance step, as ``pkmix.fit`` does it: S from the
-per-subject gradients at the estimate, R by central differences of the total gradient
-at x +- h e_k, h = 1e-4 max(1, |x_k|) (``hessian_by_differences``): 2p more
-evaluations, in the same loop so the graph holds one copy of the objective.
-
-Bounds: a replicate stops after ``max_iter`` accepted iterations or
-``20 max_iter + 100`` evaluations (as ``pkmix.fit``); a vmapped loop runs until its
-slowest member stops, so these bound the whole chunk.
+One replicate's fit is ``pkmix.fit``'s: the engine's program (``engine.fit_program``:
+the optimisation, then the covariance step's 2p evaluations in the same bounded loop),
+so a replicate takes the steps ``pkmix.fit`` takes on that dataset, up to the rounding
+of a differently vectorised program, and ``settings.verdict`` reads both. A vmapped
+loop runs until its slowest member stops, so the engine's bounds bound the whole chunk.
 """
 
 from __future__ import annotations
@@ -31,7 +24,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,101 +37,30 @@ from . import _compile
 from ._config import require_x64
 from ._progress import ProgressLine
 from ._data import Dataset, SubjectBatch, read_nonmem
-from ._estimation.covariance import gradient_program, natural_names, natural_parameters, summarize, user_scale
-from ._estimation.fit import NEGLIGIBLE_OFV_GAIN, _options, transform_for
+from ._data.dataset import padded_length
+from ._estimation.covariance import natural_names, natural_parameters, summarize
+from ._estimation.engine import FitOutput, fit_program, transform_for
+from ._estimation.fit import likelihood_options
 from ._estimation.methods import get_method
-from ._estimation.outer import (STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS,
-                                STATUS_RUNNING, OuterSettings, OuterState, init, step)
+from ._estimation.settings import FitSettings, verdict
 from ._model.errors import ModelError
 from ._predict import parameter_values
 from ._simulate import Replicates
 
-# The relative step of the central differences for R (covariance.hessian_by_differences).
-R_STEP = 1e-4
 Z95 = 1.959963984540054
 
 
 # ------------------------------------------------------------------ the program
-class _Loop(NamedTuple):
-    opt: OuterState
-    k: jax.Array  # covariance evaluations done
-    grads: jax.Array  # total gradients at x + h_j e_j (rows 0..p-1) and x - h_j e_j (rows p..2p-1)
-
-
-class _Out(NamedTuple):
-    x: jax.Array
-    ofv: jax.Array
-    gmax: jax.Array
-    predicted_gain: jax.Array  # OuterState.predicted_gain at the end (fit's noise-floor rule)
-    status: jax.Array
-    iterations: jax.Array
-    evaluations: jax.Array
-    eta_failures: jax.Array
-    natural: jax.Array  # estimates on the user's scale (covariance.natural_parameters order)
-    J: jax.Array  # d natural / d x
-    G: jax.Array  # per-subject gradients at the estimate (S = G'G)
-    R: jax.Array
-
-
-def _fit_one(model, method, opts, transform, settings: OuterSettings, with_cov: bool, x0, base, etas0, batch,
-             limit):
-    """One replicate's fit, then its covariance evaluations (vmapped by the caller).
-
-    The optimisation is ``outer.minimize_in_graph``'s loop: the same ``step`` on the
-    same ``gradient_program``, the same bound (20 limit + 100 evaluations, after which a
-    running fit is reported as a line search that did not end). The covariance phase
-    continues the same loop, so the graph holds one copy of ``gradient_program`` (one
-    compilation's worth, as for ``pkmix.fit``).
-    """
-    p = x0.shape[0]
-    # A padding replicate (limit 0) stops after one evaluation and skips the covariance.
-    n_cov = jnp.where(limit > 0, 2 * p, 0) if with_cov else 0
-    bound = 20 * limit + 100
-    loop0 = _Loop(init(settings, x0, etas0), jnp.zeros((), jnp.int32), jnp.zeros((2 * p, p)))
-
-    def cond(c):
-        return (c.opt.status == STATUS_RUNNING) | (c.k < n_cov)
-
-    def body(c):
-        optimizing = c.opt.status == STATUS_RUNNING
-        # Covariance point k: x + h_j e_j for k = j < p, x - h_j e_j for k = p + j.
-        j = c.k % p
-        sign = jnp.where(c.k < p, 1.0, -1.0)
-        h = R_STEP * jnp.maximum(1.0, jnp.abs(c.opt.x[j]))
-        point = jnp.where(optimizing, c.opt.trial, c.opt.x.at[j].add(sign * h))
-        ev = gradient_program(model, method, opts, transform, settings.inner_max_iter, settings.inner_tol,
-                              point, base, c.opt.etas, batch, etas_guess=c.opt.etas_at(point))
-        new = step(settings, c.opt, ev, max_iter=limit)
-        cut = (new.status == STATUS_RUNNING) & (new.evaluations >= bound)
-        new = new._replace(status=jnp.where(cut, STATUS_NO_DESCENT, new.status).astype(jnp.int32))
-        opt = jax.tree_util.tree_map(lambda a, b: jnp.where(optimizing, a, b), new, c.opt)
-        covariance = ~optimizing
-        row = jnp.clip(c.k, 0, 2 * p - 1)
-        grads = jnp.where(covariance, c.grads.at[row].set(jnp.sum(ev.jac, axis=0)), c.grads)
-        return _Loop(opt, c.k + covariance.astype(jnp.int32), grads)
-
-    out = jax.lax.while_loop(cond, body, loop0)
-    s = out.opt
-    x = s.x
-    hs = R_STEP * jnp.maximum(1.0, jnp.abs(x))
-    R = ((out.grads[:p] - out.grads[p:]) / (2.0 * hs)[:, None]).T  # column j: d grad / d x_j
-    R = 0.5 * (R + R.T)
-    _, natural, J = user_scale(transform, x, base)
-    return _Out(x=x, ofv=jnp.sum(s.ofvs), gmax=jnp.max(jnp.abs(s.grad), initial=0.0),
-                predicted_gain=s.predicted_gain, status=s.status,
-                iterations=s.iterations, evaluations=s.evaluations,
-                eta_failures=jnp.sum(~s.etas_converged).astype(jnp.int32), natural=natural, J=J, G=s.jac, R=R)
-
-
-def _chunk_program(model, method, opts, transform, settings, with_cov, varying_names, width, x0, base, etas0,
-                   shared, varying, limit):
-    """``_fit_one`` over the replicates of one device's share of a chunk: vmapped in
-    groups of ``width`` replicates, the groups one after another (``lax.map``)."""
+def _chunk_program(model, method, opts, settings, varying_names, width, x0, base, etas0, shared,
+                   varying, limit, with_covariance):
+    """``engine.fit_program`` over the replicates of one device's share of a chunk:
+    vmapped in groups of ``width`` replicates, the groups one after another (``lax.map``)."""
 
     def one(args):
         x0_r, etas_r, fields, limit_r = args
         batch = dataclasses.replace(shared, **dict(zip(varying_names, fields)))
-        return _fit_one(model, method, opts, transform, settings, with_cov, x0_r, base, etas_r, batch, limit_r)
+        return fit_program(model, method, opts, settings, False, x0_r, base, etas_r, batch, limit_r,
+                           with_covariance)
 
     n = x0.shape[0]
     if width >= n:
@@ -163,17 +85,15 @@ def _planned_bytes(executable):
 def _compiled(static, mesh, args):
     """The sharded chunk program for these shapes, compiled once per process (and cached
     on disk by JAX's persistent cache). Returns (executable, compile seconds)."""
-    from ._compile import _signature
-
-    key = (static, tuple(mesh.devices.flat), _signature(args))
+    key = (static, tuple(mesh.devices.flat), _compile.signature(args))
     hit = _PROGRAMS.get(key)
     if hit is not None:
         return hit, 0.0
     rep = P("rep")
-    in_specs = (rep, P(), rep, P(), rep, rep)  # x0, base, etas0, shared, varying, max_iter
+    in_specs = (rep, P(), rep, P(), rep, rep, P())  # x0, base, etas0, shared, varying, max_iter, with_covariance
 
-    def program(x0, base, etas0, shared, varying, limit):
-        return _chunk_program(*static, x0, base, etas0, shared, varying, limit)
+    def program(x0, base, etas0, shared, varying, limit, with_covariance):
+        return _chunk_program(*static, x0, base, etas0, shared, varying, limit, with_covariance)
 
     sharded = jax.shard_map(program, mesh=mesh, in_specs=in_specs, out_specs=rep, check_vma=False)
     t0 = time.perf_counter()
@@ -236,8 +156,7 @@ def _stack(model, datasets) -> _Stack:
                          "subject would still add its eta prior to the OFV")
     for d in sets:
         d.check(model)
-    width = max(max(d.frame.groupby("ID", sort=False).size()) for d in sets)
-    width = -(-width // 8) * 8
+    width = padded_length(max(max(d.frame.groupby("ID", sort=False).size()) for d in sets))
     batches = [d.batch(model.covariates, n_records=width, occasion_column=model.occasion_column) for d in sets]
     occ = {b.n_occasions for b in batches}
     if len(occ) > 1:
@@ -276,7 +195,7 @@ class BatchFitResult:
 
     Attributes:
         estimates: one row per replicate: ``REP`` (1-based), ``converged``, ``status``
-            (see ``pkmix._estimation.outer.STATUS_MESSAGES``), ``message``,
+            (a ``pkmix._estimation.settings.RESULTS`` code), ``message``,
             ``iterations``, ``evaluations``, ``ofv``, ``max_gradient``,
             ``eta_failures`` (subjects whose eta mode did not converge), then every
             estimated parameter on the user's scale (thetas by name, OMEGA elements as
@@ -508,7 +427,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     t_start = time.perf_counter()
     method = get_method(method)
     stack = _stack(model, datasets)
-    opts = _batch_options(method, stack, covariate_rule)
+    opts = _likelihood_options(method, stack, covariate_rule)
     transform = transform_for(model)
     if transform.size == 0:
         raise ModelError("every parameter is fixed: nothing to estimate")
@@ -518,8 +437,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     n_eta = model.n_eta_total(stack.shared.n_occasions)
     n_subj = int(stack.shared.time.shape[0])
     # As in pkmix.fit: max_iter is a run-time argument (changing it compiles nothing).
-    settings = OuterSettings(gtol=float(gtol))
-    with_cov = covariance == "sandwich"
+    settings = FitSettings(max_iter=int(max_iter), gtol=float(gtol), covariance=covariance)
     mesh = _mesh(devices)
     n_dev = mesh.devices.size
     R = stack.n
@@ -533,11 +451,12 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
         chunk = -(-chunk // (n_dev * int(vmap_width))) * n_dev * int(vmap_width)
     names_v = tuple(sorted(stack.varying))
     width = _width(vmap_width, mesh, chunk // n_dev)
-    static = (model, method, opts, transform, settings, with_cov, names_v, width)
+    static = (model, method, opts, settings.compiled(), names_v, width)
     rep_sharding = NamedSharding(mesh, P("rep"))
     replicated = NamedSharding(mesh, P())
     shared = _put(stack.shared, replicated)
     base_d = _put(base, replicated)
+    with_covariance = _put(np.asarray(covariance != "none"), replicated)
 
     outs, compile_s, run_s, planned = [], 0.0, 0.0, None
     line = ProgressLine(progress)
@@ -551,7 +470,8 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
             idx = np.concatenate([idx, np.full(chunk - real, idx[0])])
         varying = tuple(_put(stack.varying[k][idx], rep_sharding) for k in names_v)
         args = (_put(np.broadcast_to(x0, (chunk, x0.size)), rep_sharding), base_d,
-                _put(np.zeros((chunk, n_subj, n_eta)), rep_sharding), shared, varying, _put(limits, rep_sharding))
+                _put(np.zeros((chunk, n_subj, n_eta)), rep_sharding), shared, varying, _put(limits, rep_sharding),
+                with_covariance)
         executable, c_s = _compiled(static, mesh, args)
         compile_s += c_s
         planned = _planned_bytes(executable) if planned is None else planned
@@ -560,7 +480,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
         run_s += time.perf_counter() - t0
         outs.append(jax.tree_util.tree_map(lambda a: _fetch(a)[:real], out))
         line.report(f"replicates {start + 1}-{start + real} of {R} fitted", force=True)
-    out = _Out(*(np.concatenate([getattr(o, f) for o in outs]) for f in _Out._fields))
+    out = jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *outs)
     estimates = _table(out, transform, covariance)
     total_s = time.perf_counter() - t_start
     timing = {"compile_s": compile_s, "run_s": run_s, "total_s": total_s,
@@ -583,15 +503,15 @@ def _width(vmap_width, mesh, per_device):
     return 1 if platform == "cpu" else per_device
 
 
-def _batch_options(method, stack: _Stack, covariate_rule):
+def _likelihood_options(method, stack: _Stack, covariate_rule):
     """``fit``'s options, from the flags of every replicate (steady state, BLQ, infusions)."""
-    from types import SimpleNamespace
+    def stacked(name):
+        shared = np.asarray(getattr(stack.shared, name))
+        return np.asarray(stack.varying[name]) if name in stack.varying else np.broadcast_to(
+            shared, (stack.n,) + shared.shape)
 
-    def get(name):
-        return np.asarray(stack.varying.get(name, getattr(stack.shared, name)))
-
-    flags = ("ss", "blq", "obs_mask", "evid", "rate", "dur", "record_mask")
-    return _options(method, SimpleNamespace(**{name: get(name) for name in flags}), covariate_rule)
+    every = dataclasses.replace(stack.shared, **{name: stacked(name) for name in _FIELDS})
+    return likelihood_options(method, every, covariate_rule)
 
 
 def _truth_from(truth, names):
@@ -620,31 +540,23 @@ def _truth_from(truth, names):
     return {n: float(full[n]) for n in names if n in full}
 
 
-def _table(out: _Out, transform, covariance) -> pd.DataFrame:
+def _table(out: FitOutput, transform, covariance) -> pd.DataFrame:
     names = natural_names(transform)
-    R = out.x.shape[0]
     rows = []
-    for r in range(R):
+    for r in range(out.x.shape[0]):
         status = int(out.status[r])
-        finite = bool(np.isfinite(out.ofv[r]) and np.all(np.isfinite(out.x[r])))
-        gmax = float(out.gmax[r])
-        # pkmix.fit's rule: a line search stopped at the OFV's rounding noise with a
-        # negligible predicted gain is a minimum.
-        gain = float(out.predicted_gain[r])
-        at_noise_floor = status == STATUS_NO_DESCENT and 0.0 <= gain < NEGLIGIBLE_OFV_GAIN
-        converged = finite and (status in (STATUS_GRADIENT, STATUS_NO_PROGRESS) or at_noise_floor)
-        message = STATUS_MESSAGES.get(status, f"status {status}")
-        if at_noise_floor and finite:
-            message = (f"converged: the OFV is within {gain:.1g} of a minimum (line search at the objective's "
-                       f"rounding noise), max |gradient| {gmax:.2g}")
+        ofv = float(np.sum(out.ofvs[r]))
+        finite = bool(np.isfinite(ofv) and np.all(np.isfinite(out.x[r])))
+        gmax = float(np.max(np.abs(out.grad[r]), initial=0.0))
+        converged, message = verdict(status, float(out.predicted_gain[r]), finite, gmax)
         row = {"REP": r + 1, "converged": converged, "status": status, "message": message,
                "iterations": int(out.iterations[r]), "evaluations": int(out.evaluations[r]),
-               "ofv": float(out.ofv[r]), "max_gradient": gmax, "eta_failures": int(out.eta_failures[r])}
+               "ofv": ofv, "max_gradient": gmax, "eta_failures": int(np.sum(~out.etas_converged[r]))}
         row.update(dict(zip(names, (float(v) for v in out.natural[r]))))
         se = np.full(len(names), np.nan)
         kind = "none"
         if covariance != "none" and finite:
-            res = summarize(out.G[r], out.R[r], out.J[r], out.natural[r], names, covariance)
+            res = summarize(out.jac[r], out.R[r], out.J[r], out.natural[r], names, covariance)
             if res.se is not None:
                 se = res.se
             kind = res.kind

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import pkmix
-from pkmix._batch import BatchFitResult, _stack, fit_batch, likelihood_ratio_test
+from pkmix.batch import BatchFitResult, _stack, fit_batch, likelihood_ratio_test
 from pkmix._simulate import Arm, Dose, TrialDesign, simulate
 
 TIMES = (0.5, 2.0, 6.0, 12.0, 24.0)
@@ -153,7 +153,7 @@ def test_recovers_simulation_parameters(batch_result, reps):
 
 @pytest.mark.slow
 def test_batch_equals_separate_fits(batch_result, reps, model):
-    # pkmix.fit runs the same loop (outer.minimize_in_graph's step on gradient_program),
+    # pkmix.fit runs the same program (engine.fit_program),
     # unvectorised: the steps are the same, so are the estimates (measured: 1e-15).
     res = batch_result
     for r in range(3):

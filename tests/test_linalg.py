@@ -78,22 +78,23 @@ def test_fit_and_diagnostics_programs_never_block_and_can_be_cached(theo):
     display, no host callback: JAX never writes a program with one to its persistent
     compilation cache, so a second process would compile the fit again."""
     from pkmix._estimation import fit as fit_module
+    from pkmix._estimation.engine import fit_program as engine_program
     from pkmix._estimation.methods import get_method
-    from pkmix._estimation.outer import OuterSettings
+    from pkmix._estimation.settings import FitSettings
     from pkmix._predict import bind, parameter_values
 
     model = runpy.run_path(str(ROOT / "examples/theophylline/model.py"))["model"]
     method = get_method("focei")
     _, batch = bind(model, theo)
     values = parameter_values(model, None)
-    opts = fit_module._options(method, batch, "nonmem")
+    opts = fit_module.likelihood_options(method, batch, "nonmem")
     transform = fit_module.transform_for(model)
     x0 = transform.to_vector(values, values)
     etas = jnp.zeros((batch.time.shape[0], model.n_eta_total(batch.n_occasions)))
     def fit_program(report):
-        static = (model, method, opts, transform, OuterSettings(gtol=1e-3), report)
-        return jax.jit(lambda *a: fit_module._program_minimize(*static, *a)).lower(
-            x0, values, etas, batch, jnp.asarray(5, jnp.int32)).as_text()
+        static = (model, method, opts, FitSettings(gtol=1e-3), report)
+        return jax.jit(lambda *a: engine_program(*static, *a)).lower(
+            x0, values, etas, batch, jnp.asarray(5, jnp.int32), jnp.asarray(True)).as_text()
 
     fit_text = fit_program(False)
     diag_text = jax.jit(lambda *a: fit_module._program_diagnostics(model, opts, 50, *a)).lower(

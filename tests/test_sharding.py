@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent("""
     import json
     import jax, jax.numpy as jnp, numpy as np
     import pkmix
-    from pkmix._batch import fit_batch
+    from pkmix.batch import fit_batch
     from pkmix._simulate import Dose, TrialDesign, simulate
 
     model = pkmix.Model(

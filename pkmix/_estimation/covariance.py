@@ -3,9 +3,10 @@
 With OFV = -2 log L, R = d2 OFV/dx2 and S = sum_i g_i g_i' (g_i: subject i's OFV
 gradient), the asymptotic covariances are: sandwich R^-1 S R^-1, R-only 2 R^-1,
 S-only 4 S^-1. Gradients are exact (forward mode, with the implicit-function term for the modes);
-R is their central difference, taken like everything here on the unconstrained scale, then carried to the user's scale (thetas,
-OMEGA elements as variances/covariances, sigmas as declared) by the delta method:
-Cov_user = J Cov_x J' with J = d(user)/dx.
+R is their central difference (``engine.fit_program`` evaluates the 2p points in the fit's own
+loop), taken like everything here on the unconstrained scale, then carried to the user's
+scale (thetas, OMEGA elements as variances/covariances, sigmas as declared) by the delta
+method: Cov_user = J Cov_x J' with J = d(user)/dx.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .objective import solve_modes, subject_ofvs_and_jacobian
 
 
 def natural_parameters(transform, x, base):
@@ -46,28 +46,6 @@ def natural_names(transform):
     return names
 
 
-class Evaluation(NamedTuple):
-    """What ``gradient_program`` returns for the point ``x``."""
-
-    ofvs: jax.Array  # each subject's OFV [N]
-    jac: jax.Array  # their exact gradients [N, p]
-    etas: jax.Array  # the modes [N, q]
-    converged: jax.Array  # the modes' convergence flags [N]
-    eta_slope: jax.Array  # d eta^/dx [N, q, p]
-
-
-def gradient_program(model, method, opts, transform, inner_max_iter, inner_tol, x, base, etas, batch,
-                     etas_guess=None) -> Evaluation:
-    """Modes re-solved at ``x`` (warm from ``etas``, heading first for ``etas_guess``
-    where that descends: see ``inner.solve_eta``), each subject's OFV, its exact gradient, the modes,
-    their convergence flags and derivatives. The optimiser and the covariance step
-    (2p + 1 calls) share this one compiled program."""
-    modes = solve_modes(model, method, opts, transform.from_vector(x, base), etas, batch,
-                        max_iter=inner_max_iter, tol=inner_tol, etas_guess=etas_guess)
-    ofvs, jac, eta_slope = subject_ofvs_and_jacobian(model, method, opts, transform, x, base, modes.eta, batch)
-    return Evaluation(ofvs, jac, modes.eta, modes.converged, eta_slope)
-
-
 def user_scale(transform, x, base):
     """The parameters at ``x`` on the user's scale: as ``ParameterValues``, as the vector
     of estimated ones (``natural_parameters``) and its Jacobian d natural / dx (the delta
@@ -76,20 +54,6 @@ def user_scale(transform, x, base):
     natural = natural_parameters(transform, x, base)
     J = jax.jacfwd(lambda z: natural_parameters(transform, z, base))(x)
     return transform.from_vector(x, base), natural, J
-
-
-def hessian_by_differences(gradient_at, x, step=1e-4):
-    """R = d2 OFV/dx2 by central differences of the exact gradient (as NONMEM does with
-    its gradients); error O(step^2) in the parameters' third derivatives."""
-    x = np.asarray(x, dtype=float)
-    p = x.shape[0]
-    R = np.zeros((p, p))
-    for k in range(p):
-        h = step * max(1.0, abs(x[k]))
-        e = np.zeros(p)
-        e[k] = h
-        R[:, k] = (gradient_at(x + e) - gradient_at(x - e)) / (2.0 * h)
-    return 0.5 * (R + R.T)
 
 
 class CovarianceResult(NamedTuple):

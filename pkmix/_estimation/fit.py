@@ -15,35 +15,20 @@ from .._config import require_x64
 from .._data.errors import _format_id
 from .._diagnostics import batch_diagnostics
 from .._model.errors import ModelError
-from .._model.transforms import ParameterTransform
 from .._pk.events import infusion_records
 from .._predict import bind, parameter_values
 from .._progress import wanted, while_running
-from .covariance import gradient_program, hessian_by_differences, natural_names, summarize, user_scale
-from .methods import get_method
-from . import inner
+from .covariance import natural_names, summarize
+from .engine import PROGRESS, fit_program, transform_for
 from .inner import InnerResult
-from .objective import solve_modes, subject_ofvs
-from .outer import PROGRESS, STATUS_GRADIENT, STATUS_MESSAGES, STATUS_NO_DESCENT, STATUS_NO_PROGRESS, \
-    STATUS_NONFINITE, OuterSettings, minimize_in_graph
-
-COVARIANCE_KINDS = ("sandwich", "r", "s", "none")
-NEGLIGIBLE_OFV_GAIN = 1e-4  # OFV units
+from .methods import get_method
+from .settings import RESULTS, FitSettings, verdict
 
 
-def transform_for(model) -> ParameterTransform:
-    """One transform per model (it depends only on the declarations), so repeated fits
-    of the same model reuse the compiled programs."""
-    t = getattr(model, "_transform", None)
-    if t is None:
-        t = ParameterTransform(model.spec)
-        model._transform = t
-    return t
-
-
-def _options(method, batch, covariate_rule):
+def likelihood_options(method, batch, covariate_rule):
     """The static settings of the likelihood programs, from the data's flags (a program
-    compiled for data without steady state, BLQ records or infusions leaves them out)."""
+    compiled for data without steady state, BLQ records or infusions leaves them out).
+    ``batch``: a ``SubjectBatch``, or one whose fields have a leading replicate axis."""
     has_ss = bool(np.any(np.asarray(batch.ss) > 0))
     has_infusions = bool(np.any(infusion_records(batch)))
     has_blq = bool(np.any(np.asarray(batch.blq) & np.asarray(batch.obs_mask)))
@@ -55,12 +40,29 @@ def _options(method, batch, covariate_rule):
     return method.options(has_ss, covariate_rule, has_blq, has_infusions)
 
 
-def _program_minimize(model, method, opts, transform, settings, report, x0, base, etas0, batch, max_iter):
-    """The optimiser's final state, and the parameters there on the user's scale
-    (``covariance.user_scale``: one program, not two to compile)."""
-    state = minimize_in_graph(model, method, opts, transform, settings, x0, base, etas0, batch, max_iter,
-                              report_progress=report)
-    return state, user_scale(transform, state.x, base)
+def _problem(model, data, method, params, covariate_rule):
+    """What fit and evaluate start from: the method, the data bound to the model (it
+    must have observations: without them the OFV is 0 at any parameter values), the
+    parameter values, the likelihood's static options and the parameter transform."""
+    require_x64()
+    method = get_method(method)
+    dataset, batch = bind(model, data)
+    _require_observations(dataset)
+    values = parameter_values(model, params)
+    return method, dataset, batch, values, likelihood_options(method, batch, covariate_rule), transform_for(model)
+
+
+def compiled_fit(model, method, opts, settings: FitSettings, report_progress: bool, x0, base, etas0, batch):
+    """(executable, compile seconds) of ``engine.fit_program`` for this model and data
+    shape, called as executable(x0, base, etas0, batch, max_iter, with_covariance); one
+    program per process serves fit and evaluate. Without the progress display (a host
+    callback, which cannot be exported) a fingerprinted model's program comes from the
+    exported-program cache: a second process neither traces nor compiles it (loading it
+    runs one evaluation at x0)."""
+    static = (model, method, opts, settings.compiled(), report_progress)
+    fingerprint = None if report_progress else _compile.model_fingerprint(model)
+    return _compile.compiled(fit_program, static, x0, base, etas0, batch, np.zeros((), np.int32),
+                             np.zeros((), bool), fingerprint=fingerprint)
 
 
 # An OMEGA correlation this close to +-1 makes OMEGA near singular (NONMEM's boundary
@@ -170,11 +172,6 @@ def _explain_nonfinite(model, values, dataset, batch, covariate_rule) -> str:
             "individual() stays finite for etas of a few standard deviations")
 
 
-def _program_evaluate(model, method, opts, transform, inner_max_iter, inner_tol, values, etas0, batch):
-    modes = solve_modes(model, method, opts, values, etas0, batch, max_iter=inner_max_iter, tol=inner_tol)
-    return modes, subject_ofvs(model, method, opts, values, modes.eta, batch)
-
-
 def _program_diagnostics(model, opts, n_sim, values, etas, batch, key):
     return batch_diagnostics(model, opts, values, etas, batch, key, n_sim)
 
@@ -188,7 +185,7 @@ def _diagnostics(model, opts, npde, npde_samples, values, etas, batch, seed, pro
     what = f"diagnostics (NPDE from {n_sim:,} simulations per subject)" if n_sim else "diagnostics (CWRES)"
     with while_running(what, progress):
         return _compile.run(_program_diagnostics, (model, opts, n_sim), values, etas, batch,
-                            jax.random.PRNGKey(seed))
+                            jax.random.PRNGKey(seed), fingerprint=_compile.model_fingerprint(model))
 
 
 def evaluate(model, data, method: str = "focei", params=None, *, etas=None, covariate_rule="nonmem",
@@ -210,30 +207,31 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     """
     from .._results import build_result
 
-    require_x64()
-    method = get_method(method)
-    dataset, batch = bind(model, data)
-    _require_observations(dataset)
-    values = parameter_values(model, params)
-    opts = _options(method, batch, covariate_rule)
-    transform = transform_for(model)
+    method, dataset, batch, values, opts, transform = _problem(model, data, method, params, covariate_rule)
     n_eta = model.n_eta_total(batch.n_occasions)
-    etas0 = jnp.zeros((dataset.n_subjects, n_eta)) if etas is None else jnp.asarray(etas, dtype=jnp.float64)
+    etas0 = np.zeros((dataset.n_subjects, n_eta)) if etas is None else np.asarray(etas, dtype=np.float64)
     t0 = time.perf_counter()
-    (modes, ofvs), compile_s, run_s = _compile.run(
-        _program_evaluate, (model, method, opts, transform, inner.MAX_ITER, inner.TOL), values, etas0, batch)
-    if not np.all(np.isfinite(np.asarray(ofvs))):
+    # The fit's own program, stopped after its first evaluation (max_iter 0, no covariance
+    # step): a fit of the same model and data after this compiles nothing.
+    x = transform.to_vector(values, values)
+    executable, compile_s = compiled_fit(model, method, opts, FitSettings(), False, x, values, etas0, batch)
+    t_run = time.perf_counter()
+    out = jax.block_until_ready(executable(x, values, etas0, batch, np.zeros((), np.int32), np.zeros((), bool)))
+    run_s = time.perf_counter() - t_run
+    ofvs = np.asarray(out.ofvs)
+    if not np.all(np.isfinite(ofvs)):
         raise ModelError("the objective is not finite at the given parameter values: "
                          + _explain_nonfinite(model, values, dataset, batch, covariate_rule))
+    modes = InnerResult(out.etas, out.etas_converged, None, None, None)
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics:
         diag, diag_compile, diag_s = _diagnostics(model, opts, npde, npde_samples, values, modes.eta, batch,
                                                   seed, progress)
-    ofv = float(np.sum(np.asarray(ofvs)))
+    ofv = float(np.sum(ofvs))
     status_message = "evaluation at the given parameters (no estimation)"
     return build_result(
         model=model, method=method, dataset=dataset, batch=batch, values=values, transform=transform,
-        ofv=ofv, subject_ofvs=np.asarray(ofvs), modes=modes, diagnostics=diag, converged=bool(np.isfinite(ofv)),
+        ofv=ofv, subject_ofvs=ofvs, modes=modes, diagnostics=diag, converged=bool(np.isfinite(ofv)),
         message=status_message, iterations=0, covariance=None,
         timing={"total_s": time.perf_counter() - t0, "compile_s": compile_s + diag_compile,
                 "estimation_s": run_s, "covariance_s": 0.0, "diagnostics_s": diag_s},
@@ -276,70 +274,36 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     """
     from .._results import build_result
 
-    require_x64()
-    covariance = covariance.lower()
-    if covariance not in COVARIANCE_KINDS:
-        raise ValueError(f"covariance must be one of {COVARIANCE_KINDS}, got {covariance!r}")
-    method = get_method(method)
-    dataset, batch = bind(model, data)
-    _require_observations(dataset)
-    values0 = parameter_values(model, params)
-    opts = _options(method, batch, covariate_rule)
-    transform = transform_for(model)
+    settings = FitSettings(max_iter=int(max_iter), gtol=float(gtol), covariance=covariance).check()
+    method, dataset, batch, values0, opts, transform = _problem(model, data, method, params, covariate_rule)
     if transform.size == 0:
         raise ModelError("every parameter is fixed: use pkmix.evaluate for the OFV at fixed values")
     base = values0
     x0 = transform.to_vector(values0, base)
-    n_eta = model.n_eta_total(batch.n_occasions)
-    etas0 = jnp.zeros((dataset.n_subjects, n_eta))
-    # max_iter is a run-time argument of the compiled loop (changing it compiles nothing).
-    settings = OuterSettings(gtol=float(gtol))
+    etas0 = np.zeros((dataset.n_subjects, model.n_eta_total(batch.n_occasions)))
     report = wanted(progress)
 
-    # One compiled program runs the whole optimisation; with max_iter = 0 it evaluates
-    # the OFV, per-subject gradients and modes at a point, which the covariance step uses.
     t_start = time.perf_counter()
-    # Progress reporting is compiled in only when asked for: a program with a host
-    # callback is never written to JAX's persistent compilation cache, so a fit without
-    # progress is the one a second process finds compiled.
-    static = (model, method, opts, transform, settings, report)
-    limit = jnp.asarray(int(max_iter), jnp.int32)
-    executable, compile_s = _compile.compiled(_program_minimize, static, x0, base, etas0, batch, limit)
-
-    def evaluate_at(x):
-        # The modes start from their first-order prediction at x (computed on the host
-        # copy of the state: NumPy, nothing to compile).
-        return executable(np.asarray(x), base, host_state.etas_at(x), batch, np.zeros((), np.int32))[0]
-
+    executable, compile_s = compiled_fit(model, method, opts, settings, report, x0, base, etas0, batch)
+    with_covariance = settings.covariance != "none"
     PROGRESS.reset(report)
-    t_est = time.perf_counter()
-    state, (values, natural, J) = jax.block_until_ready(executable(x0, base, etas0, batch, limit))
-    estimation_s = time.perf_counter() - t_est
-    host_state = jax.tree_util.tree_map(np.asarray, state)
-    status = int(state.status)
-    if status == STATUS_NONFINITE:
+    t_run = time.perf_counter()
+    out = jax.block_until_ready(executable(x0, base, etas0, batch, np.asarray(settings.max_iter, np.int32),
+                                           np.asarray(with_covariance)))
+    run_s = time.perf_counter() - t_run
+    out = jax.tree_util.tree_map(np.asarray, out)
+    status = int(out.status)
+    if status == RESULTS.nonfinite:
         # Nothing was estimated: a problem of the model, the data or the initial values.
         raise ModelError("the objective or its gradient is not finite at the initial estimates: "
                          + _explain_nonfinite(model, values0, dataset, batch, covariate_rule))
-    x_hat = state.x
-    grad = host_state.grad
-    gmax = float(np.max(np.abs(grad), initial=0.0))
-    ofvs = np.asarray(state.ofvs)
-    ofv = float(np.sum(ofvs))
-    finite = np.isfinite(ofv) and bool(np.all(np.isfinite(np.asarray(x_hat))))
-    # The line search stops finding lower values when the OFV's rounding noise (from the
-    # eta modes; about 1e-9 with inner.polish) exceeds what the step can gain: that is a
-    # minimum when the quadratic models predict a gain below NEGLIGIBLE_OFV_GAIN
-    # (outer.OuterState.predicted_gain).
-    predicted_gain = float(host_state.predicted_gain)
-    at_noise_floor = status == STATUS_NO_DESCENT and 0.0 <= predicted_gain < NEGLIGIBLE_OFV_GAIN
-    converged = finite and (status in (STATUS_GRADIENT, STATUS_NO_PROGRESS) or at_noise_floor)
-    message = STATUS_MESSAGES.get(status, f"status {status}")
-    if at_noise_floor and finite:
-        message = (f"converged: the OFV is within {predicted_gain:.1g} of a minimum (line search at the "
-                   f"objective's rounding noise), max |gradient| {gmax:.2g}")
-    modes = InnerResult(state.etas, state.etas_converged, None, None, None)
-    n_bad = int(np.sum(~np.asarray(modes.converged)))
+    values = jax.tree_util.tree_map(jnp.asarray, out.values)
+    ofv = float(np.sum(out.ofvs))
+    gmax = float(np.max(np.abs(out.grad), initial=0.0))
+    finite = bool(np.isfinite(ofv) and np.all(np.isfinite(out.x)))
+    converged, message = verdict(status, float(out.predicted_gain), finite, gmax)
+    modes = InnerResult(out.etas, out.etas_converged, None, None, None)
+    n_bad = int(np.sum(~out.etas_converged))
     if n_bad:
         message += f"; eta modes did not converge for {n_bad} subject(s)"
         warnings.warn(f"inner eta optimisation did not converge for {n_bad} subject(s)", stacklevel=2)
@@ -348,17 +312,13 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         message += f"; {boundary}"
         warnings.warn(boundary, stacklevel=2)
 
+    # The covariance step's 2p evaluations ran in the same loop as the optimisation's;
+    # its share of the run time is estimated by the evaluations' count.
     cov_result, cov_s = None, 0.0
-    if covariance != "none" and finite:
-        t_cov = time.perf_counter()
-        G = np.asarray(state.jac)
-
-        def gradient_at(x):
-            return np.asarray(evaluate_at(x).grad)
-
-        R = hessian_by_differences(gradient_at, np.asarray(x_hat))
-        cov_result = summarize(G, R, np.asarray(J), np.asarray(natural), natural_names(transform), covariance)
-        cov_s = time.perf_counter() - t_cov
+    if with_covariance and finite:
+        n_cov = 2 * transform.size
+        cov_s = run_s * n_cov / (int(out.evaluations) + n_cov)
+        cov_result = summarize(out.jac, out.R, out.J, out.natural, natural_names(transform), settings.covariance)
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics and finite:
         diag, diag_compile, diag_s = _diagnostics(model, opts, npde, npde_samples, values, modes.eta, batch,
@@ -366,16 +326,16 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     timing = {
         "total_s": time.perf_counter() - t_start,
         "compile_s": compile_s + diag_compile,
-        "estimation_s": estimation_s,
+        "estimation_s": run_s - cov_s,
         "covariance_s": cov_s,
         "diagnostics_s": diag_s,
     }
     return build_result(
         model=model, method=method, dataset=dataset, batch=batch, values=values, transform=transform,
-        ofv=ofv, subject_ofvs=ofvs, modes=modes, diagnostics=diag, converged=bool(converged),
-        message=message, iterations=int(state.iterations), covariance=cov_result, timing=timing,
-        gradient=np.asarray(state.grad),
+        ofv=ofv, subject_ofvs=out.ofvs, modes=modes, diagnostics=diag, converged=bool(converged),
+        message=message, iterations=int(out.iterations), covariance=cov_result, timing=timing,
+        gradient=out.grad,
     )
 
 
-__all__ = ["fit", "evaluate", "transform_for"]
+__all__ = ["compiled_fit", "evaluate", "fit", "likelihood_options", "transform_for"]

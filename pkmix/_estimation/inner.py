@@ -71,7 +71,7 @@ class _State(NamedTuple):
     M: jax.Array  # the Gauss-Newton matrix there
     S: jax.Array  # the secant estimate of (exact Hessian - Gauss-Newton matrix)
     pieces: Pieces  # the predictions and their derivatives there
-    gnorm: jax.Array  # the Newton decrement there
+    decrement: jax.Array  # the Newton decrement g' M^-1 g there
     direction: jax.Array
     t: jax.Array  # the pending trial is eta + t * direction
     it: jax.Array  # evaluations
@@ -144,7 +144,7 @@ def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, ma
         keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
         return _State(
             eta=keep(trial, s.eta), l=keep(l, s.l), g=keep(g, s.g), M=keep(M, s.M), S=S,
-            pieces=jax.tree_util.tree_map(keep, p, s.pieces), gnorm=keep(decrement, s.gnorm),
+            pieces=jax.tree_util.tree_map(keep, p, s.pieces), decrement=keep(decrement, s.decrement),
             direction=keep(direction, s.direction), t=keep(next_t, shorter), it=s.it + 1,
             done=(accept & converged) | stalled | (s.it + 1 >= max_iter), stalled=stalled)
 
@@ -152,13 +152,13 @@ def solve_eta(model, values, eta0, subject, opts, omega_inv, logdet_omega, *, ma
     zeros = lambda *shape: jnp.zeros(shape, eta0.dtype)  # noqa: E731
     init = _State(eta=eta0, l=jnp.asarray(jnp.inf, eta0.dtype), g=zeros(q), M=zeros(q, q), S=zeros(q, q),
                   pieces=Pieces(zeros(r), zeros(r), zeros(r), zeros(r, q), zeros(r, q)),
-                  gnorm=jnp.asarray(jnp.inf, eta0.dtype), direction=zeros(q), t=jnp.zeros((), eta0.dtype),
+                  decrement=jnp.asarray(jnp.inf, eta0.dtype), direction=zeros(q), t=jnp.zeros((), eta0.dtype),
                   it=jnp.zeros((), jnp.int32), done=jnp.zeros((), bool), stalled=jnp.zeros((), bool))
     s = lax.while_loop(cond, body, init)
     # A stalled line search close to the mode (rounding noise in l) still counts as
     # converged when the decrement is negligible in OFV units.
-    converged = (s.gnorm < tol) | (s.stalled & (s.gnorm < 1e-6))
-    return InnerResult(s.eta, converged, s.it, s.l, s.gnorm, s.pieces, s.M)
+    converged = (s.decrement < tol) | (s.stalled & (s.decrement < 1e-6))
+    return InnerResult(s.eta, converged, s.it, s.l, s.decrement, s.pieces, s.M)
 
 
 def polish(eta, g, H):

@@ -14,6 +14,8 @@ Taylor model's small algebra, which holds no model code.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,6 +186,23 @@ def _jacobian_from_second_order_pieces(model, method, opts, transform, x, base, 
     return jax.vmap(one)(etas, batch)
 
 
-def total_ofv(model, method, opts, transform, x, base, etas, batch):
-    values = transform.from_vector(x, base)
-    return jnp.sum(subject_ofvs(model, method, opts, values, etas, batch))
+class Evaluation(NamedTuple):
+    """What ``gradient_program`` returns for the point ``x``."""
+
+    ofvs: jax.Array  # each subject's OFV [N]
+    jac: jax.Array  # their exact gradients [N, p]
+    etas: jax.Array  # the modes [N, q]
+    converged: jax.Array  # the modes' convergence flags [N]
+    eta_slope: jax.Array  # d eta^/dx [N, q, p]
+
+
+def gradient_program(model, method, opts, transform, inner_max_iter, inner_tol, x, base, etas, batch,
+                     etas_guess=None) -> Evaluation:
+    """Modes re-solved at ``x`` (warm from ``etas``, heading first for ``etas_guess``
+    where that descends: see ``inner.solve_eta``), each subject's OFV, its exact gradient, the modes,
+    their convergence flags and derivatives: what one evaluation of the fit's loop
+    (``engine.fit_program``) needs, at a trial point or a covariance point."""
+    modes = solve_modes(model, method, opts, transform.from_vector(x, base), etas, batch,
+                        max_iter=inner_max_iter, tol=inner_tol, etas_guess=etas_guess)
+    ofvs, jac, eta_slope = subject_ofvs_and_jacobian(model, method, opts, transform, x, base, modes.eta, batch)
+    return Evaluation(ofvs, jac, modes.eta, modes.converged, eta_slope)

@@ -10,10 +10,9 @@ program per model and data shape therefore serves the whole fit and the covarian
 step, which keeps compile time, the larger part of a small fit's wall time on a CPU,
 down to one compilation.
 
-``init``/``step`` are pure functions of an ``OuterState``; ``minimize_in_graph`` runs them in
-a bounded ``lax.while_loop``: ``pkmix.fit`` compiles it once per model and data shape
-(the covariance step reuses it with ``max_iter=0``), and ``fit_batch`` vmaps it over
-replicate datasets.
+``init``/``step`` are pure functions of an ``OuterState``; ``engine.fit_program`` runs
+them in its bounded ``lax.while_loop``, the one loop of ``pkmix.fit``, ``evaluate`` and
+``fit_batch``.
 """
 
 from __future__ import annotations
@@ -25,59 +24,11 @@ import jax.numpy as jnp
 import optax
 
 from .._linalg import cholesky, solve_triangular
-from .._progress import ProgressLine
-
-from . import inner
-from .covariance import Evaluation, gradient_program
-
-# Why the loop stopped (-1: still running).
-STATUS_RUNNING = -1
-STATUS_GRADIENT = 0  # max |gradient| below gtol: converged
-STATUS_NO_PROGRESS = 1  # OFV stopped changing (relative ftol over `patience` iterations)
-STATUS_MAX_ITER = 2  # iteration limit reached
-STATUS_NONFINITE = 3  # OFV or gradient not finite at the starting point
-STATUS_NO_DESCENT = 4  # the line search found no lower OFV along the search direction
-STATUS_MESSAGES = {
-    STATUS_GRADIENT: "converged: gradient below tolerance",
-    STATUS_NO_PROGRESS: "converged: objective no longer changes",
-    STATUS_MAX_ITER: "not converged: iteration limit reached",
-    STATUS_NONFINITE: "not converged: objective or gradient not finite at the initial estimates",
-    STATUS_NO_DESCENT: "stopped: the line search found no lower objective",
-}
-
+from .objective import Evaluation
+from .settings import RESULTS, FitSettings
 
 # The relative damping of ``information_metric``'s diagonal.
 MARQUARDT = 1e-3
-
-
-class OuterSettings(NamedTuple):
-    max_iter: int = 500
-    gtol: float = 1e-3  # on the unconstrained scale, in OFV units
-    ftol: float = 1e-10  # relative change of OFV regarded as no change
-    patience: int = 5
-    inner_max_iter: int = inner.MAX_ITER
-    inner_tol: float = inner.TOL
-    memory_size: int = 10
-    armijo: float = 1e-4
-    min_step: float = 1e-12
-    # The first direction (L-BFGS without memory: the metric's Newton step, or the
-    # negative gradient where there is no metric) is scaled so no entry moves more than
-    # this on the unconstrained scale. Unscaled, a 2-cmt fit's first trial moved V1
-    # twelve-fold (before the metric): the line search rejected it after the inner
-    # solve had spent 100-200 passes on modes out there (every subject of a vmapped
-    # batch waits for them). Eight fits (theophylline, phenobarbital, six simulated
-    # 1-/2-cmt) took 2.96 s instead of 3.49 s, with the same OFVs. With the metric the
-    # cap matters less (1.0 gave about the same iterations) and is kept as a guard.
-    first_step: float = 0.1
-    # Later trials move no entry more than this many times the longest entry of the
-    # step just accepted. Early L-BFGS steps overshoot (a 2-cmt fit's second trial moved
-    # a parameter 1.7 on the log scale after an accepted 0.1, OFV 38,000 there, 40 inner
-    # passes, and on the ODE version 3.5 s for that one evaluation); bench_fit's 2-cmt
-    # ODE fit: 42 -> 29 evaluations, 10.0 -> 4.8 s; eight other fits: no change.
-    max_growth: float = 10.0
-    # Precondition L-BFGS by the per-subject gradients' information estimate (see
-    # ``information_metric``); False: L-BFGS on the plain unconstrained scale.
-    precondition: bool = True
 
 
 class OuterState(NamedTuple):
@@ -154,7 +105,7 @@ def information_metric(jac):
     return jnp.where(ok, L, jnp.eye(p)), ok
 
 
-def init(settings: OuterSettings, x0, etas0) -> OuterState:
+def init(settings: FitSettings, x0, etas0) -> OuterState:
     """A state whose first trial point is ``x0`` (accepted unconditionally)."""
     n, s = x0.shape[0], etas0.shape[0]
     return OuterState(
@@ -163,14 +114,15 @@ def init(settings: OuterSettings, x0, etas0) -> OuterState:
         etas_converged=jnp.zeros(s, bool), eta_slope=jnp.zeros(etas0.shape + (n,)),
         direction=jnp.zeros(n), step=jnp.asarray(0.0), lbfgs=_lbfgs(settings).init(x0),
         iterations=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32),
-        stall=jnp.zeros((), jnp.int32), status=jnp.asarray(STATUS_RUNNING, jnp.int32),
+        stall=jnp.zeros((), jnp.int32), status=jnp.asarray(RESULTS.running, jnp.int32),
         predicted_gain=jnp.asarray(jnp.inf), metric=jnp.eye(n),
     )
 
 
-def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=None) -> OuterState:
+def step(settings: FitSettings, state: OuterState, ev: Evaluation, max_iter) -> OuterState:
     """Take the evaluation (per-subject OFVs, their gradients, modes) at ``state.trial``
-    and decide: accept it and choose the next direction, or shorten the step."""
+    and decide: accept it and choose the next direction, or shorten the step
+    (``max_iter``: the accepted iterations allowed, a run-time value)."""
     ofvs, jac = ev.ofvs, ev.jac
     value = jnp.sum(ofvs)
     grad = jnp.sum(jac, axis=0)
@@ -215,10 +167,10 @@ def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=No
     direction = jnp.where(longest > reach, direction * (reach / jnp.where(longest > 0, longest, 1.0)), direction)
 
     status_accepted = jnp.where(
-        gmax < settings.gtol, STATUS_GRADIENT,
-        jnp.where(stall >= settings.patience, STATUS_NO_PROGRESS,
-                  jnp.where(iterations >= (settings.max_iter if max_iter is None else max_iter),
-                            STATUS_MAX_ITER, STATUS_RUNNING)))
+        gmax < settings.gtol, RESULTS.gradient,
+        jnp.where(stall >= settings.patience, RESULTS.no_progress,
+                  jnp.where(iterations >= max_iter,
+                            RESULTS.max_iter, RESULTS.running)))
     # Rejected: shorten the step to the minimiser of the quadratic through the OFV and
     # slope at the accepted point and the OFV at the trial, kept within [0.1, 0.5] of
     # the step (plain halving when the trial was not finite).
@@ -232,9 +184,9 @@ def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=No
     # model: 1/2 |grad|^2, however stiff the direction.)
     line_gain = jnp.where(finite & (curvature > 0) & (state.step == 1.0),
                           slope**2 * state.step**2 / (4.0 * jnp.where(curvature > 0, curvature, 1.0)), jnp.inf)
-    status_rejected = jnp.where(first, STATUS_NONFINITE,
+    status_rejected = jnp.where(first, RESULTS.nonfinite,
                                 jnp.where(half * jnp.max(jnp.abs(state.direction), initial=0.0) < settings.min_step,
-                                          STATUS_NO_DESCENT, STATUS_RUNNING))
+                                          RESULTS.no_descent, RESULTS.running))
     pick = lambda a, b: jnp.where(accept, a, b)  # noqa: E731
     return OuterState(
         x=x,
@@ -255,46 +207,3 @@ def step(settings: OuterSettings, state: OuterState, ev: Evaluation, max_iter=No
         predicted_gain=pick(newton_gain, jnp.minimum(state.predicted_gain, line_gain)),
         metric=pick(metric, state.metric),
     )
-
-
-class _Progress(ProgressLine):
-    """Prints iteration, OFV and gradient of a running fit (``pkmix._progress``'s rule:
-    after a couple of seconds, at most twice a second). Called from inside the compiled
-    loop through ``jax.debug.callback``; ``reset`` arms it for one fit."""
-
-    def __call__(self, iterations, value, gmax):
-        self.report(f"iteration {int(iterations):4d}   OFV {float(value):14.4f}   max|grad| {float(gmax):10.3g}")
-
-
-PROGRESS = _Progress()
-
-
-def minimize_in_graph(model, method, opts, transform, settings: OuterSettings, x0, base, etas0, batch,
-                      max_iter=None, *, report_progress: bool = False):
-    """The whole fit as one bounded ``lax.while_loop`` (vmappable over replicates).
-
-    ``max_iter`` may be a traced integer: with 0 the program evaluates the OFV, the
-    per-subject gradients and the modes at ``x0`` and stops, which is how the
-    covariance step reuses this compiled program at perturbed points.
-    """
-    limit = settings.max_iter if max_iter is None else max_iter
-
-    def cond(s):
-        # One stubborn member of a vmapped batch cannot hold the others forever.
-        return (s.status == STATUS_RUNNING) & (s.evaluations < 20 * limit + 100)
-
-    def body(s):
-        ev = gradient_program(model, method, opts, transform, settings.inner_max_iter, settings.inner_tol,
-                              s.trial, base, s.etas, batch, etas_guess=s.etas_at(s.trial))
-        new = step(settings, s, ev, max_iter=limit)
-        if report_progress:
-            jax.lax.cond(new.iterations > s.iterations,
-                         lambda: jax.debug.callback(PROGRESS, new.iterations, new.value,
-                                                    jnp.max(jnp.abs(new.grad), initial=0.0)),
-                         lambda: None)
-        return new
-
-    state = jax.lax.while_loop(cond, body, init(settings, x0, etas0))
-    # A loop cut short by the evaluation bound ends in a line search: say so.
-    return state._replace(status=jnp.where(state.status == STATUS_RUNNING, STATUS_NO_DESCENT,
-                                           state.status).astype(jnp.int32))

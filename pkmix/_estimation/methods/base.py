@@ -26,6 +26,10 @@ class AbstractMethod(abc.ABC):
     estimates_eta: bool = True  # FO evaluates everything at eta = 0
     supports_blq: bool = False  # M3 needs the conditional likelihood (FOCE-I, Laplace)
 
+    def __repr__(self) -> str:
+        # Stable across processes: part of the exported-program cache's key (_compile).
+        return f"{type(self).__name__}()"
+
     def options(self, has_steady_state, covariate_rule, has_blq=False, has_infusions=True) -> Options:
         return Options(self.interaction, has_steady_state, covariate_rule, has_blq, has_infusions)
 
