@@ -106,14 +106,13 @@ def predict(model: Model, data, params=None, etas=None, *, covariate_rule: str =
         raise ModelError(f"etas have shape {eta_array.shape}, expected {(dataset.n_subjects, n_eta)}")
     has_ss = bool(np.any(np.asarray(batch.ss) > 0))
     pred, ipred = _predict_batch(model, values, eta_array, batch, has_ss, covariate_rule)
-    mask = np.asarray(batch.record_mask)
     frame = dataset.frame
     out = pd.DataFrame({
         "ID": frame["ID"].to_numpy(),
         "TIME": frame["TIME"].to_numpy(),
         "EVID": frame["EVID"].to_numpy(),
         "DV": frame["DV"].to_numpy(),
-        "PRED": np.asarray(pred)[mask],
-        "IPRED": np.asarray(ipred)[mask],
+        "PRED": batch.rows(pred),
+        "IPRED": batch.rows(ipred),
     })
     return out

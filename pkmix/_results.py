@@ -237,11 +237,11 @@ def build_result(*, model, method, dataset, batch, values, transform, ofv, subje
             "ID": frame["ID"].to_numpy(), "TIME": frame["TIME"].to_numpy(), "DV": frame["DV"].to_numpy(),
             "EVID": frame["EVID"].to_numpy(), "MDV": frame["MDV"].to_numpy(), "BLQ": frame["BLQ"].to_numpy(),
         })
-        obs = np.asarray(batch.obs_mask)[mask]
+        obs = batch.rows(batch.obs_mask)
         # NPDE is computed on request only (fit(..., npde=True)): no column otherwise.
         columns = [key for key in ("PRED", "IPRED", "WRES", "CWRES", "IWRES", "NPDE") if key in diagnostics]
         for key in columns:
-            table[key] = np.asarray(diagnostics[key])[mask]
+            table[key] = batch.rows(diagnostics[key])
         table["RES"] = np.where(obs, table["DV"] - table["PRED"], np.nan)
         table["IRES"] = np.where(obs, table["DV"] - table["IPRED"], np.nan)
         subject_index = np.repeat(np.arange(len(ids)), mask.sum(axis=1))

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -473,22 +471,22 @@ class Replicates:
         """
         reps = np.arange(self.n_replicates) if replicates is None else np.atleast_1d(np.asarray(replicates))
         base = self.dataset.to_frame()
-        mask = np.asarray(self.template.record_mask)
+        rows = self.template.rows
         n_rows = len(base)
         out = pd.concat([base] * len(reps), ignore_index=True)
         out.insert(0, "REP", np.repeat(reps + 1, n_rows))
-        obs = np.asarray(self.template.obs_mask)[mask]
-        dv = np.asarray(self.dv)[reps][:, mask]  # [r, rows]
+        obs = rows(self.template.obs_mask)
+        dv = rows(np.asarray(self.dv)[reps], leading=1)  # [r, rows]
         out["DV"] = np.where(np.tile(obs, len(reps)), dv.reshape(-1), np.nan)
-        blq = np.asarray(self.blq)[reps][:, mask].reshape(-1)
+        blq = rows(np.asarray(self.blq)[reps], leading=1).reshape(-1)
         out["BLQ"] = blq.astype(np.int64)
         if self.censored:
-            lloq = np.tile(np.asarray(self.lloq)[mask], len(reps))
+            lloq = np.tile(rows(self.lloq), len(reps))
             out["LLOQ"] = np.where(np.tile(obs, len(reps)) & (lloq > 0), lloq, np.nan)
         else:
             out["LLOQ"] = np.nan
         if self.covariates is not None:
-            cov = np.asarray(self.covariates)[reps][:, mask]  # [r, rows, C]
+            cov = rows(np.asarray(self.covariates)[reps], leading=1)  # [r, rows, C]
             for j, name in enumerate(self.template.covariate_names):
                 column = next((c for c in out.columns if c.upper() == name.upper()), name)
                 out[column] = cov[:, :, j].reshape(-1)
@@ -661,6 +659,46 @@ def _censor_rule(values, below, levels):
     return np.where(frac[None] >= np.asarray(levels).reshape((-1,) + (1,) * frac.ndim), np.nan, q), frac
 
 
+def vpc_statistics(times, y_obs, below_obs, y_sim, below_sim, edges, levels, ci, *, strata=None,
+                   has_lloq=True):
+    """The VPC's binned statistics (``VPCResult``'s ``bins``, ``percentiles`` and ``blq``
+    tables) from observations and simulated replicates at the same records: the one
+    summary behind ``vpc`` and ``pkmix.plots.vpc_summary``.
+
+    Args:
+        times, y_obs, below_obs: per observation: time, value, BLQ flag.
+        y_sim, below_sim: per replicate and observation [n, n_obs].
+        edges: the bins' time edges; levels: the percentiles (fractions); ci: the band.
+        strata: per observation stratum (default one, "all").
+        has_lloq: whether to report BLQ fractions (the ``blq`` table).
+    """
+    strata = np.full(np.shape(times), "all", dtype=object) if strata is None else np.asarray(strata, dtype=object)
+    bin_idx = _assign(np.asarray(times, dtype=float), edges)
+    lo_q, hi_q = (1.0 - ci) / 2.0, (1.0 + ci) / 2.0
+    bin_rows, pct_rows, blq_rows = [], [], []
+    for s in pd.unique(strata):
+        for b in range(edges.size - 1):
+            sel = (strata == s) & (bin_idx == b)
+            if not sel.any():
+                continue
+            t_mid = float(np.median(times[sel]))
+            bin_rows.append({"stratum": s, "bin": b, "lower": edges[b], "upper": edges[b + 1], "time": t_mid,
+                             "n_observed": int(sel.sum())})
+            q_obs, f_obs = _censor_rule(y_obs[sel], below_obs[sel], levels)
+            q_sim, f_sim = _censor_rule(y_sim[:, sel], below_sim[:, sel], levels)  # [levels, n], [n]
+            q_sim = np.where(np.isnan(q_sim), _CENSORED, q_sim)
+            band = np.quantile(q_sim, [lo_q, 0.5, hi_q], axis=1)  # [3, levels]
+            band = np.where(band < 0.5 * _CENSORED, np.nan, band)
+            for j, p in enumerate(levels):
+                pct_rows.append({"stratum": s, "bin": b, "time": t_mid, "pi": float(p), "observed": float(q_obs[j]),
+                                 "sim_lower": band[0, j], "sim_median": band[1, j], "sim_upper": band[2, j]})
+            if has_lloq:
+                fb = np.quantile(f_sim, [lo_q, 0.5, hi_q])
+                blq_rows.append({"stratum": s, "bin": b, "time": t_mid, "observed": float(f_obs),
+                                 "sim_lower": fb[0], "sim_median": fb[1], "sim_upper": fb[2]})
+    return pd.DataFrame(bin_rows), pd.DataFrame(pct_rows), pd.DataFrame(blq_rows) if has_lloq else None
+
+
 def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05, 0.5, 0.95), ci: float = 0.95,
         pred_corrected: bool = False, stratify: str | None = None, seed: int = 0, lloq: float | None = None, *,
         covariate_rule: str = "nonmem", progress: bool | None = None) -> VPCResult:
@@ -706,10 +744,9 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
     dataset, batch = tpl.dataset, tpl.batch
     sims = _simulate_arrays(model, tpl, values, int(n), seed, False, covariate_rule, chunk_size=max(1, min(n, 500)),
                             progress=progress)
-    mask = np.asarray(batch.record_mask)
     obs_rec = np.asarray(batch.obs_mask)
     frame = dataset.frame
-    obs = obs_rec[mask]  # per frame row
+    obs = batch.rows(obs_rec)  # per frame row
     times = frame["TIME"].to_numpy()[obs]
     y_obs = frame["DV"].to_numpy()[obs]
     blq_obs = (frame["BLQ"].to_numpy()[obs] == 1)
@@ -752,28 +789,8 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
         y_obs_c = y_obs_c * ratio
         y_sim_c = y_sim_c * ratio[None]
 
-    lo_q, hi_q = (1.0 - ci) / 2.0, (1.0 + ci) / 2.0
-    bin_rows, pct_rows, blq_rows = [], [], []
-    for s in pd.unique(strata):
-        for b in range(edges.size - 1):
-            sel = (strata == s) & (bin_idx == b)
-            if not sel.any():
-                continue
-            t_mid = float(np.median(times[sel]))
-            bin_rows.append({"stratum": s, "bin": b, "lower": edges[b], "upper": edges[b + 1], "time": t_mid,
-                             "n_observed": int(sel.sum())})
-            q_obs, f_obs = _censor_rule(y_obs_c[sel], below_obs[sel], levels)
-            q_sim, f_sim = _censor_rule(y_sim_c[:, sel], below_sim[:, sel], levels)  # [levels, n], [n]
-            q_sim = np.where(np.isnan(q_sim), _CENSORED, q_sim)
-            band = np.quantile(q_sim, [lo_q, 0.5, hi_q], axis=1)  # [3, levels]
-            band = np.where(band < 0.5 * _CENSORED, np.nan, band)
-            for j, p in enumerate(levels):
-                pct_rows.append({"stratum": s, "bin": b, "time": t_mid, "pi": float(p), "observed": float(q_obs[j]),
-                                 "sim_lower": band[0, j], "sim_median": band[1, j], "sim_upper": band[2, j]})
-            if has_lloq:
-                fb = np.quantile(f_sim, [lo_q, 0.5, hi_q])
-                blq_rows.append({"stratum": s, "bin": b, "time": t_mid, "observed": float(f_obs),
-                                 "sim_lower": fb[0], "sim_median": fb[1], "sim_upper": fb[2]})
+    bins_table, pct_table, blq_table = vpc_statistics(times, y_obs_c, below_obs, y_sim_c, below_sim, edges, levels,
+                                                      ci, strata=strata, has_lloq=has_lloq)
     observations = pd.DataFrame({
         "ID": frame["ID"].to_numpy()[obs], "TIME": times, "DV": np.where(below_obs, np.nan, y_obs_c),
         "PRED": pred, "BLQ": below_obs.astype(int), "bin": bin_idx, "stratum": strata,
@@ -781,12 +798,11 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
     lloq_value = lloq if lloq is not None else (float(np.nanmin(tpl.lloq[tpl.lloq > 0])) if np.any(tpl.lloq > 0)
                                                  else None)
     return VPCResult(
-        bins=pd.DataFrame(bin_rows), percentiles=pd.DataFrame(pct_rows),
-        blq=pd.DataFrame(blq_rows) if has_lloq else None, observations=observations, pi=tuple(levels.tolist()),
+        bins=bins_table, percentiles=pct_table, blq=blq_table, observations=observations, pi=tuple(levels.tolist()),
         ci=float(ci), n=int(n), pred_corrected=bool(pred_corrected), stratify=stratify, lloq=lloq_value,
         edges=edges,
     )
 
 
-__all__ = ["simulate", "vpc", "Replicates", "VPCResult", "TrialDesign", "Arm", "Dose", "Normal", "LogNormal",
+__all__ = ["simulate", "vpc", "vpc_statistics", "Replicates", "VPCResult", "TrialDesign", "Arm", "Dose", "Normal", "LogNormal",
            "Uniform", "Categorical"]

@@ -244,22 +244,6 @@ def test_vpc_of_the_example(example, tmp_path):
     _saved(fig, tmp_path / "vpc_log.svg")
 
 
-@pytest.mark.slow  # compiles both simulation programs
-def test_vpc_engines_agree(example):
-    # pkmix.vpc (the simulation module) and this module's own small simulation were
-    # written separately: on the same bins the observed percentiles must be identical
-    # and the simulated medians statistically alike.
-    pytest.importorskip("pkmix._simulate")
-    name, result = example
-    a = pp.vpc_from_result(result, n_sim=100, seed=3, simulator="pkmix")["bins"]
-    b = pp.vpc_from_result(result, n_sim=100, seed=4, simulator="local")["bins"]
-    assert list(a["n_obs"]) == list(b["n_obs"])
-    for q in (5, 50, 95):
-        np.testing.assert_allclose(a[f"obs_p{q}"], b[f"obs_p{q}"], rtol=1e-12)
-    width = (a["sim_p50_hi"] - a["sim_p50_lo"]).to_numpy()
-    assert np.all(np.abs(a["sim_p50_med"] - b["sim_p50_med"]).to_numpy() < 0.5 * width + 1e-9)
-
-
 @pytest.mark.slow  # compiles the simulation program for another dataset
 def test_vpc_plot_of_a_stratified_vpc_result():
     simulate = pytest.importorskip("pkmix._simulate")
@@ -281,8 +265,7 @@ def test_vpc_plot_of_a_stratified_vpc_result():
 
 def test_vpc_blq_panel_from_a_censored_design(tmp_path):
     # Theophylline with an LLOQ of 2 mg/L: the VPC gets a BLQ panel whose observed
-    # fraction is the fraction of observations under 2 in each bin. (The local
-    # simulation: pkmix.vpc's censoring is tested with the simulation module.)
+    # fraction is the fraction of observations under 2 in each bin.
     model = runpy.run_path(str(CASES["theophylline"][0]))["model"]
     frame = pd.read_csv(CASES["theophylline"][1])
     frame["LLOQ"] = 2.0
@@ -291,7 +274,7 @@ def test_vpc_blq_panel_from_a_censored_design(tmp_path):
         ds = pkmix.read_nonmem(frame)
     values = pkmix._predict.parameter_values(model, THEO_PARAMS)
     result = SimpleNamespace(model=model, dataset=ds, values=values)
-    data = pp.vpc_from_result(result, n_sim=50, seed=2, simulator="local")
+    data = pp.vpc_from_result(result, n_sim=50, seed=2)
     bins = data["bins"]
     obs = frame[(frame["EVID"] == 0)]
     assert data["lloq"] == 2.0

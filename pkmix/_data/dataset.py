@@ -33,6 +33,15 @@ INT_COLUMNS: tuple[str, ...] = ("EVID", "MDV", "CMT", "ADDL", "SS", "BLQ", "REC"
 # size share one compiled program instead of recompiling for every record count.
 BUCKET = 8
 
+
+def padded_length(n_records: int, multiple: int = BUCKET) -> int:
+    """The record axis that holds ``n_records``: the next multiple of ``multiple`` at or
+    above it (at least one multiple). The one rule by which pkmix pads records (datasets,
+    replicate stacks, a dosing patient's records and curve), so that data of similar
+    size share one compiled program."""
+    return max(multiple, -(-int(n_records) // multiple) * multiple)
+
+
 # Shapes: "*subj" lets the same annotations describe a batch [subj, rec] and the single
 # subject [rec] that `SubjectBatch.subject` returns.
 _F = Float[Array, "*subj rec"]
@@ -118,6 +127,13 @@ class SubjectBatch(eqx.Module):
     def n_records(self) -> int:
         """Size of the (padded) record axis."""
         return int(self.time.shape[-1])
+
+    def rows(self, values, *, leading: int = 0) -> np.ndarray:
+        """``values`` shaped [*leading axes, subject, record, ...] at the real records,
+        in the dataset's row order: [*leading axes, row, ...] (the one way back from the
+        padded layout to the data's rows)."""
+        index = (slice(None),) * leading + (np.asarray(self.record_mask),)
+        return np.asarray(values)[index]
 
     def subject(self, i: int) -> SubjectBatch:
         """The i-th subject (0-based position in the batch) with the subject axis removed."""
@@ -325,7 +341,7 @@ class Dataset:
         counts = np.bincount(subj, minlength=n_subj)
         longest = int(counts.max()) if n_subj else 0
         if n_records is None:
-            width = max(BUCKET, -(-longest // BUCKET) * BUCKET)
+            width = padded_length(longest)
         else:
             width = int(n_records)
             if width < longest:

@@ -27,7 +27,6 @@ from .gof import qq_cwres as qq_cwres
 from .individual import grid_dataset as grid_dataset
 from .individual import individual_fits as individual_fits
 from .individual import individual_predictions as individual_predictions
-from .vpc import simulate_observations as simulate_observations
 from .vpc import time_bins as time_bins
 from .vpc import vpc_from_result as vpc_from_result
 from .vpc import vpc_layouts as vpc_layouts
@@ -37,6 +36,6 @@ from .vpc import vpc_summary as vpc_summary
 __all__ = [
     "abs_iwres_vs_ipred", "cwres_vs_pred", "cwres_vs_time", "dv_vs_ipred", "dv_vs_pred", "eta_histograms",
     "eta_vs_covariates", "gof_panel", "grid_dataset", "individual_fits", "individual_predictions", "qq_cwres",
-    "simulate_observations", "smooth", "subject_covariates", "time_bins", "vpc_from_result", "vpc_layouts", "vpc_plot",
+    "smooth", "subject_covariates", "time_bins", "vpc_from_result", "vpc_layouts", "vpc_plot",
     "vpc_summary",
 ]

@@ -1,4 +1,4 @@
-"""Visual predictive check: the plot, the binned summary it draws, and a fallback simulation.
+"""Visual predictive check: the plot and the layout it draws (from ``pkmix.vpc``, the one VPC engine).
 
 **The VPC data layout** ``vpc_plot`` draws (what ``vpc_summary`` returns) is a dict
 (or any object with these attributes):
@@ -112,15 +112,11 @@ def time_bins(times, n_bins: int = 10, *, min_obs: int = 5) -> np.ndarray:
     return np.array([values[0], *inner, values[-1]])
 
 
-def _assign(times, edges):
-    idx = np.searchsorted(edges, times, side="right") - 1
-    return np.clip(idx, 0, len(edges) - 2)
-
-
 # --------------------------------------------------------------------------- summary
 def vpc_summary(time, dv, simulated, *, bins=10, percentiles=(5, 50, 95), ci: float = 0.95,
                 lloq=None, blq=None, pred_corrected: bool = False) -> dict:
-    """The binned VPC statistics from observations and simulated replicates.
+    """The binned VPC statistics from observations and simulated replicates (computed by
+    ``pkmix._simulate.vpc_statistics``, the summary behind ``pkmix.vpc``).
 
     Args:
         time: observation times [n_obs].
@@ -136,6 +132,8 @@ def vpc_summary(time, dv, simulated, *, bins=10, percentiles=(5, 50, 95), ci: fl
     Returns:
         The VPC data layout documented in this module.
     """
+    from .._simulate import VPCResult, vpc_statistics
+
     time = np.asarray(time, dtype=float)
     dv = np.asarray(dv, dtype=float)
     sim = np.asarray(simulated, dtype=float)
@@ -143,142 +141,50 @@ def vpc_summary(time, dv, simulated, *, bins=10, percentiles=(5, 50, 95), ci: fl
         raise ValueError(f"vpc_summary: simulated must be [n_sim, n_obs] with n_obs = {time.size}; got "
                          f"{sim.shape} (dv has {dv.size})")
     edges = time_bins(time, bins) if np.isscalar(bins) else np.asarray(bins, dtype=float)
-    which = _assign(time, edges)
     has_lloq = lloq is not None and np.any(np.isfinite(np.broadcast_to(np.asarray(lloq, float), time.shape)))
     limit = np.broadcast_to(np.asarray(lloq if has_lloq else -np.inf, dtype=float), time.shape)
     limit = np.where(np.isfinite(limit), limit, -np.inf)
     obs_blq = np.asarray(blq, dtype=bool) if blq is not None else dv < limit
-    sim_blq = sim < limit[None, :]
-    # Censoring: a BLQ value becomes a huge negative number, so it takes part in the
-    # ranks, and a percentile that lands on or next to it (below the LLOQ) is not drawn.
-    floor = -1e300
-    obs_c = np.where(obs_blq, floor, dv)
-    sim_c = np.where(sim_blq, floor, sim)
-    a = (1.0 - ci) / 2.0
-    rows = []
-    for b in range(len(edges) - 1):
-        m = which == b
-        if not m.any():
-            continue
-        row = {"bin": b, "time": float(np.median(time[m])), "time_lo": float(edges[b]),
-               "time_hi": float(edges[b + 1]), "n_obs": int(m.sum())}
-        bin_limit = float(np.min(limit[m]))
-        for q in percentiles:
-            o = np.percentile(obs_c[m], q, method="linear")
-            s = np.percentile(sim_c[:, m], q, axis=1, method="linear")
-            s = np.where(s < bin_limit, floor, s)  # censored replicates rank lowest
-            lo, med, hi = np.percentile(s, [100 * a, 50, 100 * (1 - a)], method="linear")
-            for key, v in (("obs", o), ("sim_{}_lo", lo), ("sim_{}_med", med), ("sim_{}_hi", hi)):
-                name = f"obs_{_pname(q)}" if key == "obs" else key.format(_pname(q))
-                row[name] = float(v) if np.isfinite(v) and v >= bin_limit else np.nan
-        if has_lloq:
-            frac = sim_blq[:, m].mean(axis=1)
-            row["obs_blq"] = float(obs_blq[m].mean())
-            row["sim_blq_lo"], row["sim_blq_med"], row["sim_blq_hi"] = (
-                float(v) for v in np.percentile(frac, [100 * a, 50, 100 * (1 - a)]))
-        rows.append(row)
-    observed = pd.DataFrame({"TIME": time, "DV": dv, "BLQ": obs_blq.astype(int)})
-    lloq_scalar = None
-    if has_lloq:
-        finite = limit[np.isfinite(limit)]
-        lloq_scalar = float(np.min(finite)) if finite.size else None
-    return {"bins": pd.DataFrame(rows), "observed": observed, "percentiles": tuple(percentiles), "ci": ci,
-            "lloq": lloq_scalar, "n_sim": int(sim.shape[0]), "pred_corrected": bool(pred_corrected)}
-
-
-# --------------------------------------------------------------------------- simulation
-def simulate_observations(result, n_sim: int = 200, *, seed: int = 0) -> np.ndarray:
-    """Simulated observations [n_sim, n_obs] at the dataset's observation records, from
-    the fit's estimates: etas drawn from OMEGA, residuals from the error model, on the
-    error model's scale (log scale for log-transform-both-sides).
-
-    This is a small stand-in used by ``vpc_from_result`` when ``pkmix.vpc`` (the
-    simulation module) is not available. The replicates run as one ``pkmix.predict``
-    call on a dataset of ``n_sim`` copies of the subjects.
-    """
-    import jax.numpy as jnp
-
-    from .. import predict, read_nonmem
-
-    model, dataset, values = (getattr(result, k, None) for k in ("model", "dataset", "values"))
-    if model is None or dataset is None or values is None:
-        raise ValueError("a VPC needs the model, the dataset and the estimates (result.model/.dataset/.values)")
-    frame = dataset.to_frame()
-    ids = list(dataset.ids)
-    n_subj = len(ids)
-    index = frame["ID"].map({sid: k for k, sid in enumerate(ids)}).to_numpy()
-    reps = []
-    for r in range(n_sim):
-        reps.append(frame.assign(ID=index + 1 + r * n_subj))
-    big = read_nonmem(pd.concat(reps, ignore_index=True))
-    n_occ = int(frame[model.occasion_column].nunique()) if model.occasion_column else 1
-    omega = np.asarray(model.omega_full(values, n_occ))
-    rng = np.random.default_rng(seed)
-    n_eta = omega.shape[0]
-    if n_eta:
-        chol = np.linalg.cholesky(omega + 1e-300 * np.eye(n_eta))
-        etas = rng.standard_normal((n_sim * n_subj, n_eta)) @ chol.T
-    else:
-        etas = np.zeros((n_sim * n_subj, 0))
-    pred = predict(model, big, values, etas)
-    obs = ((big.frame["EVID"] == 0) & (big.frame["MDV"] == 0)).to_numpy()
-    f = pred["IPRED"].to_numpy()[obs]
-    var = np.asarray(model.residual_variance(values, jnp.asarray(f)))
-    ft = np.asarray(model.error.transform(jnp.asarray(f)))
-    y = ft + np.sqrt(var) * rng.standard_normal(f.shape)
-    if getattr(model.error, "log_transform", False):
-        y = np.exp(y)
-    return y.reshape(n_sim, -1)
+    levels = np.asarray(percentiles, dtype=float) / 100.0
+    bins_table, pct_table, blq_table = vpc_statistics(time, dv, obs_blq, sim, sim < limit[None, :], edges, levels,
+                                                      ci, has_lloq=bool(has_lloq))
+    finite = limit[np.isfinite(limit)]
+    observations = pd.DataFrame({"TIME": time, "DV": dv, "BLQ": obs_blq.astype(int), "stratum": "all"})
+    result = VPCResult(bins=bins_table, percentiles=pct_table, blq=blq_table, observations=observations,
+                       pi=tuple(levels.tolist()), ci=float(ci), n=int(sim.shape[0]), pred_corrected=bool(pred_corrected),
+                       stratify=None, lloq=float(np.min(finite)) if has_lloq and finite.size else None, edges=edges)
+    ((_, layout),) = _from_vpc_result(result)
+    return layout
 
 
 def vpc_from_result(result, *, n_sim: int = 200, bins=10, percentiles=(5, 50, 95), ci: float = 0.95,
-                    seed: int = 0, simulator: str = "auto") -> dict:
-    """VPC data for a fit: ``n_sim`` replicates of the data's design simulated with the
-    estimates, summarised per time bin, in this module's layout.
+                    seed: int = 0) -> dict:
+    """VPC data for a fit: ``pkmix.vpc`` (``n_sim`` replicates of the data's design
+    simulated with the estimates) on bins that follow the sampling design
+    (``time_bins``), in this module's layout.
 
     Args:
-        result: a ``FitResult`` carrying its model, dataset and values.
+        result: a ``FitResult`` (or any object with ``model``, ``dataset``, ``values``).
         n_sim: replicates.
-        bins: number of bins (edges by ``time_bins``, which follows the sampling design)
-            or the edges.
+        bins: number of bins (edges by ``time_bins``) or the edges.
         percentiles: percentiles (0-100).
         ci: level of the simulated percentiles' intervals.
         seed: random seed.
-        simulator: "auto" (``pkmix.vpc``, the simulation module, when the package has
-            it, else "local"), "pkmix" or "local" (``simulate_observations`` +
-            ``vpc_summary``).
 
     Returns:
         The dict layout documented in this module.
     """
-    frame = result.dataset.frame
-    obs = ((frame["EVID"] == 0) & (frame["MDV"] == 0)).to_numpy()
-    o = frame.loc[obs]
-    times = o["TIME"].to_numpy(dtype=float)
+    from .._simulate import vpc
+
+    model, dataset, values = (getattr(result, k, None) for k in ("model", "dataset", "values"))
+    if model is None or dataset is None or values is None:
+        raise ValueError("a VPC needs the model, the dataset and the estimates (result.model/.dataset/.values)")
+    frame = dataset.frame
+    times = frame.loc[((frame["EVID"] == 0) & (frame["MDV"] == 0)).to_numpy(), "TIME"].to_numpy(dtype=float)
     edges = time_bins(times, bins) if np.isscalar(bins) else np.asarray(bins, dtype=float)
-    engine = _simulation_vpc() if simulator in ("auto", "pkmix") else None
-    if simulator == "pkmix" and engine is None:
-        raise ImportError("simulator='pkmix' needs pkmix's simulation module (pkmix._simulate.vpc)")
-    if simulator not in ("auto", "pkmix", "local"):
-        raise ValueError(f"simulator must be 'auto', 'pkmix' or 'local', got {simulator!r}")
-    if engine is not None:
-        v = engine(result.model, result.dataset, result.values, n=n_sim, bins=edges,
-                   pi=tuple(q / 100.0 for q in percentiles), ci=ci, seed=seed)
-        ((_, layout),) = vpc_layouts(v)
-        return layout
-    sim = simulate_observations(result, n_sim, seed=seed)
-    lloq = o["LLOQ"].to_numpy(dtype=float)
-    has_lloq = np.isfinite(lloq).any() and (o["BLQ"] == 1).any()
-    return vpc_summary(times, o["DV"].to_numpy(dtype=float), sim, bins=edges, percentiles=percentiles, ci=ci,
-                       lloq=lloq if has_lloq else None, blq=(o["BLQ"] == 1).to_numpy() if has_lloq else None)
-
-
-def _simulation_vpc():
-    try:
-        from .._simulate import vpc
-    except ImportError:
-        return None
-    return vpc
+    v = vpc(model, dataset, values, n=n_sim, bins=edges, pi=tuple(q / 100.0 for q in percentiles), ci=ci, seed=seed)
+    ((_, layout),) = vpc_layouts(v)
+    return layout
 
 
 # --------------------------------------------------------------------------- layouts
@@ -306,7 +212,7 @@ def _from_vpc_result(v) -> list[tuple[object, dict]]:
         p_st = pick(pct)
         qs = []
         for p in levels:
-            q = 100.0 * p
+            q = round(100.0 * p, 9)  # 0.05 -> 5, not 5.000000000000001
             qs.append(q)
             rows = p_st[np.isclose(p_st["pi"].to_numpy(dtype=float), p)].set_index("bin")
             for src, dst in (("observed", f"obs_{_pname(q)}"), ("sim_lower", f"sim_{_pname(q)}_lo"),
@@ -471,4 +377,4 @@ def _draw(ax, ax_blq, bins, observed, percentiles, meta, *, log_y, show_points, 
             ax_blq.legend(fontsize="x-small", loc="best", frameon=False)
 
 
-__all__ = ["simulate_observations", "time_bins", "vpc_from_result", "vpc_layouts", "vpc_plot", "vpc_summary"]
+__all__ = ["time_bins", "vpc_from_result", "vpc_layouts", "vpc_plot", "vpc_summary"]
