@@ -40,18 +40,6 @@ def pheno() -> pkmix.Dataset:
     return _read_quietly(DATA / "pheno.csv")
 
 
-def tree_allclose(actual, expected, *, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
-    """True when two pytrees have the same structure and every leaf is close."""
-    a_leaves, a_def = jax.tree_util.tree_flatten(actual)
-    e_leaves, e_def = jax.tree_util.tree_flatten(expected)
-    if a_def != e_def:
-        return False
-    return all(
-        np.shape(a) == np.shape(e) and np.allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
-        for a, e in zip(a_leaves, e_leaves)
-    )
-
-
 def assert_close(actual, expected, *, rtol: float = 1e-6, atol: float = 1e-9, what: str = "values"):
     """``np.testing.assert_allclose`` with a message that shows the worst element."""
     actual = np.asarray(actual, dtype=float)
