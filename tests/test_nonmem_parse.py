@@ -352,6 +352,14 @@ def test_ignore_characters(tmp_path):
 
 
 
+def test_observations_in_another_compartment_are_refused(tmp_path):
+    (tmp_path / "data.csv").write_text("ID TIME AMT DV CMT\n1 0 10 0 1\n1 1 0 5 1\n1 2 0 4 2\n")
+    text = BASE.replace("$INPUT ID TIME AMT WGT APGR DV", "$INPUT ID TIME AMT DV CMT")
+    (tmp_path / "run.mod").write_text(text)
+    with pytest.raises(ControlStreamError, match=r"observations in compartment\(s\) \[2\]"):
+        nonmem.load(tmp_path / "run.mod").load_data()
+
+
 def test_input_renames_and_drops(tmp_path):
     df = load_data(tmp_path, "$DATA data.csv IGNORE=@", "$INPUT ID TIME AMT WGT APGR=DROP CP=DV DROP")
     assert list(df.columns) == ["ID", "TIME", "AMT", "DV", "WGT"]

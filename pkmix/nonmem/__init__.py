@@ -64,14 +64,28 @@ def load(path: str | os.PathLike) -> ModuleType:
     return module
 
 
-def read_data_file(path, items, *, ignore_char="#", ignore=(), accept=(), columns=(), occasions=None):
+def read_data_file(path, items, *, ignore_char="#", ignore=(), accept=(), columns=(), occasions=None,
+                   observed=None):
     """$DATA as NM-TRAN reads it: ``items`` are $INPUT's ``(label, alias, dropped)``,
     ``ignore``/``accept`` the conditions ``(column, op, value)``; returns a DataFrame of
     ``columns``. ``occasions=(column, n)``: the column must hold 1..n (the occasions of
-    n inter-occasion etas)."""
+    n inter-occasion etas). ``observed``: the compartment F is read from; an observation
+    with another CMT is refused (NONMEM's F would be that compartment's)."""
     spec = DataSpec(file=str(path), ignore_char=ignore_char, ignore=[Condition(*c) for c in ignore],
                     accept=[Condition(*c) for c in accept])
     frame = read_data(path, [InputItem(*it) for it in items], spec, list(columns))
+    if observed is not None and "CMT" in frame:
+        if "EVID" in frame:
+            obs = frame["EVID"] == 0
+        elif "MDV" in frame:
+            obs = frame["MDV"] == 0
+        else:
+            obs = frame["AMT"] == 0 if "AMT" in frame else frame["CMT"] == frame["CMT"]
+        other = sorted(int(c) for c in set(frame.loc[obs, "CMT"]) - {0, observed})
+        if other:
+            raise ControlStreamError(f"{Path(path).name}: observations in compartment(s) {other}; the imported "
+                                     f"model predicts compartment {observed} (F in $ERROR), as NONMEM does for "
+                                     f"CMT {observed}: pkmix import takes one observed compartment")
     if occasions is not None:
         column, n = occasions
         bad = sorted(set(frame[column]) - set(range(1, n + 1)))

@@ -888,8 +888,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
             f'    """$DATA {spec.file} as NM-TRAN reads it with $INPUT {input_line}."""',
             f"    return nonmem.read_data_file(Path(__file__).parent / {file!r}, {_input_src(cs.input)},",
             f"                                 {_spec_src(spec)}, columns={data_columns!r}"
-            + (f",\n                                 occasions=({iov[0]['column']!r}, {len(iov[0]['etas'])}))"
-               if iov else ")"),
+            + (f",\n                                 occasions=({iov[0]['column']!r}, {len(iov[0]['etas'])})"
+               if iov else "") + f", observed={cs.observed})",
             "",
         ])
     names = {"theta": theta_names, "eta": eta_names, "eps": eps_names}
