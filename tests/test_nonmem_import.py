@@ -126,8 +126,17 @@ def test_iov_import_matches_the_hand_written_model():
         assert evaluate(module, None, method) == pytest.approx(expected, abs=1e-6)
 
 
+ESTIMATION_GAP = "pkmix's estimator does not reach NONMEM's optimum from this stream's initial values (an estimation issue, not the import: the OFV at NONMEM's estimates matches)"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["pheno_real.mod"])
+@pytest.mark.parametrize("name", [
+    "pheno_real.mod", "pheno_trans1.mod", "pheno_advan3_trans1.mod",
+    # $SIGMA 1e-7 initial: the fit stops at the iteration limit with OFV ~6.8e6
+    pytest.param("pheno_noifs.mod", marks=pytest.mark.xfail(strict=True, reason=ESTIMATION_GAP)),
+    # FO from CL 10, V 100: converges to OFV -1070.2 with OMEGA(VC) -> 0 (NONMEM: -1292.19)
+    pytest.param("mox2.mod", marks=pytest.mark.xfail(strict=True, reason=ESTIMATION_GAP)),
+])
 def test_refit_reaches_nonmem_optimum(name):
     module = nonmem.load(HERE / name)
     ext = ext_final(HERE / name.replace(".mod", ".ext"))

@@ -830,7 +830,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     src = "\n".join(header) + "\n".join([
         "from pathlib import Path",
         "",
-        "import jax",
+        *(["import jax"] if "jax.scipy" in pk_src + obs_src + err_src + des_src else []),
         "import jax.numpy as jnp",
         "",
         "import pkmix",
