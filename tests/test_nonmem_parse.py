@@ -342,6 +342,12 @@ def test_ignore_at_with_conditions(tmp_path):
     assert df["TIME"].tolist() == [0, 2]
     df = load_data(tmp_path, "$DATA data.csv IGNORE=@ ACCEPT=(ID.EQ.2)")
     assert df["ID"].tolist() == [2, 2]
+    df = load_data(tmp_path, "$DATA data.csv IGNORE=@ ACCEPT=(ID.EQN.1, TIME.GT.1)")  # all must hold
+    assert df["TIME"].tolist() == [2, 3]
+    df = load_data(tmp_path, "$DATA data.csv IGNORE=@ IGNORE=(DV.EQ.0)")  # text: '.' is not '0'
+    assert df["TIME"].tolist() == [0, 2, 3, 4]
+    df = load_data(tmp_path, "$DATA data.csv IGNORE=@ IGNORE=(DV.EQN.0)")  # number: '.' is 0
+    assert df["TIME"].tolist() == [2, 3, 4]
 
 
 def test_ignore_characters(tmp_path):

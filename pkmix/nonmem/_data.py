@@ -4,7 +4,9 @@ NM-TRAN reads the file by position: ``$INPUT`` names the columns (``NAME=DROP``,
 and ``SKIP`` drop one; ``CP=DV`` gives the reserved label DV another name), header and
 comment lines go by ``IGNORE=c`` (``@``: any line whose first non-blank character is a
 letter or ``@``; the default is ``#``), and records go by ``IGNORE=(list)`` /
-``ACCEPT=(list)`` conditions. ``.`` and empty fields are 0.
+``ACCEPT=(list)`` conditions (a record is ignored when any IGNORE condition holds, kept
+when every ACCEPT condition holds; ``.EQ.``/``==``/``=`` and ``.NE.``/``/=`` compare the
+text, ``.EQN.``/``.NEN.`` and the orderings the numbers). ``.`` and empty fields are 0.
 """
 
 from __future__ import annotations
@@ -181,7 +183,8 @@ def read_data(path: str | Path, items: list[InputItem], spec: DataSpec, keep: li
             fields += [""] * (len(items) - len(fields))
         if spec.ignore and any(c.holds(fields[index[c.column]]) for c in spec.ignore):
             continue
-        if spec.accept and not any(c.holds(fields[index[c.column]]) for c in spec.accept):
+        # ACCEPT is IGNORE with each condition negated: a record stays when all hold
+        if spec.accept and not all(c.holds(fields[index[c.column]]) for c in spec.accept):
             continue
         row = []
         for name in keep:
