@@ -93,6 +93,13 @@ def test_estimation_methods(est, method):
     assert cs.estimation["pkmix_method"] == method
 
 
+def test_an_estimation_step_pkmix_lacks_is_named_not_run():
+    t = translated(BASE.replace("$ESTIMATION METHOD=1 INTERACTION",
+                                "$EST METHOD=1 INTER MAXEVAL=9999\n$EST METHOD=IMP EONLY=1"))
+    assert t.method == "focei"
+    assert "Not run: $EST (line 15): METHOD=IMP is not supported" in t.source
+
+
 def test_comments_after_values_and_theta_forms():
     r = record("""\
         $THETA (0,0.00469307) ; CL

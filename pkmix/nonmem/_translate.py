@@ -186,9 +186,19 @@ def read(source: str | os.PathLike, text: str | None = None) -> ControlStream:
         error=C.lower(C.parse_code(by_name["ERROR"][0]), by_name["ERROR"][0]),
         des=C.lower(C.parse_code(by_name["DES"][0]), by_name["DES"][0]) if "DES" in by_name else [],
         thetas=thetas, omegas=omegas, sigmas=sigmas, tol=tol)
+    # NONMEM runs each $EST in turn; pkmix runs the last one it has a method for (the
+    # others, e.g. an IMP step after FOCE-I to report its OFV, are named in the model file).
     ests = by_name.get("ESTIMATION", [])
-    if ests:
-        cs.estimation = _parse_estimation(ests[-1])
+    parsed, refused = [], []
+    for r in ests:
+        try:
+            parsed.append(_parse_estimation(r))
+        except ControlStreamError as e:
+            refused.append(e)
+    if ests and not parsed:
+        raise refused[-1]
+    if parsed:
+        cs.estimation = dict(parsed[-1], skipped=[str(e) for e in refused])
     if "COVARIANCE" in by_name:
         cs.covariance = _parse_covariance(by_name["COVARIANCE"][0])
     for r in by_name.get("TABLE", []):
@@ -821,6 +831,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
               "",
               f"$SUBROUTINES ADVAN{cs.advan} TRANS{cs.trans}; estimation {method}"
               + ("" if covariance == "none" else f", covariance {covariance}") + ".",
+              *[f"Not run: {e}" for e in est.get("skipped", [])],
               "Names: " + ", ".join(f"THETA({i + 1}) -> {n}" for i, n in enumerate(theta_names))
               + "; " + ", ".join([f"ETA({i + 1}) -> {n}" for i, n in enumerate(eta_names)
                                   if i + 1 not in iov_etas and i + 1 not in zero_etas]
