@@ -194,8 +194,8 @@ def _bad_cases(patient):
         ("bad target", json.dumps({**ok, "target": "auc24=600:400"}).encode(), 422, "target"),
         ("target not text", json.dumps({**ok, "target": 5}).encode(), 422, "target"),
         ("negative maximum", json.dumps({**ok, "dose_max": -1}).encode(), 422, "dose_max"),
-        ("NaN maximum", b'{"model": "%s", "patient": %s, "dose_max": NaN}' % (MODEL.encode(), json.dumps(patient).encode()),
-         422, "dose_max"),
+        ("NaN maximum", b'{"model": "%s", "patient": %s, "dose_max": NaN}'
+         % (MODEL.encode(), json.dumps(patient).encode()), 422, "dose_max"),
         ("interval not a number", json.dumps({**ok, "interval": [12, "x"]}).encode(), 422, "interval[1]"),
         ("no samples", json.dumps({**ok, "samples": 0}).encode(), 422, "samples"),
         ("too many samples", json.dumps({**ok, "samples": 10_000_000}).encode(), 422, "samples"),

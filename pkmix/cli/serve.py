@@ -4,8 +4,9 @@ as a local web app.
 Serves the page (``/``) and the JSON API (``/api/...``, documented at ``/openapi.json``)
 of `pkmix.server`. Every answer is stored in the audit database (``--audit-db``, default
 as ``pkmix dose``: ``$PKMIX_AUDIT_DB``, else ``audit.sqlite3`` in the user's data
-directory), which is opened at start so a path that cannot be used is refused at once. Needs the ``serve`` extra (``pip install "pkmix[serve]"``); without
-it the command says so and exits with status 2.
+directory), which is opened at start so a path that cannot be used is refused at once.
+Needs the ``serve`` extra (``pip install "pkmix[serve]"``); without it the command says
+so and exits with status 2.
 """
 
 from __future__ import annotations
