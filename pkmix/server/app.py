@@ -261,8 +261,12 @@ def _dose_schema() -> dict:
     drift from what `parse_request` accepts)."""
     from pydantic import TypeAdapter
 
-    schema = TypeAdapter(service.DoseRequest).json_schema()
-    props = schema.get("properties", {})
+    try:
+        schema = TypeAdapter(service.DoseRequest).json_schema()
+    except Exception:  # noqa: BLE001 - a field type pydantic cannot describe: names only
+        schema = {"type": "object", "required": ["model", "patient"],
+                  "properties": {f.name: {} for f in dataclasses.fields(service.DoseRequest)}}
+    props = schema.setdefault("properties", {})
     props.setdefault("patient", {})["description"] = "the patient JSON of docs/patient_format.md (an object)"
     props["patient"]["type"] = "object"
     props.get("target", {})["description"] = "e.g. auc24=400:600, trough=10:20 (default: the model's first target)"
