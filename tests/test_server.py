@@ -237,6 +237,7 @@ def test_openapi_schema_and_no_network(client):
     assert {"/health", "/api/models", "/api/dose", "/api/dose/report"} <= set(spec["paths"])
     body = spec["paths"]["/api/dose"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"model", "patient", "target", "dose_max", "max_daily_dose"} <= set(body["properties"])
+    assert not {"audit", "audit_db"} & set(body["properties"])  # the server's, not a client's
     assert "422" in spec["paths"]["/api/dose"]["post"]["responses"]
     # FastAPI's /docs page loads JavaScript from a CDN: not served.
     assert client.get("/docs").status_code == 404

@@ -267,6 +267,8 @@ def _dose_schema() -> dict:
         schema = {"type": "object", "required": ["model", "patient"],
                   "properties": {f.name: {} for f in dataclasses.fields(service.DoseRequest)}}
     props = schema.setdefault("properties", {})
+    for name in SERVER_FIELDS:  # the server's to set, not a client's
+        props.pop(name, None)
     props.setdefault("patient", {})["description"] = "the patient JSON of docs/patient_format.md (an object)"
     props["patient"]["type"] = "object"
     props.get("target", {})["description"] = "e.g. auc24=400:600, trough=10:20 (default: the model's first target)"
