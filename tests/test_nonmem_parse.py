@@ -357,6 +357,14 @@ def test_ignore_at_with_conditions(tmp_path):
     assert df["TIME"].tolist() == [2, 3, 4]
 
 
+def test_quoted_data_file_name_with_spaces(tmp_path):
+    (tmp_path / "my data.csv").write_text(DATA)
+    text = BASE.replace("$DATA data.csv IGNORE=@", "$DATA 'my data.csv' IGNORE=@ IGNORE=(SD.EQ.0)").replace(
+        "$INPUT ID TIME AMT WGT APGR DV", "$INPUT ID TIME AMT WGT APGR DV SD")
+    (tmp_path / "run.mod").write_text(text)
+    assert nonmem.load(tmp_path / "run.mod").load_data()["TIME"].tolist() == [0, 2, 0, 4]
+
+
 def test_ignore_characters(tmp_path):
     with pytest.raises(ControlStreamError, match="line 1: ID is 'ID', not a number"):
         load_data(tmp_path, "$DATA data.csv")  # the default IGNORE=# leaves the header in

@@ -126,7 +126,11 @@ def parse_data(record: Record) -> DataSpec:
     file, first = opts[0]
     if first is not None:
         record.fail(f"the first item must be the data file, got {file}={first}")
-    file = record.text.split()[0].strip("'\"")
+    m = re.match(r"\s*(?:'([^']*)'|\"([^\"]*)\"|([^\s,]+))", record.text)
+    file = next(g for g in m.groups() if g is not None)
+    if m.group(1) is not None or m.group(2) is not None:  # a quoted name may hold spaces
+        opts = options(record.text[m.end():])
+        opts.insert(0, (file, None))
     spec = DataSpec(file=file, line=record.line)
     for key, value in opts[1:]:
         if len(key) >= 3 and ("IGNORE".startswith(key) or "ACCEPT".startswith(key)):
