@@ -226,6 +226,14 @@ def test_a_branch_cannot_change_which_branch_runs():
     assert run_pk(text, WGT=1.0, APGR=1.0)["cl"] == pytest.approx(0.005 - 1)
 
 
+def test_abbr_replace_names_etas():
+    text = BASE.replace("$PROBLEM test", "$PROBLEM test\n$ABBR REPLACE ETA_CL=ETA(1)\n$ABBR REPLACE ETA_V=ETA(2)"
+                        "\n$ABBR PROTECT").replace("EXP(ETA(1))", "EXP(ETA_CL)").replace("EXP(ETA(2))", "EXP(ETA_V)")
+    model = module_of(text)["model"]
+    assert model.eta_names == ("eta_cl", "eta_v")
+    assert run_pk(text, WGT=1.0, APGR=1.0, eta_v=0.5)["v"] == pytest.approx(math.exp(0.5))
+
+
 def test_functions_powers_and_fortran_numbers():
     pk = ("CL=THETA(1)*(WGT/2.5D0)**0.75*EXP(ETA(1))\nV=SQRT(ABS(-4.0))*LOG10(100.)*EXP(LOG(THETA(2)))"
           "*EXP(ETA(2))\nS1=V\n")
@@ -414,7 +422,8 @@ def test_input_renames_and_drops(tmp_path):
     (("Y=F+F*EPS(1)", "Y=F+F*EXP(ETA(1))*EPS(1)"), ["$ERROR (line 10)", "ETA(1) in $ERROR"]),
     (("Y=F+F*EPS(1)", "IPRED=F"), ["$ERROR (line 9)", "Y is never assigned"]),
     (("$ERROR\n", "$PRED\n"), ["$PRED (line 9)", "not supported"]),
-    (("$PROBLEM test", "$PROBLEM test\n$ABBR REPLACE ETA_CL=ETA(1)"), ["$ABBR (line 2)", "not supported"]),
+    (("$PROBLEM test", "$PROBLEM test\n$ABBR DECLARE DOWHILE X"), ["$ABBR (line 2)", "not supported"]),
+    (("$PROBLEM test", "$PROBLEM test\n$ABBR REPLACE THETA(CL)=THETA(1)"), ["$ABBR (line 2)", "not supported"]),
     (("$DATA data.csv IGNORE=@", "$DATA data.csv IGNORE=@ RECORDS=10"), ["$DATA (line 3)", "RECORDS"]),
     (("$INPUT ID TIME", "$INPUT ID DATE=DROP TIME"), []),
     (("$INPUT ID TIME", "$INPUT ID DAT1 TIME"), ["$INPUT (line 2)", "DAT1"]),

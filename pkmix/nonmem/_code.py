@@ -243,11 +243,39 @@ def _logical_lines(record: Record):
         yield start, pending
 
 
-def parse_code(record: Record) -> list:
-    """The statements of an abbreviated-code record."""
+def replacements(records: list[Record]) -> dict[str, str]:
+    """``$ABBR REPLACE NAME=ETA(1)``: names standing for other code. Options that do not
+    change the model (``PROTECT``, ``DERIV2``, ``COMRES``...) are accepted; ``DECLARE``,
+    ``FUNCTION`` and other forms are refused."""
+    out: dict[str, str] = {}
+    for r in records:
+        for ln in r.lines:
+            text = ln.code.strip()
+            if not text:
+                continue
+            m = re.match(r"^REPLACE\s+([A-Za-z_]\w*)\s*=\s*(.+)$", text, re.I)
+            if m:
+                name, value = m.group(1).upper(), m.group(2).strip().upper()
+                if not re.match(r"^(ETA|THETA|EPS|ERR)\(\d+\)$|^[A-Z_]\w*$", value):
+                    r.fail(f"REPLACE {name}={value}: only a name for THETA(n), ETA(n), EPS(n) or a variable is "
+                           f"supported", ln.number)
+                out[name] = value
+            elif re.match(r"^(PROTECT|NOPROTECT|DERIV2\s*=\s*\w+|DERIV1\s*=\s*\w+|COMRES\s*=\s*-?\d+|"
+                          r"FASTDER|NOFASTDER|CHECKMU|NOCHECKMU)(\s|$)", text, re.I):
+                continue
+            else:
+                r.fail(f"'{text}' is not supported (pkmix import takes REPLACE NAME=ETA(n) and options that do "
+                       f"not change the model)", ln.number)
+    return out
+
+
+def parse_code(record: Record, replace: dict[str, str] | None = None) -> list:
+    """The statements of an abbreviated-code record (``replace``: $ABBR REPLACE names)."""
     root: list = []
     stack: list[tuple[If, list]] = []  # open IF blocks and the branch being filled
     for line, code in _logical_lines(record):
+        if replace:
+            code = re.sub(r"\b[A-Za-z_]\w*\b", lambda m: replace.get(m.group(0).upper(), m.group(0)), code)
         if code.startswith('"'):
             record.fail("verbatim code (a line starting with \") is not supported", line)
         up = code.upper()

@@ -167,6 +167,7 @@ def read(source: str | os.PathLike, text: str | None = None) -> ControlStream:
     else:
         sub.fail(f"ADVAN{advan} is not supported (supported: ADVAN1-4, 11, 12, 6, 13)")
 
+    replace = C.replacements(by_name.get("ABBREVIATED", []))
     thetas = [t for r in by_name.get("THETA", []) for t in parse_thetas(r)]
     omegas = [parse_random(r) for r in by_name.get("OMEGA", [])]
     sigmas = [parse_random(r) for r in by_name.get("SIGMA", [])]
@@ -182,9 +183,9 @@ def read(source: str | os.PathLike, text: str | None = None) -> ControlStream:
         path=path, problem=problem, records=records, input=parse_input(by_name["INPUT"][0]),
         data=parse_data(by_name["DATA"][0]) if "DATA" in by_name else None, advan=advan, trans=trans,
         compartments=comps, observed=observed, default_dose=default_dose,
-        pk=C.lower(C.parse_code(by_name["PK"][0]), by_name["PK"][0]),
-        error=C.lower(C.parse_code(by_name["ERROR"][0]), by_name["ERROR"][0]),
-        des=C.lower(C.parse_code(by_name["DES"][0]), by_name["DES"][0]) if "DES" in by_name else [],
+        pk=C.lower(C.parse_code(by_name["PK"][0], replace), by_name["PK"][0]),
+        error=C.lower(C.parse_code(by_name["ERROR"][0], replace), by_name["ERROR"][0]),
+        des=C.lower(C.parse_code(by_name["DES"][0], replace), by_name["DES"][0]) if "DES" in by_name else [],
         thetas=thetas, omegas=omegas, sigmas=sigmas, tol=tol)
     # NONMEM runs each $EST in turn; pkmix runs the last one it has a method for (the
     # others, e.g. an IMP step after FOCE-I to report its OFV, are named in the model file).
