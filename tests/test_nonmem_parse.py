@@ -234,6 +234,13 @@ def test_abbr_replace_names_etas():
     assert run_pk(text, WGT=1.0, APGR=1.0, eta_v=0.5)["v"] == pytest.approx(math.exp(0.5))
 
 
+def test_unused_theta_is_pointed_out():
+    text = BASE.replace("S1=V", "S1=V\nMAT=THETA(3)").replace("$THETA (0,0.005) (0,1)", "$THETA (0,0.005) (0,1) 2")
+    source = translated(text).source
+    assert "Not used by the model (only by code that feeds nothing it needs): THETA(3)" in source
+    assert "# THETA(3) -- not used by the model" in source
+
+
 def test_functions_powers_and_fortran_numbers():
     pk = ("CL=THETA(1)*(WGT/2.5D0)**0.75*EXP(ETA(1))\nV=SQRT(ABS(-4.0))*LOG10(100.)*EXP(LOG(THETA(2)))"
           "*EXP(ETA(2))\nS1=V\n")

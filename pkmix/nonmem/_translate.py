@@ -753,6 +753,9 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         des_src = "\n".join(lines)
 
     # Parameters
+    used_thetas = {v[1] for st in pk_code + err_code + cs.des for v in C.symbols(st.value, ("theta",))}
+    unused_thetas = [i + 1 for i, t in enumerate(cs.thetas) if i + 1 not in used_thetas and not t.fixed]
+
     def theta_decl(i, t):
         args = [_num(t.init)]
         if not math.isinf(t.lower):
@@ -763,6 +766,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
             args.append("fixed=True")
         text = f"pkmix.Theta({', '.join(args)})" if len(args) > 1 else args[0]
         note = f"  # THETA({i + 1})" + (f" {t.comment}" if t.comment else "")
+        if i + 1 in unused_thetas:
+            note += " -- not used by the model (fix it or remove it before a fit)"
         return f'        "{theta_names[i]}": {text},{note}'
 
     theta_src = "\n".join(theta_decl(i, t) for i, t in enumerate(cs.thetas))
@@ -833,6 +838,9 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
               f"$SUBROUTINES ADVAN{cs.advan} TRANS{cs.trans}; estimation {method}"
               + ("" if covariance == "none" else f", covariance {covariance}") + ".",
               *[f"Not run: {e}" for e in est.get("skipped", [])],
+              *([f"Not used by the model (only by code that feeds nothing it needs): "
+                 + ", ".join(f"THETA({i})" for i in unused_thetas)
+                 + "; their estimates are undetermined."] if unused_thetas else []),
               "Names: " + ", ".join(f"THETA({i + 1}) -> {n}" for i, n in enumerate(theta_names))
               + "; " + ", ".join([f"ETA({i + 1}) -> {n}" for i, n in enumerate(eta_names)
                                   if i + 1 not in iov_etas and i + 1 not in zero_etas]
