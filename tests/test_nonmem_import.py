@@ -126,7 +126,8 @@ def test_iov_import_matches_the_hand_written_model():
         assert evaluate(module, None, method) == pytest.approx(expected, abs=1e-6)
 
 
-ESTIMATION_GAP = "pkmix's estimator does not reach NONMEM's optimum from this stream's initial values (an estimation issue, not the import: the OFV at NONMEM's estimates matches)"
+ESTIMATION_GAP = ("pkmix's estimator does not reach NONMEM's optimum from this stream's initial values (an "
+                  "estimation issue, not the import: the OFV at NONMEM's estimates matches)")
 
 
 @pytest.mark.slow

@@ -161,7 +161,6 @@ def read_data(path: str | Path, items: list[InputItem], spec: DataSpec, keep: li
     if not path.exists():
         where = f"$DATA (line {spec.line})" if spec.line else "$DATA"
         raise ControlStreamError(f"{where}: the data file {path} does not exist")
-    labels = [it.label for it in items]
     index = {}
     for i, it in enumerate(items):
         index.setdefault(it.label, i)
@@ -201,7 +200,6 @@ def read_data(path: str | Path, items: list[InputItem], spec: DataSpec, keep: li
     if not rows:
         where = f"$DATA (line {spec.line})" if spec.line else "$DATA"
         raise ControlStreamError(f"{where}: no records left in {path.name} after IGNORE/ACCEPT")
-    del labels
     frame = pd.DataFrame(rows, columns=keep)
     frame.attrs["source"] = str(path.resolve())  # where the records came from, for run outputs
     return frame

@@ -19,11 +19,6 @@ from ._data import PASSED, RESERVED, DataSpec, InputItem, parse_data, parse_inpu
 from ._records import (SUPPORTED, ControlStreamError, RandomBlock, Record, ThetaInit, options, parse_random,
                        parse_thetas, split_records)
 
-# ADVAN -> (compartments, observed compartment (1-based), pkmix structure call,
-#           {TRANS: {pkmix parameter: expression of NONMEM names}})
-_K = ("var",)
-
-
 def _v(n):
     return ("var", n)
 
@@ -37,6 +32,8 @@ def _sub(a, b):
 
 
 ONE = ("num", 1.0)
+# ADVAN -> (compartments, observed compartment (1-based), pkmix structure call,
+#           {TRANS: {pkmix parameter: expression of NONMEM names}})
 ADVANS = {
     1: (("central",), 1, "pkmix.one_compartment()",
         {1: {"cl": _v("K"), "v": ONE}, 2: {"cl": _v("CL"), "v": _v("V")}}),
@@ -640,7 +637,6 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         raise AssertionError(e)
 
     lines = []
-    qual = lambda s: f"  # {rec_pk.written} line {s.line}"  # noqa: E731
     lines.append("def individual(p):")
     lines.append('    """$PK: the individual parameters (NONMEM names in lower case)."""')
     pk_defined_now = set()
@@ -656,7 +652,6 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         lines.append(f'        "{key}": {py(expr, pk_leaf)},{note}')
     lines.append("    }")
     pk_src = "\n".join(lines)
-    del qual
 
     # observe: $ERROR with EPS = 0
     obs_code = [C.Flat(s.target, C.simplify(C.substitute(s.value, zero_eps)), s.line) for s in err_code]
