@@ -19,6 +19,7 @@ from ._data import PASSED, RESERVED, DataSpec, InputItem, parse_data, parse_inpu
 from ._records import (SUPPORTED, ControlStreamError, RandomBlock, Record, ThetaInit, options, parse_random,
                        parse_thetas, split_records)
 
+
 def _v(n):
     return ("var", n)
 
