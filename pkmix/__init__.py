@@ -51,3 +51,12 @@ from .report import write_report as write_report  # noqa: E402
 from .batch import fit_batch as fit_batch  # noqa: E402
 from ._simulate import simulate as simulate  # noqa: E402
 from ._simulate import vpc as vpc  # noqa: E402
+from ._simulate import TrialDesign as TrialDesign  # noqa: E402
+from ._simulate import Arm as Arm  # noqa: E402
+from ._simulate import Dose as Dose  # noqa: E402
+from ._simulate import VPCResult as VPCResult  # noqa: E402
+from .batch import BatchFitResult as BatchFitResult  # noqa: E402
+from .batch import likelihood_ratio_test as likelihood_ratio_test  # noqa: E402
+from .workflows import bootstrap as bootstrap  # noqa: E402
+from .workflows import sir as sir  # noqa: E402
+from .workflows import sse as sse  # noqa: E402

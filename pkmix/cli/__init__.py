@@ -14,7 +14,9 @@ import importlib
 import os
 import sys
 
-SUBCOMMANDS = ("check", "predict", "fit", "dose", "simulate", "report", "serve", "import_")  # fit also registers evaluate
+# fit also registers evaluate
+SUBCOMMANDS = ("check", "predict", "fit", "dose", "simulate", "report", "serve", "import_", "runs", "compare",
+               "bootstrap", "sir", "sse")
 
 
 def build_parser() -> argparse.ArgumentParser:
