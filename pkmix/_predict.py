@@ -19,7 +19,8 @@ from ._model.parameters import ParameterValues
 def parameter_values(model: Model, params=None) -> ParameterValues:
     """Parameter values from ``None`` (the initial values), a ``ParameterValues``, or a
     ``{name: value}`` mapping that overrides initial values by name (thetas, sigmas,
-    eta names for OMEGA diagonal elements, ``"omega"`` for a full matrix)."""
+    eta names for OMEGA diagonal elements, ``"omega(ETA_A,ETA_B)"`` for any OMEGA element
+    (the names of the SE keys and the parameter table), ``"omega"`` for a full matrix)."""
     values = model.initial_values()
     if params is None:
         return values
@@ -45,11 +46,33 @@ def parameter_values(model: Model, params=None) -> ParameterValues:
             iov[s.iov_names.index(name)] = v
         elif name == "omega":
             omega = np.asarray(v, dtype=float)
+        elif _omega_key(name, s) is not None:
+            kind, i, j = _omega_key(name, s)
+            if kind == "iov":
+                iov[i] = v
+            else:
+                omega[i, j] = omega[j, i] = v
         else:
             raise ModelError(f"params: '{name}' is not a parameter of the model")
     values = ParameterValues(*(jnp.asarray(x, dtype=jnp.float64) for x in (theta, omega, iov, sigma)))
     model.check_values(values)
     return values
+
+
+def _omega_key(name: str, spec):
+    """("omega", i, j) or ("iov", i, i) for a key ``omega(ETA_A,ETA_B)`` (the one name of an
+    OMEGA element: SE keys, the parameter table, params=); None for anything else."""
+    if not (name.startswith("omega(") and name.endswith(")")):
+        return None
+    parts = [x.strip() for x in name[6:-1].split(",")]
+    if len(parts) != 2:
+        return None
+    a, b = parts
+    if a in spec.eta_names and b in spec.eta_names:
+        return "omega", spec.eta_names.index(a), spec.eta_names.index(b)
+    if a == b and a in spec.iov_names:
+        return "iov", spec.iov_names.index(a), spec.iov_names.index(a)
+    return None
 
 
 @eqx.filter_jit

@@ -58,6 +58,12 @@ class FitResult:
         return self.ofv + self.n_observations * LOG_2PI
 
     @property
+    def estimated(self) -> bool:
+        """Whether this is a fit (False: ``pkmix.evaluate``, which has no covariance step
+        and reports ``iterations = 0``)."""
+        return self.covariance_message != "not requested" or self.iterations > 0 or self.gradient is not None
+
+    @property
     def aic(self) -> float:
         return self.minus2ll + 2 * self.n_estimated
 
@@ -72,29 +78,59 @@ class FitResult:
             raise ValueError("this result has no diagnostics table (diagnostics=False)")
         return self._table
 
+    def _scales(self):
+        """(back-transformed names by theta, exponential etas or None), read once from the
+        model's individual() (``pkmix._scales``)."""
+        if "_scales_cache" not in self.__dict__:
+            from ._scales import back_transformed, exponential_etas
+
+            self.__dict__["_scales_cache"] = (back_transformed(self.model, self.values, self.dataset),
+                                              exponential_etas(self.model, self.values, self.dataset))
+        return self.__dict__["_scales_cache"]
+
     def omega_summary(self) -> pd.DataFrame:
-        """Each eta's variance, SD, CV% (sqrt(exp(var) - 1), log-normal) and shrinkage."""
+        """Each eta's variance, SD, CV% (sqrt(exp(var) - 1): only for an exponential,
+        log-normal eta; empty for an additive one, whose SD is its spread) and shrinkage."""
+        exponential = self._scales()[1]
         rows = []
         for name in self.omega.index:
             var = float(self.omega.loc[name, name])
+            lognormal = exponential is None or name in exponential
             rows.append({
                 "eta": name, "variance": var, "sd": math.sqrt(var),
-                "cv_percent": 100.0 * math.sqrt(math.expm1(var)),
+                "cv_percent": 100.0 * math.sqrt(math.expm1(var)) if lognormal else None,
                 "shrinkage_percent": self.shrinkage_percent.get(name),
             })
         return pd.DataFrame(rows)
 
     def parameters(self) -> pd.DataFrame:
-        """The parameter table: estimate, SE, RSE%, 95% CI (estimate ± 1.96 SE)."""
+        """The parameter table: estimate, SE, RSE%, 95% CI; for a theta that enters
+        individual() as exp(theta + ...), the back-transformed parameter (``CL``), its
+        value exp(theta) and CI (the theta's CI exponentiated).
+
+        CIs: estimate ± 1.96 SE for thetas and OMEGA covariances; on the log scale,
+        estimate × exp(± 1.96 SE / estimate), for variances (OMEGA diagonal, IOV) and
+        sigmas, which cannot go below zero.
+        """
+        z = 1.959964
+        back = self._scales()[0]
         rows = []
 
-        def add(name, kind, value):
+        def add(name, kind, value, positive=False):
             se = self.se.get(name)
+            lo = hi = None
+            if se is not None and math.isfinite(se):
+                if positive and value > 0:
+                    lo, hi = value * math.exp(-z * se / value), value * math.exp(z * se / value)
+                else:
+                    lo, hi = value - z * se, value + z * se
+            bt = back.get(name) if kind == "theta" else None
             rows.append({
                 "parameter": name, "type": kind, "estimate": value, "se": se,
-                "rse_percent": self.rse_percent.get(name),
-                "ci_lower": None if se is None else value - 1.959964 * se,
-                "ci_upper": None if se is None else value + 1.959964 * se,
+                "rse_percent": self.rse_percent.get(name), "ci_lower": lo, "ci_upper": hi,
+                "back_transformed": bt, "bt_estimate": math.exp(value) if bt else None,
+                "bt_ci_lower": math.exp(lo) if bt and lo is not None else None,
+                "bt_ci_upper": math.exp(hi) if bt and hi is not None else None,
             })
 
         for n, v in self.theta.items():
@@ -104,11 +140,11 @@ class FitResult:
             for b in names[: i + 1]:
                 v = float(self.omega.loc[a, b])
                 if i == names.index(b) or v != 0.0:
-                    add(f"omega({a},{b})", "omega", v)
+                    add(f"omega({a},{b})", "omega", v, positive=a == b)
         for n, v in self.iov.items():
-            add(f"omega({n},{n})", "iov", v)
+            add(f"omega({n},{n})", "iov", v, positive=True)
         for n, v in self.sigma.items():
-            add(n, "sigma", v)
+            add(n, "sigma", v, positive=True)
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ output
@@ -165,22 +201,32 @@ class FitResult:
 
     def __str__(self) -> str:
         lines = [
-            f"pkmix {self.method.upper()} fit of {self.model_name}: {self.n_subjects} subjects, "
-            f"{self.n_observations} observations",
-            f"  {self.message} after {self.iterations} iterations",
+            f"pkmix {self.method.upper()} {'fit' if self.estimated else 'evaluation'} of {self.model_name}: "
+            f"{self.n_subjects} subjects, {self.n_observations} observations",
+            f"  {self.message} after {self.iterations} iterations" if self.estimated
+            else "  evaluated at the given parameters (no estimation, as MAXEVAL=0)",
             f"  OFV {self.ofv:.4f}   -2LL {self.minus2ll:.4f}   AIC {self.aic:.4f}   BIC {self.bic:.4f}",
             f"  covariance: {self.covariance_message}",
             "",
         ]
         table = self.parameters()
-        fmt = table.copy()
+        fmt = table[["parameter", "type", "estimate", "se", "rse_percent", "ci_lower", "ci_upper"]].copy()
+        blank = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
         for col in ("estimate", "se", "ci_lower", "ci_upper"):
-            fmt[col] = [("" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}")
-                        for v in table[col]]
-        fmt["rse_percent"] = ["" if v is None else f"{v:.1f}" for v in table["rse_percent"]]
+            fmt[col] = [("" if blank(v) else f"{v:.6g}") for v in table[col]]
+        fmt["rse_percent"] = ["" if blank(v) else f"{v:.1f}" for v in table["rse_percent"]]
+        if table["back_transformed"].notna().any():
+            # nlmixr2's "Back-transformed (95% CI)": exp(theta) beside a log-scale theta.
+            fmt["back-transformed (95% CI)"] = [
+                "" if blank(n) else f"{n} {e:.4g}" + ("" if blank(lo) else f" ({lo:.4g}, {hi:.4g})")
+                for n, e, lo, hi in zip(table["back_transformed"], table["bt_estimate"], table["bt_ci_lower"],
+                                        table["bt_ci_upper"])]
         lines.append(fmt.to_string(index=False))
         lines.append("")
-        lines.append(self.omega_summary().to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        summary = self.omega_summary()
+        summary["cv_percent"] = ["" if blank(v) else f"{v:.4g}" for v in summary["cv_percent"]]
+        summary["shrinkage_percent"] = ["" if blank(v) else f"{v:.4g}" for v in summary["shrinkage_percent"]]
+        lines.append(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         t = self.timing
         lines.append("")
         lines.append(f"  time: total {t.get('total_s', 0):.2f} s (compile {t.get('compile_s', 0):.2f} s, "

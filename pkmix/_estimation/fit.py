@@ -275,6 +275,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     from .._results import build_result
 
     settings = FitSettings(max_iter=int(max_iter), gtol=float(gtol), covariance=covariance).check()
+    model.check_estimable()  # an estimated theta that nothing reads: refused, named
     method, dataset, batch, values0, opts, transform = _problem(model, data, method, params, covariate_rule)
     if transform.size == 0:
         raise ModelError("every parameter is fixed: use pkmix.evaluate for the OFV at fixed values")
@@ -319,6 +320,16 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         n_cov = 2 * transform.size
         cov_s = run_s * n_cov / (int(out.evaluations) + n_cov)
         cov_result = summarize(out.jac, out.R, out.J, out.natural, natural_names(transform), settings.covariance)
+    posthoc_s = 0.0
+    if not method.estimates_eta and finite:
+        # POSTHOC (NONMEM's $EST ... POSTHOC): FO estimates with etas 0, so each subject's
+        # EBE (the mode of its conditional density at the estimates) is found afterwards;
+        # without it the etas, IPRED and shrinkage (100 %) would say nothing.
+        t_posthoc = time.perf_counter()
+        ebe = evaluate(model, dataset, method="foce", params=values, covariate_rule=covariate_rule,
+                       diagnostics=False, progress=False)
+        modes = InnerResult(ebe.etas.drop(columns="ID").to_numpy(), ebe.inner_converged, None, None, None)
+        posthoc_s = time.perf_counter() - t_posthoc
     diag, diag_compile, diag_s = ({}, 0.0, 0.0)
     if diagnostics and finite:
         diag, diag_compile, diag_s = _diagnostics(model, opts, npde, npde_samples, values, modes.eta, batch,
@@ -329,6 +340,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         "estimation_s": run_s - cov_s,
         "covariance_s": cov_s,
         "diagnostics_s": diag_s,
+        "posthoc_s": posthoc_s,
     }
     return build_result(
         model=model, method=method, dataset=dataset, batch=batch, values=values, transform=transform,

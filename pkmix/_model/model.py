@@ -117,6 +117,11 @@ class Model:
         if unused:
             raise ModelError(f"sigma {sorted(unused)} declared but not used by the error model")
         self._check_functions()
+        # A theta that nothing reads is allowed in the model (an imported control stream may
+        # carry one, and evaluate/predict do not mind it), but pkmix.fit refuses to estimate
+        # it (check_estimable): its estimate would be undetermined and the covariance step
+        # would only say "R matrix is not positive definite".
+        self.unused_thetas = self._unused_thetas()
 
     # ----------------------------------------------------------------- metadata
     @property
@@ -213,6 +218,52 @@ class Model:
         if out.shape != ():
             raise ModelError(f"observe() returned shape {out.shape}; expected a scalar")
         self._individual_keys = tuple(sorted(have))
+
+    def _unused_thetas(self) -> tuple[str, ...]:
+        """Thetas that neither ``individual``, ``observe`` nor the error model reads: the
+        inputs of the traced program (one scalar per theta) that no output depends on.
+        An operation counts as reading all its inputs, so a theta under a branch that
+        is never taken counts as read (the check errs on the side of accepting)."""
+        s = self.spec
+        if not s.theta_names:
+            return ()
+        base = self.initial_values()
+        cov = np.ones(len(self.covariates))
+
+        def program(*thetas):
+            # A tuple of scalars, not one array: reading a theta is then reading its own input.
+            values = base._replace(theta=thetas)
+            ip = self._individual_one(values, jnp.zeros(s.n_eta), jnp.zeros(len(self.iov_names)), cov)
+            f = self._observe_one(jnp.ones(self.n_compartments), ip, values, cov)
+            return ip, f, self.residual_variance(values, f)
+
+        from jax.extend.core import Var
+
+        try:
+            closed = jax.make_jaxpr(program)(*[np.float64(v) for v in np.asarray(base.theta)])
+        except Exception:  # noqa: BLE001 - code that cannot take scalar thetas: no claim, the fit decides
+            return ()
+        jaxpr = closed.jaxpr
+        live = {v for v in jaxpr.outvars if isinstance(v, Var)}
+        for eqn in reversed(jaxpr.eqns):
+            if any(v in live for v in eqn.outvars):
+                live.update(v for v in eqn.invars if isinstance(v, Var))
+        return tuple(n for n, v in zip(s.theta_names, jaxpr.invars) if v not in live)
+
+    def check_estimable(self) -> None:
+        """Refuse a fit of a model with an estimated theta that nothing reads (its
+        estimate is undetermined), as a sigma that the error model does not use is
+        refused when the model is made.
+
+        Raises:
+            ModelError: naming the thetas.
+        """
+        unused = [n for n in self.unused_thetas
+                  if not self.spec.thetas[self.spec.theta_names.index(n)].fixed]
+        if unused:
+            raise ModelError(
+                f"theta {unused} declared but not used by individual(), observe() or the error model: "
+                "its estimate would be undetermined; remove it, or fix it (pkmix.Theta(value, fixed=True))")
 
     # ---------------------------------------------------------------- evaluation
     def _namespace(self, values: ParameterValues, eta, iov_eta, cov, extra=None):

@@ -194,6 +194,23 @@ output_dir = _output_type(folder=True)
 output_file = _output_type(folder=False)
 
 
+def add_drop_argument(parser) -> None:
+    """``--drop COL`` (repeatable): the one spelling of it on check, fit, evaluate and predict."""
+    parser.add_argument("--drop", metavar="COL", action="append", default=[],
+                        help="ignore this data column (like $INPUT COL=DROP); repeatable. Without it "
+                             "every column that is not a NONMEM data item is read as a covariate")
+
+
+def read_dropping(data, model, drop):
+    """``data`` (a path or a frame) read with the columns ``drop`` left out, as a
+    ``Dataset``; ``data`` unchanged when nothing is dropped (the fit reads it then)."""
+    if not drop:
+        return data
+    from .. import read_nonmem
+
+    return read_nonmem(data, model=model, drop=drop)
+
+
 def error_exit(message: str, code: int = 2) -> int:
     print(f"pkmix: error: {message}", file=sys.stderr)
     return code

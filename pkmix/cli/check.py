@@ -13,7 +13,7 @@ import argparse
 import sys
 import warnings
 
-from ._common import CLIError, error_exit, load_model
+from ._common import CLIError, add_drop_argument, error_exit, load_model
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,10 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--model", metavar="MODEL",
         help="also check the data against this model (a .py file defining `model`, or a library model name)",
     )
-    parser.add_argument(
-        "--drop", metavar="COL", action="append", default=[],
-        help="ignore this column (like $INPUT COL=DROP); repeatable",
-    )
+    add_drop_argument(parser)
     parser.set_defaults(run=run)
     return parser
 

@@ -16,8 +16,8 @@ import os
 import warnings
 from pathlib import Path
 
-from ._common import (CLIError, check_output, default_data_for, error_exit, load_model_module, nonnegative_int,
-                      output_dir, positive_int)
+from ._common import (CLIError, add_drop_argument, check_output, default_data_for, error_exit, load_model_module,
+                      nonnegative_int, output_dir, positive_int, read_dropping)
 
 METHODS = ("fo", "foce", "focei", "laplace")
 
@@ -40,6 +40,7 @@ def _common_arguments(parser):
                         help="no diagnostics table (table.csv): the estimates only, fastest")
     parser.add_argument("--npde-samples", type=positive_int, default=1000, help="simulations per subject for NPDE")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed for NPDE")
+    add_drop_argument(parser)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--covariance", choices=("sandwich", "r", "s", "none"), default="sandwich",
                         help="covariance step: R^-1 S R^-1 (default), R-only, S-only, or none")
     parser.add_argument("--report", action="store_true", help="also write DIR/report.html")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 also when the fit converged with a warning (eta modes that did not "
+                             "converge, an estimate near its boundary) or its covariance step failed")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress display (shown on a terminal; a fit with it is not kept in "
                              "the persistent compilation cache)")
@@ -69,6 +73,9 @@ def _inputs(args):
     data = args.data or (module.load_data() if hasattr(module, "load_data") else default_data_for(args.model))
     if data is None:
         raise CLIError(f"no DATA given and no single CSV next to {args.model}")
+    args.model_source = getattr(module, "SOURCE", None)  # an imported control stream's translation
+    args.data_path = data if isinstance(data, (str, os.PathLike)) else data.attrs.get("source", "")
+    data = read_dropping(data, model, args.drop)
     params = None
     if args.params:
         from .predict import read_params
@@ -91,6 +98,26 @@ def write_outputs(result, out: str | os.PathLike, *, model_path: str, data_path:
     except ValueError:
         pass  # no diagnostics computed
     return out
+
+
+def write_run_files(result, out: Path, args) -> str:
+    """The run record (run.json: what reproduces the fit, ``pkmix.runs``) and the
+    NONMEM-style tables (``pkmix.nonmem.tables``); returns the names written."""
+    from ..runs import write_run_record
+
+    options = {k: getattr(args, k, None) for k in ("method", "max_iter", "covariance", "params", "npde",
+                                                    "npde_samples", "seed", "drop", "no_diagnostics")}
+    options["estimated"] = result.estimated
+    write_run_record(out, result, model_path=args.model, data_path=args.data_path, options=options)
+    from ..nonmem import CONTROL_STREAM_SUFFIXES, read
+    from ..nonmem.tables import write_nonmem_outputs
+
+    path = Path(args.model)
+    control_stream = read(path) if path.suffix.lower() in CONTROL_STREAM_SUFFIXES else None
+    run_name = path.stem if path.suffix else "run1"
+    names = ["run.json"] + write_nonmem_outputs(result, out, run_name=run_name, control_stream=control_stream,
+                                                source=args.model_source)
+    return ", ".join(names)
 
 
 def _run(args, estimate: bool) -> int:
@@ -125,8 +152,9 @@ def _run(args, estimate: bool) -> int:
     if args.out:
         try:
             out = write_outputs(result, args.out, model_path=args.model,
-                                data_path=data if isinstance(data, str) else data.attrs["source"])
+                                data_path=args.data_path)
             written = "results.json, parameters.csv, table.csv"
+            written += ", " + write_run_files(result, out, args)
             if report:
                 from .._progress import while_running
                 from ..report import write_report
@@ -137,7 +165,17 @@ def _run(args, estimate: bool) -> int:
         except OSError as e:
             return error_exit(f"could not write the results to {args.out}: {e}")
         print(f"\nwrote {out}/{written}")
-    return 0 if result.converged else 1
+    if not result.converged:
+        return 1
+    if getattr(args, "strict", False):
+        problems = [w for w in caught if "did not converge" in str(w.message) or "boundary" in str(w.message)]
+        cov_failed = args.covariance != "none" and not result.se
+        if problems or cov_failed:
+            print("strict: exit status 1 ("
+                  + "; ".join([str(w.message) for w in problems]
+                              + ([f"covariance step: {result.covariance_message}"] if cov_failed else [])) + ")")
+            return 1
+    return 0
 
 
 def run_fit(args) -> int:

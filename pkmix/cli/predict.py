@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import CLIError, default_data_for, error_exit, load_model, output_file
+from ._common import CLIError, add_drop_argument, default_data_for, error_exit, load_model, output_file, read_dropping
 
 OUTPUT_FLOAT_FORMAT = "%.6g"
 
@@ -44,6 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="CSV with ID and one column per eta (e.g. a fit's table.csv)")
     parser.add_argument("--out", metavar="FILE", type=output_file,
                         help="write the table here as CSV instead of printing it")
+    add_drop_argument(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return error_exit(f"no DATA given and no single CSV next to {args.model}")
     try:
         model = load_model(args.model)
+        data = read_dropping(data, model, args.drop)
         params = read_params(args.params, model) if args.params else None
         etas = read_etas(args.etas, model) if args.etas else None
         table = predict(model, data, params=params, etas=etas)
