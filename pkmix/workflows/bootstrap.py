@@ -5,7 +5,8 @@ Subjects are resampled with replacement (within strata when ``stratify`` names a
 column: each stratum keeps its number of subjects), given new IDs 1..N, and every
 replicate is fitted from the original estimates in one compiled program. Intervals:
 percentile and BCa (bias-corrected and accelerated); BCa's acceleration comes from the
-jackknife: N leave-one-subject-out refits, also in one ``fit_batch`` call.
+jackknife (N leave-one-subject-out refits, also in one ``fit_batch`` call) or
+from a regression of the replicates on their subject frequencies (no refits).
 """
 
 from __future__ import annotations
@@ -168,6 +169,12 @@ def bootstrap(fit, n: int = 1000, stratify: str | None = None, seed: int = 0, *,
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     model, dataset = fit.model, fit.dataset
+    N = dataset.n_subjects
+    if acceleration not in ("jackknife", "regression", None):
+        raise ValueError(f"acceleration must be 'jackknife', 'regression' or None, got {acceleration!r}")
+    if acceleration == "regression" and n <= N:
+        raise ValueError(f"acceleration='regression' needs more replicates than subjects (n {n}, {N} subjects): "
+                         "use 'jackknife'")
     method = fit.method if method is None else method
     kw = dict(method=method, params=fit.values, max_iter=max_iter, chunk_size=chunk_size, vmap_width=vmap_width)
     draws = resample_subjects(dataset, n, seed, stratify)
@@ -180,13 +187,7 @@ def bootstrap(fit, n: int = 1000, stratify: str | None = None, seed: int = 0, *,
     original = estimate_vector(fit, names)
     est["boundary"] = boundary_flags(model, est, names, original)
 
-    if acceleration not in ("jackknife", "regression", None):
-        raise ValueError(f"acceleration must be 'jackknife', 'regression' or None, got {acceleration!r}")
     jack, jack_s = None, 0.0
-    N = dataset.n_subjects
-    if acceleration == "regression" and n <= N:
-        raise ValueError(f"acceleration='regression' needs more replicates than subjects (n {n}, {N} subjects): "
-                         "use 'jackknife'")
     if acceleration == "jackknife":
         t2 = time.perf_counter()
         leave_out = np.asarray([[j for j in range(N) if j != i] for i in range(N)])
