@@ -50,6 +50,9 @@ class FitResult:
     model: object = field(default=None, repr=False)
     dataset: object = field(default=None, repr=False)
     values: object = field(default=None, repr=False)
+    # The fit's iterations: iteration, ofv and every parameter by name (pkmix.fit; None
+    # for evaluate and results read back from a run folder).
+    history: pd.DataFrame | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -243,7 +246,7 @@ def _device() -> str:
 
 
 def build_result(*, model, method, dataset, batch, values, transform, ofv, subject_ofvs, modes, diagnostics,
-                 converged, message, iterations, covariance, timing, gradient=None) -> FitResult:
+                 converged, message, iterations, covariance, timing, gradient=None, history=None) -> FitResult:
     s = model.spec
     theta = {n: float(v) for n, v in zip(s.theta_names, np.asarray(values.theta))}
     omega = pd.DataFrame(np.asarray(values.omega), index=list(s.eta_names), columns=list(s.eta_names))
@@ -308,5 +311,5 @@ def build_result(*, model, method, dataset, batch, values, transform, ofv, subje
         shrinkage_percent=shrink, epsilon_shrinkage_percent=eps_shrink, converged=converged,
         message=message, iterations=iterations, timing=timing, device=_device(),
         n_estimated=transform.size, inner_converged=np.asarray(modes.converged), gradient=gradient,
-        _table=table, model=model, dataset=dataset, values=values,
+        _table=table, model=model, dataset=dataset, values=values, history=history,
     )

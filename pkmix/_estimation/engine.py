@@ -51,12 +51,14 @@ class FitOutput(NamedTuple):
     natural: jax.Array  # the estimated parameters on the user's scale (covariance.natural_parameters)
     J: jax.Array  # d natural / dx (the delta method's Jacobian)
     R: jax.Array  # d2 OFV / dx2 by central differences [p, p] (zeros without the covariance step)
+    history: jax.Array  # [settings.history, 1 + p]: OFV and x at iteration 0, 1, ... (FitSettings.history)
 
 
 class _Loop(NamedTuple):
     opt: OuterState
     k: jax.Array  # covariance evaluations done
     grads: jax.Array  # total gradients at x + h_j e_j (rows 0..p-1) and x - h_j e_j (rows p..2p-1)
+    history: jax.Array  # FitOutput.history
 
 
 class _Progress(ProgressLine):
@@ -97,7 +99,8 @@ def fit_program(model, method, opts, settings: FitSettings, report_progress: boo
     # the covariance, as evaluate does.
     n_cov = jnp.where(with_covariance & (max_iter > 0), 2 * p, 0)
     bound = 20 * max_iter + 100
-    loop0 = _Loop(init(settings, x0, etas0), jnp.zeros((), jnp.int32), jnp.zeros((2 * p, p)))
+    loop0 = _Loop(init(settings, x0, etas0), jnp.zeros((), jnp.int32), jnp.zeros((2 * p, p)),
+                  jnp.full((settings.history, 1 + p), jnp.nan))
 
     def cond(c):
         return (c.opt.status == RESULTS.running) | (c.k < n_cov)
@@ -124,7 +127,12 @@ def fit_program(model, method, opts, settings: FitSettings, report_progress: boo
         covariance = ~optimizing
         row = jnp.clip(c.k, 0, max(2 * p - 1, 0))
         grads = jnp.where(covariance, c.grads.at[row].set(jnp.sum(ev.jac, axis=0)), c.grads) if p else c.grads
-        return _Loop(opt, c.k + covariance.astype(jnp.int32), grads)
+        history = c.history
+        if settings.history:
+            accepted = optimizing & ((new.iterations > c.opt.iterations) | (c.opt.evaluations == 0))
+            row = jnp.minimum(new.iterations, settings.history - 1)
+            history = jnp.where(accepted, history.at[row].set(jnp.concatenate([new.value[None], new.x])), history)
+        return _Loop(opt, c.k + covariance.astype(jnp.int32), grads, history)
 
     out = jax.lax.while_loop(cond, body, loop0)
     s = out.opt
@@ -133,7 +141,8 @@ def fit_program(model, method, opts, settings: FitSettings, report_progress: boo
     values, natural, J = user_scale(transform, s.x, base)
     return FitOutput(x=s.x, ofvs=s.ofvs, grad=s.grad, jac=s.jac, etas=s.etas, etas_converged=s.etas_converged,
                      status=s.status, iterations=s.iterations, evaluations=s.evaluations,
-                     predicted_gain=s.predicted_gain, values=values, natural=natural, J=J, R=0.5 * (R + R.T))
+                     predicted_gain=s.predicted_gain, values=values, natural=natural, J=J, R=0.5 * (R + R.T),
+                     history=out.history)
 
 
 __all__ = ["FitOutput", "PROGRESS", "R_STEP", "fit_program", "transform_for"]

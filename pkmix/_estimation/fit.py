@@ -65,6 +65,33 @@ def compiled_fit(model, method, opts, settings: FitSettings, report_progress: bo
                              np.zeros((), bool), fingerprint=fingerprint)
 
 
+# Iterations whose OFV and estimates a fit keeps (FitResult.history, the .ext file); one
+# value for fit and evaluate, which share one compiled program.
+HISTORY_ROWS = 1000
+
+
+def _history(transform, base, rows, iterations) -> pd.DataFrame:
+    """The kept iteration history on the user's scale: iteration, OFV and every parameter
+    (OMEGA elements as omega(A,B), the SE keys' names)."""
+    rows = np.asarray(rows)[: min(int(iterations) + 1, len(rows))]
+    rows = rows[np.isfinite(rows[:, 0])]
+    s = transform.spec
+    values = jax.vmap(lambda x: transform.from_vector(x, base))(jnp.asarray(rows[:, 1:]))
+    table = {"iteration": np.arange(len(rows)), "ofv": rows[:, 0]}
+    if int(iterations) + 1 > len(rows) and len(rows):
+        table["iteration"][-1] = int(iterations)  # the last row holds the latest iteration
+    for i, n in enumerate(s.theta_names):
+        table[n] = np.asarray(values.theta[:, i])
+    for i, a in enumerate(s.eta_names):
+        for j, b in enumerate(s.eta_names[: i + 1]):
+            table[f"omega({a},{b})"] = np.asarray(values.omega[:, i, j])
+    for i, n in enumerate(s.iov_names):
+        table[f"omega({n},{n})"] = np.asarray(values.iov[:, i])
+    for i, n in enumerate(s.sigma_names):
+        table[n] = np.asarray(values.sigma[:, i])
+    return pd.DataFrame(table)
+
+
 # An OMEGA correlation this close to +-1 makes OMEGA near singular (NONMEM's boundary
 # test flags correlations beyond 0.99 too).
 BOUNDARY_CORRELATION = 0.99
@@ -214,7 +241,8 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     # The fit's own program, stopped after its first evaluation (max_iter 0, no covariance
     # step): a fit of the same model and data after this compiles nothing.
     x = transform.to_vector(values, values)
-    executable, compile_s = compiled_fit(model, method, opts, FitSettings(), False, x, values, etas0, batch)
+    executable, compile_s = compiled_fit(model, method, opts, FitSettings(history=HISTORY_ROWS), False, x, values,
+                                         etas0, batch)
     t_run = time.perf_counter()
     out = jax.block_until_ready(executable(x, values, etas0, batch, np.zeros((), np.int32), np.zeros((), bool)))
     run_s = time.perf_counter() - t_run
@@ -274,7 +302,8 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     """
     from .._results import build_result
 
-    settings = FitSettings(max_iter=int(max_iter), gtol=float(gtol), covariance=covariance).check()
+    settings = FitSettings(max_iter=int(max_iter), gtol=float(gtol), covariance=covariance,
+                           history=HISTORY_ROWS).check()
     model.check_estimable()  # an estimated theta that nothing reads: refused, named
     method, dataset, batch, values0, opts, transform = _problem(model, data, method, params, covariate_rule)
     if transform.size == 0:
@@ -346,7 +375,7 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         model=model, method=method, dataset=dataset, batch=batch, values=values, transform=transform,
         ofv=ofv, subject_ofvs=out.ofvs, modes=modes, diagnostics=diag, converged=bool(converged),
         message=message, iterations=int(out.iterations), covariance=cov_result, timing=timing,
-        gradient=out.grad,
+        gradient=out.grad, history=_history(transform, base, out.history, out.iterations),
     )
 
 

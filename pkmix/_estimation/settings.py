@@ -67,6 +67,10 @@ class FitSettings(NamedTuple):
     precondition: bool = True
     # "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s" or "none".
     covariance: str = "sandwich"
+    # Rows of the iteration history the loop keeps (OFV and x at the start and after each
+    # accepted iteration, NONMEM's .ext; the last row holds the latest once they are
+    # used up). 0 in batch fits, where every replicate would carry them.
+    history: int = 0
 
     def compiled(self) -> "FitSettings":
         """The fields compiled into the loop (the run-time ones set to their defaults),

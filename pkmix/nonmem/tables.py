@@ -145,7 +145,7 @@ def _eta_aliases(result, source: str | None) -> dict[str, str]:
     of its translation ``source``; the n-th eta otherwise)."""
     names = list(result.omega.index)
     aliases = {f"ETA{i + 1}": n for i, n in enumerate(names)}
-    for n, name in re.findall(r"ETA\((\d+)\) -> (\w+)", source):
+    for n, name in re.findall(r"ETA\((\d+)\) -> (\w+)", source or ""):
         aliases[f"ETA{n}"] = name
     return aliases
 
@@ -212,6 +212,11 @@ def _sd_sigmas(result) -> set[str]:
     return {n for n, sg in zip(model.spec.sigma_names, model.spec.sigmas) if sg.scale != "variance"}
 
 
+def _nonmem_scale(result, name: str, value: float) -> float:
+    """A value as NONMEM reports it (an SD-declared sigma as its variance)."""
+    return value * value if name in _sd_sigmas(result) else value
+
+
 def _value(result, name: str) -> float:
     if name in result.theta:
         return float(result.theta[name])
@@ -241,7 +246,8 @@ def ext_frame(result) -> pd.DataFrame:
     history = getattr(result, "history", None)
     if history is not None and len(history):
         for _, h in history.iterrows():
-            rows.append([int(h["iteration"])] + [float(h.get(p, np.nan)) for _, p in names] + [float(h["ofv"])])
+            rows.append([int(h["iteration"])] + [_nonmem_scale(result, p, float(h.get(p, np.nan))) for _, p in names]
+                        + [float(h["ofv"])])
     rows.append([EXT_FINAL] + [_value(result, p) for _, p in names] + [result.ofv])
     if result.se:
         rows.append([EXT_SE] + [_standard_error(result, p) or 0.0 for _, p in names] + [0.0])
