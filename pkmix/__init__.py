@@ -60,3 +60,7 @@ from .batch import likelihood_ratio_test as likelihood_ratio_test  # noqa: E402
 from .workflows import bootstrap as bootstrap  # noqa: E402
 from .workflows import sir as sir  # noqa: E402
 from .workflows import sse as sse  # noqa: E402
+from ._simulate import Normal as Normal  # noqa: E402
+from ._simulate import LogNormal as LogNormal  # noqa: E402
+from ._simulate import Uniform as Uniform  # noqa: E402
+from ._simulate import Categorical as Categorical  # noqa: E402

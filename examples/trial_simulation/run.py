@@ -24,8 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import pkmix  # noqa: E402
-from pkmix._batch import fit_batch, likelihood_ratio_test  # noqa: E402
-from pkmix._simulate import simulate, vpc  # noqa: E402
+from pkmix import fit_batch, likelihood_ratio_test, simulate, vpc  # noqa: E402
 
 from design import design  # noqa: E402
 from model import model, reduced  # noqa: E402
@@ -45,7 +44,11 @@ def main(argv=None) -> int:
     print(f"simulated {reps} in {time.perf_counter() - t0:.1f} s")
 
     full = fit_batch(model, reps)
-    print(full)
+    t = full.timing
+    print(f"full model: converged {full.success_rate:.0%}, compile {t['compile_s']:.1f} s, run {t['run_s']:.1f} s "
+          f"({t['fits_per_second']:.2f} fits/s on {t['devices']} device(s))")
+    # The whole table: every parameter and column, however wide the terminal.
+    print(full.summary().to_string(float_format=lambda v: f"{v:.4g}"))
     null = fit_batch(reduced, reps)
     print(f"reduced model: converged {null.success_rate:.0%}, compile {null.timing['compile_s']:.1f} s, "
           f"run {null.timing['run_s']:.1f} s")
