@@ -50,7 +50,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pkmix  # noqa: E402
-from pkmix._batch import fit_batch  # noqa: E402
+from pkmix.batch import fit_batch  # noqa: E402
 from pkmix._simulate import Dose, TrialDesign, simulate  # noqa: E402
 
 TIMES = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 24.0, 36.0)
