@@ -238,3 +238,16 @@ def test_drop_reaches_the_data_reader(tmp_path, capsys):
         captured = capsys.readouterr()
         assert code == 2, command
         assert "WT" in captured.out + captured.err
+
+
+def test_a_table_record_named_like_an_xpose_table_replaces_it(run, tmp_path):
+    from types import SimpleNamespace
+
+    from pkmix.nonmem.tables import write_nonmem_outputs
+
+    _, _, result = run
+    stream = SimpleNamespace(tables=[[("ID", None), ("TIME", None), ("CWRES", None), ("NOAPPEND", None),
+                                      ("FILE", "sdtab1")]])
+    written = write_nonmem_outputs(result, tmp_path, run_name="run1", control_stream=stream)
+    assert written.count("sdtab1") == 1 and "patab1" in written and "run1.ext" in written
+    assert list(read_table(tmp_path / "sdtab1").columns) == ["ID", "TIME", "CWRES"]

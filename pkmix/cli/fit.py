@@ -2,9 +2,12 @@
 
 ``fit`` estimates the model, prints the parameter table, and writes DIR/results.json
 (every key of the results contract in DESIGN.md, plus ``model_path`` and ``data_path``),
-DIR/parameters.csv and DIR/table.csv. ``evaluate`` computes the OFV at the model's
+DIR/parameters.csv and DIR/table.csv, the run record DIR/run.json (``pkmix.runs``) and the
+NONMEM-style files (sdtab/patab/cotab/catab, $TABLE files, RUN.ext, RUN.lst:
+``pkmix.nonmem.tables``; docs/nonmem_outputs.md). ``evaluate`` computes the OFV at the model's
 initial values (or ``--params``) without estimating, like NONMEM's MAXEVAL=0.
-Exit status: 0 converged, 1 a fit that did not converge (results are still written),
+Exit status: 0 converged, 1 a fit that did not converge (results are still written; with
+``--strict`` also one that converged with a warning or whose covariance step failed),
 2 bad input.
 """
 
@@ -103,14 +106,14 @@ def write_outputs(result, out: str | os.PathLike, *, model_path: str, data_path:
 def write_run_files(result, out: Path, args) -> str:
     """The run record (run.json: what reproduces the fit, ``pkmix.runs``) and the
     NONMEM-style tables (``pkmix.nonmem.tables``); returns the names written."""
+    from ..nonmem import CONTROL_STREAM_SUFFIXES, read
+    from ..nonmem.tables import write_nonmem_outputs
     from ..runs import write_run_record
 
     options = {k: getattr(args, k, None) for k in ("method", "max_iter", "covariance", "params", "npde",
                                                     "npde_samples", "seed", "drop", "no_diagnostics")}
     options["estimated"] = result.estimated
     write_run_record(out, result, model_path=args.model, data_path=args.data_path, options=options)
-    from ..nonmem import CONTROL_STREAM_SUFFIXES, read
-    from ..nonmem.tables import write_nonmem_outputs
 
     path = Path(args.model)
     control_stream = read(path) if path.suffix.lower() in CONTROL_STREAM_SUFFIXES else None

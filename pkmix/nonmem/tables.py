@@ -352,8 +352,12 @@ def write_nonmem_outputs(result, out, *, run_name: str = "run1", control_stream=
     except ValueError:
         has_table = False
     if has_table:
+        # A $TABLE record's own FILE (FILE=sdtab1, PsN's habit) takes the place of the xpose table of that name.
+        requested = {(dict((k.upper(), v) for k, v in t if v is not None).get("FILE") or "").strip("'\"")
+                     for t in (control_stream.tables if control_stream is not None else [])}
         for name, frame in xpose_tables(result).items():
-            written += write_table(frame, out / f"{name}{number}")
+            if f"{name}{number}" not in requested:
+                written += write_table(frame, out / f"{name}{number}")
         if control_stream is not None and control_stream.tables:
             files, missing = control_stream_tables(result, control_stream.tables, out, source)
             written += files
