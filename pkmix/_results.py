@@ -274,7 +274,7 @@ def build_result(*, model, method, dataset, batch, values, transform, ofv, subje
 
     shrink = {}
     for i, n in enumerate(s.eta_names):
-        var = float(values.omega[i, i])
+        var = float(np.asarray(values.omega)[i, i])
         shrink[n] = float(100.0 * (1.0 - np.std(eta[:, i], ddof=1) / math.sqrt(var))) if eta.shape[0] > 1 else None
 
     table = None
