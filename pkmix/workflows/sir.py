@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._common import (as_fit, covariance_from_run, estimate_vector, percentile_interval, table_records,
-                      valid_values, values_from_vector, write_json)
+from ._common import (as_fit, covariance_from_run, estimate_vector, gather_rows, percentile_interval,
+                      process_share, table_records, valid_values, values_from_vector, write_json)
 
 
 @dataclass
@@ -132,14 +132,18 @@ def ofv_at(fit, vectors, names, *, chunk_size: int = 256, vmap_width: int | None
     width = int(vmap_width) if vmap_width else (1 if jax.default_backend() == "cpu" else chunk_size)
     chunk = min(int(chunk_size), len(X))
     static = (model, method, opts, FitSettings().compiled(), width)
-    out = np.empty(len(X))
-    for start in range(0, len(X), chunk):
-        part = X[start:start + chunk]
+    # With jax.distributed each process evaluates its share of the rows; the OFVs are gathered.
+    share = process_share(len(X))
+    mine = X[share]
+    local = np.empty(len(mine))
+    for start in range(0, len(mine), chunk):
+        part = mine[start:start + chunk]
         real = len(part)
         if real < chunk:
             part = np.concatenate([part, np.tile(x0, (chunk - real, 1))])
         executable, _ = _compile.compiled(_ofv_chunk, static, part, base, etas0, batch)
-        out[start:start + real] = np.asarray(executable(part, base, etas0, batch))[:real]
+        local[start:start + real] = np.asarray(executable(part, base, etas0, batch))[:real]
+    out = gather_rows(local, len(X))
     out[~valid] = np.nan
     return out
 
