@@ -34,7 +34,8 @@ def _common_arguments(parser):
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="estimation method (default: a control stream's $ESTIMATION, otherwise focei)")
     parser.add_argument("--out", metavar="DIR", type=output_dir,
-                        help="write results.json, parameters.csv and table.csv here")
+                        help="write results.json, parameters.csv, table.csv, run.json and the NONMEM-style "
+                             "files (sdtab1, patab1, cotab1/catab1, $TABLE files, RUN.ext, RUN.lst) here")
     parser.add_argument("--params", metavar="FILE",
                         help="JSON initial/fixed values: {name: value} or a fit's results.json")
     parser.add_argument("--npde", action="store_true",
