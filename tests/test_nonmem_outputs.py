@@ -251,3 +251,22 @@ def test_a_table_record_named_like_an_xpose_table_replaces_it(run, tmp_path):
     written = write_nonmem_outputs(result, tmp_path, run_name="run1", control_stream=stream)
     assert written.count("sdtab1") == 1 and "patab1" in written and "run1.ext" in written
     assert list(read_table(tmp_path / "sdtab1").columns) == ["ID", "TIME", "CWRES"]
+
+
+def test_imported_table_record_matches_nonmems_table(tmp_path, capsys):
+    """pheno_real.mod evaluated at NONMEM's final estimates (pheno_real.ext) writes its $TABLE
+    (FILE=sdtab1) with NONMEM's PRED, IPRED and CWRES (pheno_real.tab) to its printed digits."""
+    here = Path(__file__).parent / "data" / "nonmem"
+    ext = read_table(here / "pheno_real.ext")
+    final = ext[ext["ITERATION"] == EXT_FINAL].iloc[0]
+    params = {"tcl": final["THETA1"], "tv": final["THETA2"], "theta3": final["THETA3"], "eps1": final["SIGMA(1,1)"],
+              "omega(eta_cl,eta_cl)": final["OMEGA(1,1)"], "omega(eta_v,eta_v)": final["OMEGA(2,2)"]}
+    (tmp_path / "params.json").write_text(json.dumps({k: float(v) for k, v in params.items()}))
+    assert main(["evaluate", str(here / "pheno_real.mod"), "--params", str(tmp_path / "params.json"),
+                 "--out", str(tmp_path / "run")]) == 0
+    assert "left out: TAD (sdtab1), NPDE (sdtab1)" in capsys.readouterr().out
+    ours = read_table(tmp_path / "run" / "sdtab1")
+    nonmem = read_table(here / "pheno_real.tab")
+    assert len(ours) == len(nonmem) == 744
+    for col in ("ID", "TIME", "AMT", "WGT", "APGR", "PRED", "IPRED", "CWRES"):
+        np.testing.assert_allclose(ours[col], nonmem[col], rtol=1e-4, atol=1e-4, err_msg=col)
