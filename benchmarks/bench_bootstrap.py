@@ -49,7 +49,12 @@ ARGS = _args() if __name__ == "__main__" else None
 if ARGS is not None and "jax" not in sys.modules:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={ARGS.devices}").strip()
-os.environ.setdefault("PKMIX_CACHE_DIR", "off")  # measure real compilation
+# Measure real compilation: a fresh, empty cache folder ("off" is not used: with it the
+# exported-program path of a model file's fit fails in this version, a bug reported).
+if "PKMIX_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["PKMIX_CACHE_DIR"] = tempfile.mkdtemp(prefix="pkmix-bench-cache-")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
