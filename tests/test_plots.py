@@ -244,6 +244,26 @@ def test_vpc_of_the_example(example, tmp_path):
     _saved(fig, tmp_path / "vpc_log.svg")
 
 
+@pytest.mark.slow  # compiles the simulation program
+def test_vpc_of_a_fit_agrees_with_vpc_summary_of_simulated_replicates(example):
+    # pkmix.vpc (what vpc_from_result draws) and vpc_summary of replicates simulated
+    # by pkmix.simulate (the arrays route, another seed): on the same bins the observed
+    # percentiles must be identical and the simulated medians statistically alike.
+    name, result = example
+    a = pp.vpc_from_result(result, n_sim=100, seed=3)["bins"]
+    frame = result.dataset.frame
+    obs = ((frame["EVID"] == 0) & (frame["MDV"] == 0)).to_numpy()
+    times = frame["TIME"].to_numpy(dtype=float)[obs]
+    reps = pkmix.simulate(result.model, result.dataset, n=100, seed=4, params=result.values, output="arrays")
+    simulated = reps.template.rows(reps.dv, leading=1)[:, obs]
+    b = pp.vpc_summary(times, frame["DV"].to_numpy(dtype=float)[obs], simulated, bins=pp.time_bins(times, 10))["bins"]
+    assert list(a["n_obs"]) == list(b["n_obs"])
+    for q in (5, 50, 95):
+        np.testing.assert_allclose(a[f"obs_p{q}"], b[f"obs_p{q}"], rtol=1e-12)
+    width = (a["sim_p50_hi"] - a["sim_p50_lo"]).to_numpy()
+    assert np.all(np.abs(a["sim_p50_med"] - b["sim_p50_med"]).to_numpy() < 0.5 * width + 1e-9)
+
+
 @pytest.mark.slow  # compiles the simulation program for another dataset
 def test_vpc_plot_of_a_stratified_vpc_result():
     simulate = pytest.importorskip("pkmix._simulate")
