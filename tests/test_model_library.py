@@ -586,8 +586,7 @@ def test_phenytoin_recommendation_reaches_the_trough_at_steady_state():
     """recommend on the Michaelis-Menten ODE model (steady state by Newton on the dosing
     cycle) agrees with the event engine run for 150 days of the recommended regimen (the
     approach to a Michaelis-Menten steady state has a time constant of about 9 days here).
-    Slow: every posterior draw and candidate integrates the ODE (about a minute for 20
-    draws on a shared CPU)."""
+    Slow: compiles the ODE regimen search (about a minute on a shared CPU)."""
     pht = library.load("phenytoin_grasela1983")
     fit = dosing.map_estimate(pht, PATIENTS / "phenytoin_grasela1983.json", curve_points=0)
     rec = dosing.recommend(pht, fit, "trough=10:20", n_samples=20, curve=False)
@@ -599,6 +598,27 @@ def test_phenytoin_recommendation_reaches_the_trough_at_steady_state():
                        "obs": [n * r.interval - 1e-6], "cov": dict(WT=72.0, AGE=46.0)}])
     out = pkmix.predict(pht.model, frame, etas=np.asarray(fit.eta)[None, :])
     assert observed(out)[0][0] == pytest.approx(rec.predicted["trough"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_phenytoin_unreachable_trough_stays_below_vm_and_says_so():
+    """trough=60:80 for the example patient: the unrounded dose meets 70 mg/L below VM
+    (no steady state at or above it); 25-mg steps all miss the range (the next step has
+    no steady state at all), so the answer is not reachable, with the final regimen's
+    own trough. Slow: compiles the ODE regimen search (about a minute on a shared CPU)."""
+    pht = library.load("phenytoin_grasela1983")
+    fit = dosing.map_estimate(pht, PATIENTS / "phenytoin_grasela1983.json", curve_points=0)
+    rec = dosing.recommend(pht, fit, "trough=60:80", n_samples=20, curve=False)
+    vm_per_day = fit.current["vm"] * 24.0
+    assert rec.dose_unrounded * 24.0 / rec.regimen.interval < vm_per_day
+    assert rec.exposure_unrounded == pytest.approx(70.0, rel=1e-6)
+    assert not rec.reachable
+    assert not 60.0 <= rec.predicted["trough"] <= 80.0
+    assert rec.regimen.dose * 24.0 / rec.regimen.interval < vm_per_day
+    alt = rec.alternatives
+    above = alt[alt["dose"] * 24.0 / alt["interval"] >= vm_per_day]
+    assert len(above) and above["target_metric"].isna().all()  # no steady state: no number
+    assert "no steady state" in rec.message
 
 
 def test_meropenem_continuous_infusion_recommendation_plateau_is_rate_over_clearance():

@@ -91,16 +91,27 @@ def _steady_state_trough(structure, prepared, amount, rate, duration, tau, cmt):
         a = structure.propagate(a + bolus, rate * unit, jnp.zeros(()), on, prepared)
         return structure.propagate(a, zeros, on, tau - on, prepared)
 
-    return cycle_fixed_point(structure, cycle)
+    if structure.is_linear:
+        return cycle_fixed_point(structure, cycle)
+    # Without a steady state (a Michaelis-Menten dose rate at or above VM) Newton's
+    # iterates grow without bound; an amount a million times the regimen's input per
+    # interval is no steady state of any real regimen. There the cycle answers NaN (which
+    # ends the Newton loop) from a solve started at zero amounts: an ODE solve from such a
+    # state can run to its step limit, and under vmap every draw waits for the slowest.
+    scale = 1e6 * (jnp.abs(amount) + jnp.abs(rate) * on) + 1.0
+
+    def guarded(a):
+        bad = ~jnp.all(jnp.isfinite(a)) | jnp.any(jnp.abs(a) > scale)
+        return jnp.where(bad, jnp.nan, cycle(jnp.where(bad, 0.0, a)))
+
+    return cycle_fixed_point(structure, guarded)
 
 
-def steady_state_metrics(model, cfg: _Config, values, eta, cov, amt, tau, tinf, cmt, t_query, peak_at, mic,
-                         window):
-    """Steady-state exposure of ``amt`` every ``tau`` (infusion ``tinf``; 0 = bolus or
-    oral) for one eta vector (BSV etas then one occasion's IOV etas). Traceable.
-
-    ``t_query``: the time after the start of the dose of ``conc`` (and of ``peak`` when
-    ``peak_at``); ``mic`` for ``ft_mic``; ``window`` [start, end] for ``auc_window``."""
+def _steady_state_profile(model, values, eta, cov, amt, tau, tinf, cmt):
+    """The steady-state cycle of ``amt`` every ``tau`` for one eta vector: ``(conc, dur,
+    lag, steady)``, ``conc(s)`` the concentration s after the administration (one
+    propagate), ``dur`` the infusion's length within the interval, ``lag`` the dose's
+    lag, ``steady`` whether a steady state exists (else every metric is NaN)."""
     structure = model.structure
     n_cmt = structure.n_compartments
     subj = _one_record(model, amt, tau, tinf, cmt, cov)
@@ -112,6 +123,12 @@ def steady_state_metrics(model, cfg: _Config, values, eta, cov, amt, tau, tinf, 
     c = sched.cmt[0]
     prepared = structure.prepare(ip)
     trough_state = _steady_state_trough(structure, prepared, amount, rate, duration, tau, c)
+    # No steady state (a Michaelis-Menten dose rate at or above VM: the level grows without
+    # bound) or a failed solve: the metrics are NaN, and the solves below start from zero
+    # amounts, so they cost what a regular profile costs (an ODE solve from a non-finite
+    # state would run to its step limit in every node, and under vmap every lane waits).
+    steady = jnp.all(jnp.isfinite(trough_state))
+    trough_state = jnp.where(steady, trough_state, 0.0)
     unit = jax.nn.one_hot(c, n_cmt, dtype=trough_state.dtype)
     infusing = rate > 0
     dur = jnp.where(infusing, jnp.minimum(duration, tau), 0.0)
@@ -129,6 +146,27 @@ def steady_state_metrics(model, cfg: _Config, values, eta, cov, amt, tau, tinf, 
                                 prepared)
         return model._observe_one(a, ip, values, cov)
 
+    return conc, dur, lag, steady
+
+
+def _points(tau, dur, lag, t_query, peak_at):
+    """Times after the administration of the trough, the peak (non-oral) and the query."""
+    s_trough = tau - jnp.clip(lag, 0.0, tau)
+    s_peak = jnp.clip(jnp.where(peak_at, t_query, dur), 0.0, tau)
+    s_query = jnp.mod(jnp.maximum(t_query - lag, 0.0), tau)
+    return s_trough, s_peak, s_query
+
+
+def steady_state_metrics(model, cfg: _Config, values, eta, cov, amt, tau, tinf, cmt, t_query, peak_at, mic,
+                         window):
+    """Steady-state exposure of ``amt`` every ``tau`` (infusion ``tinf``; 0 = bolus or
+    oral) for one eta vector (BSV etas then one occasion's IOV etas). Traceable.
+
+    ``t_query``: the time after the start of the dose of ``conc`` (and of ``peak`` when
+    ``peak_at``); ``mic`` for ``ft_mic``; ``window`` [start, end] for ``auc_window``."""
+    conc, dur, lag, steady = _steady_state_profile(model, values, eta, cov, amt, tau, tinf, cmt)
+    zero = jnp.zeros(())
+
     # Every concentration needed comes from ONE vectorised call of conc (each call site
     # would add the whole propagate-and-observe graph to the program): the quadrature
     # nodes of the two smooth pieces, the AUC window's nodes, then the trough, the peak,
@@ -143,9 +181,7 @@ def steady_state_metrics(model, cfg: _Config, values, eta, cov, amt, tau, tinf, 
         lo2, hi2 = jnp.clip(jnp.maximum(window[0], dur), 0.0, tau), jnp.clip(window[1], 0.0, tau)
         len1, len2 = jnp.maximum(hi1 - lo1, 0.0), jnp.maximum(hi2 - lo2, 0.0)
         parts += [lo1 + u * len1, lo2 + u * len2]
-    s_trough = tau - jnp.clip(lag, 0.0, tau)
-    s_peak = jnp.clip(jnp.where(peak_at, t_query, dur), 0.0, tau)
-    s_query = jnp.mod(jnp.maximum(t_query - lag, 0.0), tau)
+    s_trough, s_peak, s_query = _points(tau, dur, lag, t_query, peak_at)
     points = jnp.stack([s_trough, s_peak, s_query, zero])
     c_every = jax.vmap(conc)(jnp.concatenate(parts + [points]))
     s_all, c_all = jnp.concatenate([s_on, s_off]), c_every[:n_nodes]
@@ -189,7 +225,30 @@ def steady_state_metrics(model, cfg: _Config, values, eta, cov, amt, tau, tinf, 
                                 jnp.where((l0 <= 0) & (l1 > 0),
                                           length * l1 / jnp.where(l1 - l0 != 0, l1 - l0, 1.0), 0.0)))
     out["ft_mic"] = 100.0 * jnp.sum(above) / tau
-    return out
+    return {k: jnp.where(steady, v, jnp.nan) for k, v in out.items()}
+
+
+POINT_KINDS = ("trough", "conc")  # with "peak" when not oral: one time after the dose
+
+
+def is_point_target(kind: str, oral: bool) -> bool:
+    """Whether a target's metric is the level at one time of the interval."""
+    return kind in POINT_KINDS or (kind == "peak" and not oral)
+
+
+def steady_state_target(model, cfg: _Config, point: bool, values, eta, cov, amt, tau, tinf, cmt, t_query, peak_at,
+                        mic, window, kind):
+    """The target's metric alone (``kind``: a traced index of KIND_INDEX), as
+    ``_metric(kind, steady_state_metrics(...))`` gives it. With ``point`` (static, see
+    `is_point_target`) it is one propagate from the steady state, not the profile's
+    quadrature nodes: for an ODE structure each node is an ODE solve."""
+    if not point:
+        m = steady_state_metrics(model, cfg, values, eta, cov, amt, tau, tinf, cmt, t_query, peak_at, mic, window)
+        return _metric(kind, m, cfg.window)
+    conc, dur, lag, steady = _steady_state_profile(model, values, eta, cov, amt, tau, tinf, cmt)
+    s_trough, s_peak, s_query = _points(tau, dur, lag, t_query, peak_at)
+    s = jnp.where(kind == KIND_INDEX["trough"], s_trough, jnp.where(kind == KIND_INDEX["conc"], s_query, s_peak))
+    return jnp.where(steady, conc(s), jnp.nan)
 
 
 def _metric(kind, m: dict, window: bool):

@@ -17,11 +17,12 @@ import jax
 import numpy as np
 
 from .binding import _dose_compartment
-from .exposure import KIND_INDEX, _Config, _exposure, _metric, steady_state_exposure, steady_state_metrics
+from .exposure import (KIND_INDEX, _Config, _exposure, _metric, is_point_target, steady_state_exposure,
+                       steady_state_metrics)
 from .history import _loading_exposure, continue_history, time_below
 from .map import MAPResult, call_program, map_estimate, model_fingerprint
 from .posterior import Draws, nuts_draws, sir_draws
-from .search import _Design, _search, _search_impl, _solve_dose
+from .search import _Design, _draw_targets, _draw_targets_impl, _search, _search_impl, _solve_dose
 from .safety import DoseLimits, stricter, units_of
 from .targets import PTA_TIE, TARGET_KINDS, Target, default_target
 
@@ -318,8 +319,11 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         current=np.asarray(current, float), cmt=np.asarray(cmt, np.int32),
     )
     cov = np.asarray(fit.bound.cov_now, float)
+    # A linear structure is searched with every draw in the same call; any other at the
+    # MAP first, then its finalists at the draws (see `_draw_targets_impl`).
+    linear = bool(m.structure.is_linear)
     out = call_program("regimen", _search_impl, _search, (m, cfg),
-                       (fit.values, eta_map, eta_draws, cov, design),
+                       (fit.values, eta_map, eta_draws if linear else eta_draws[:0], cov, design),
                        model_fingerprint(info))
     out = jax.tree_util.tree_map(np.asarray, out)
 
@@ -333,17 +337,23 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         out[k] = np.r_[out[k][:n_c], out[k][-1:]]
     fam_of = np.repeat(np.arange(len(taus)), 2)
     mv = out["map"]
-    dv = out["draws"]
-    pta = target.attained(dv["target"]).mean(axis=0)
+
+    def feasibility(i):
+        dose, tau, tinf = float(out["dose"][i]), float(out["tau"][i]), float(out["tinf"][i])
+        if max_daily_dose is not None and dose * 24.0 / tau > max_daily_dose + 1e-9:
+            return False, f"daily dose above {max_daily_dose:g}"
+        if rate_max and not oral and tinf > 0 and dose / tinf > float(rate_max) + 1e-9:
+            return False, f"infusion rate above {float(rate_max):g}/h"
+        return True, ""
+
+    if linear:
+        pta = target.attained(out["draws"]["target"]).mean(axis=0)
+    else:
+        pta = _finalists_pta(m, cfg, fit, info, eta_draws, cov, design, out, target, n_c, feasibility)
     rows = []
     for i in range(n_c):
         dose, tau, tinf = float(out["dose"][i]), float(out["tau"][i]), float(out["tinf"][i])
-        feasible = True
-        why = ""
-        if max_daily_dose is not None and dose * 24.0 / tau > max_daily_dose + 1e-9:
-            feasible, why = False, f"daily dose above {max_daily_dose:g}"
-        if rate_max and not oral and tinf > 0 and dose / tinf > float(rate_max) + 1e-9:
-            feasible, why = False, f"infusion rate above {float(rate_max):g}/h"
+        feasible, why = feasibility(i)
         rows.append({"interval": tau, "dose": dose, "infusion": tinf, "target_metric": float(mv["target"][i]),
                      "trough": float(mv["trough"][i]), "peak": float(mv["peak"][i]), "auc24": float(mv["auc24"][i]),
                      "pta": float(pta[i]), "in_range": bool(target.attained(mv["target"][i])),
@@ -394,6 +404,12 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     elif not choice["in_range"]:
         message = (f"after rounding to {unit:g} {units['dose']} the predicted {target.kind} is "
                    f"{choice['target_metric']:.4g} (outside the range)")
+    no_steady = table[~np.isfinite(table["target_metric"].to_numpy(float))]
+    if not no_steady.empty and not choice["in_range"]:
+        first = no_steady.sort_values("dose").iloc[0]
+        message += (f"; {first['dose']:g} {units['dose']} every {first['interval']:g} h has no steady state for "
+                    f"this patient (the level rises without bound: the dose rate reaches the model's maximum "
+                    f"elimination rate)")
     warnings_list = list(fit.warnings)
     if draws.method == "sir" and draws.stats.get("ess", np.inf) < 0.1 * flat.shape[0]:
         warnings_list.append(f"SIR effective sample size {draws.stats['ess']:.0f} is small: the posterior is far "
@@ -441,6 +457,7 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
     profile = pd.DataFrame({"TIME": curve_t, "IPRED": curve_c}) if (curve or loading_dose) else None
     predicted = {"trough": float(choice["trough"]), "peak": float(choice["peak"]), "auc24": float(choice["auc24"]),
                  "target": float(choice["target_metric"])}
+    reachable, message = _reached(target, predicted["target"], reachable, message, units)
     posterior_info = {"method": draws.method, "n": int(flat.shape[0])}
     if draws.method == "sir":
         posterior_info["ess"] = float(draws.stats["ess"])
@@ -451,6 +468,44 @@ def recommend(model, patient, target=None, *, intervals=None, dose_unit=None, do
         alternatives=table, fit=fit, posterior=posterior_info, warnings=warnings_list, units=units, curve=profile,
         limits=limits.to_dict(),
     )
+
+
+def _reached(target, metric, reachable, message, units):
+    """The one rule for ``Recommendation.reachable``: the final regimen (rounded, within
+    every limit) reaches the target only if its predicted target metric at the MAP is
+    inside the target range, whatever the search said about the unrounded dose."""
+    if reachable and not bool(target.attained(metric)):
+        unit = units["auc"] if target.kind.startswith("auc") else ("%" if target.kind == "ft_mic" else units["conc"])
+        reachable = False
+        message = message or (f"the predicted {target.kind} of this regimen, {metric:.4g} {unit}, is outside "
+                              f"the target range")
+    return reachable, message
+
+
+def _finalists_pta(m, cfg, fit, info, eta_draws, cov, design, out, target, n_c, feasibility):
+    """PTA of the candidates the choice below can pick, NaN for the others: the feasible
+    candidates in the target range at the MAP (the choice takes the highest PTA among
+    them), else the feasible ones closest to the range (ties broken by PTA), and the
+    current regimen (the last candidate)."""
+    metric = out["map"]["target"][:n_c]
+    feasible = np.array([feasibility(i)[0] for i in range(n_c)])
+    inside = feasible & target.attained(metric)
+    if inside.any():
+        chosen = np.flatnonzero(inside)
+    else:
+        dist = np.where(feasible, np.round(target.distance(metric), 4), np.inf)
+        chosen = np.flatnonzero(feasible & (dist == dist.min()))
+    idx = np.r_[chosen, n_c]
+    # Padded to a multiple of 4 (copies of the first) so searches share a compiled program.
+    padded = np.r_[idx, np.repeat(idx[:1], (-len(idx)) % 4)]
+    point = is_point_target(target.kind, cfg.oral)
+    values = call_program("regimen_draws", _draw_targets_impl, _draw_targets, (m, cfg, point),
+                          (fit.values, eta_draws, cov, out["dose"][padded], out["tau"][padded], out["tinf"][padded],
+                           design), model_fingerprint(info))
+    values = np.asarray(values)[:, :len(idx)]
+    pta = np.full(n_c + 1, np.nan)
+    pta[idx] = target.attained(values).mean(axis=0)
+    return pta
 
 
 def _design_loading(fit, target, regimen: Regimen, unit, dmin, ld_max, options, rate_max, oral, cmt, curve_t):

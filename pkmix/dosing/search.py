@@ -19,7 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .exposure import _Config, _metric, steady_state_metrics
+from .exposure import _Config, _metric, steady_state_metrics, steady_state_target
 from .map import TRACES
 
 
@@ -32,7 +32,12 @@ def _solve_dose(exposure, aim, x_lo, x_hi, max_iter=100):
     solved, +1 the aim needs more than exp(x_hi), -1 less than exp(x_lo)."""
 
     def g(x):
-        return jnp.log(jnp.maximum(exposure(jnp.exp(x)), 1e-300)) - jnp.log(aim)
+        # A non-finite exposure is taken as too high: it is what a nonlinear model gives
+        # where no steady state exists (a Michaelis-Menten dose rate at or above VM, the
+        # level growing without bound). g = +inf there makes the next point the midpoint,
+        # so the dose found stays below that rate.
+        e = exposure(jnp.exp(x))
+        return jnp.where(jnp.isfinite(e), jnp.log(jnp.maximum(e, 1e-300)) - jnp.log(aim), jnp.inf)
 
     class S(NamedTuple):
         a: Any
@@ -157,3 +162,21 @@ def _search_impl(model, cfg: _Config, values, eta_map, eta_draws, cov, d: _Desig
 
 
 _search = eqx.filter_jit(_search_impl)
+
+
+def _draw_targets_impl(model, cfg: _Config, point: bool, values, eta_draws, cov, c_dose, c_tau, c_tinf, d: _Design):
+    """The target metric of a few candidate regimens at every posterior draw
+    ([draws, candidates]). A structure that is not linear is searched at the MAP first
+    (``_search`` with no draws), and only the finalists (the candidates the choice can
+    pick, and the current regimen) are evaluated here: each evaluation integrates the
+    ODE to steady state, and the draws times every candidate would take minutes."""
+    TRACES["regimen_draws"] += 1
+
+    def one(eta, D, tau, t):
+        return steady_state_target(model, cfg, point, values, eta, cov, D, tau, t, d.cmt, d.t_query, d.peak_at,
+                                   d.mic, d.window, d.kind)
+
+    return jax.vmap(lambda e: jax.vmap(lambda D, tau, t: one(e, D, tau, t))(c_dose, c_tau, c_tinf))(eta_draws)
+
+
+_draw_targets = eqx.filter_jit(_draw_targets_impl)
