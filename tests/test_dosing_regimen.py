@@ -234,3 +234,36 @@ def test_point_target_tolerance():
     t = Target("trough", value=15)
     assert t.aim == 15 and t.low == pytest.approx(13.5) and t.high == pytest.approx(16.5)
     assert t.attained(15.5) and not t.attained(17.0)
+
+
+def test_reachable_only_when_the_rounded_regimen_is_in_range(fit):
+    """A linear model whose unrounded dose meets a narrow trough range exactly, but whose
+    doses in steps of 250 mg all miss it: the recommendation is not reachable, and the
+    reported trough of the final regimen is the one outside the range."""
+    rec = recommend(MODEL, fit, "trough=15:15.01", intervals=(12,), dose_unit=250, n_samples=200, curve=False)
+    assert rec.exposure_unrounded == pytest.approx(15.005, rel=1e-6)  # the unrounded dose hits it
+    assert not rec.target.attained(rec.predicted["target"])
+    assert not rec.reachable
+    assert "after rounding" in rec.message
+    assert "NOT reached" in rec.summary()
+
+
+def test_default_target_with_an_open_end():
+    """METADATA target ranges with None for an open end work as the parsed text does."""
+    import types
+
+    from pkmix.dosing.targets import default_target
+
+    def info(targets):
+        return types.SimpleNamespace(name="m", metadata={"targets": targets})
+
+    assert default_target(info({"trough": {"range": [None, 2.5]}})) == Target.parse("trough=:2.5")
+    assert default_target(info({"auc24": {"range": (400.0, None)}})) == Target.parse("auc24=400:")
+    assert default_target(info({"conc": {"range": [None, 1.0], "time": 48.0}})) == Target.parse("conc=:1,time=48")
+    # Not a dose target (an unknown kind): the next one.
+    assert default_target(info({"cumulative_auc": {"range": (59, 99)}, "peak": {"range": (6, 10)}})) == \
+        Target.parse("peak=6:10")
+    with pytest.raises(ValueError, match=r"METADATA\['targets'\]\['trough'\].*two numbers"):
+        default_target(info({"trough": {"range": ["low", 2.5]}}))
+    with pytest.raises(ValueError, match="lists none"):
+        default_target(info({"trough": {"range": [None, None]}}))

@@ -175,13 +175,23 @@ class Target:
 
 
 def default_target(info) -> Target:
-    """The first target in the model's METADATA['targets']."""
+    """The first target in the model's METADATA['targets'] with a ``range`` [low, high]
+    (None for an open end: ``[None, 1.0]`` is ``:1``, at most 1), with the entry's
+    ``time`` and ``mic`` when given. Entries that are not dose targets (an unknown kind,
+    a timed target without its time) are passed over."""
     targets = info.metadata.get("targets") or {}
     for kind, spec in targets.items():
         rng = spec.get("range") if isinstance(spec, dict) else spec
+        if not (isinstance(rng, (list, tuple)) and len(rng) == 2):
+            continue
         try:
-            if isinstance(rng, (list, tuple)) and len(rng) == 2:
-                return Target(kind, float(rng[0]), float(rng[1]))
+            low, high = (None if x is None else float(x) for x in rng)
+            extra = {k: float(spec[k]) for k in ("time", "mic") if isinstance(spec, dict) and spec.get(k) is not None}
+        except (TypeError, ValueError):
+            raise ValueError(f"model {info.name}: METADATA['targets']['{kind}'] must have a range of two numbers "
+                             f"(None for an open end) and a numeric time/mic, got {spec!r}") from None
+        try:
+            return Target(kind, low, high, **extra)
         except ValueError:
             continue
     raise ValueError(f"no target given and model {info.name} lists none in METADATA['targets']; "
