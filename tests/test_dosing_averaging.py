@@ -172,3 +172,46 @@ def test_bad_input_is_refused_with_a_clear_error():
         dosing.average([GOTI, THOMSON], patient, TARGET, loading_dose=True)
     with pytest.raises(dosing.AveragingError, match="needs its METADATA"):
         dosing.average([goti.build(error_form="sd"), THOMSON], patient, TARGET)
+
+
+def test_command_line_averages_through_the_service(from_goti, tmp_path, capsys):
+    """``pkmix dose --model A,B --json``: exit 0, the service's keys, weights summing to 1
+    and equal to the library's `average` for the same options (from_goti), audited as
+    the question "average" under both models."""
+    from pkmix.cli import main
+    from pkmix.dosing import audit
+
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps(simulated_patient(GOTI)))
+    db = tmp_path / "audit.sqlite3"
+    code = main(["dose", "--model", f"{GOTI},{THOMSON}", "--patient", str(path), "--target", TARGET,
+                 "--samples", str(N_SAMPLES), "--json", "--audit-db", str(db)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {"question", "average", "warnings", "timing", "audit_id"} <= set(out)
+    avg = out["average"]
+    assert {"models", "weights", "scheme", "recommendation", "per_model", "side_by_side"} <= set(avg)
+    assert avg["models"] == [GOTI, THOMSON] and avg["scheme"] == "laplace"
+    assert sum(avg["weights"].values()) == pytest.approx(1.0, abs=1e-12)
+    for name in (GOTI, THOMSON):
+        assert avg["weights"][name] == pytest.approx(from_goti.weights[name], rel=1e-9)
+    assert avg["recommendation"]["dose"] == from_goti.regimen.dose
+    row = audit.fetch(out["audit_id"], str(db))
+    assert row["question"] == "average" and row["model"] == f"{GOTI},{THOMSON}"
+
+
+def test_service_average_refuses_bad_requests_naming_the_field():
+    from pkmix.dosing.service import RequestError, average
+
+    patient = simulated_patient(GOTI)
+    cases = [({"model": GOTI}, "model", "at least two models"),
+             ({"model": [GOTI, GOTI]}, "model", "each model once"),
+             ({"model": f"{GOTI},"}, "model", "empty model name"),
+             ({"model": [GOTI, THOMSON], "scheme": "bic"}, "scheme", "laplace, ofv, aic"),
+             ({"model": [GOTI, THOMSON], "samples": 0}, "samples", "at least 1"),
+             ({"model": [GOTI, THOMSON], "interval": [12, -1]}, "interval[1]", "above 0"),
+             ({"model": [GOTI, THOMSON], "loading": True}, "loading", "unknown option")]
+    for extra, field, text in cases:
+        with pytest.raises(RequestError, match=text) as err:
+            average({"patient": patient, "audit": False, **extra})
+        assert err.value.field == field

@@ -56,7 +56,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--start", type=nonnegative_float, metavar="T", help="start time of the new regimen (hours)")
     parser.add_argument("--posterior", choices=("sir", "nuts"), default="sir",
                         help="posterior sampler for the probability of target attainment (default sir)")
-    parser.add_argument("--samples", type=positive_int, default=2000, metavar="N", help="posterior draws (default 2000)")
+    parser.add_argument("--samples", type=positive_int, default=None, metavar="N",
+                        help="posterior draws (default 2000; with several models, 1000 per model)")
+    parser.add_argument("--average-scheme", choices=("laplace", "ofv", "aic"), default=None,
+                        help="with several models in --model (comma-separated, one drug): the weights of model "
+                             "averaging (default laplace: Laplace marginal likelihood; ofv, aic: mapbayr's)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed of the posterior draws")
     parser.add_argument("--covariate-rule", choices=("nonmem", "locf"), default="nonmem",
                         help="which record's covariates govern an interval (default nonmem: the record ending it)")
@@ -122,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
     asked += ["exposure"] if args.exposure else []
     if len(asked) > 1:
         return error_exit(f"ask one question at a time: {', '.join('--' + a.replace('_', '-') for a in asked)}")
+    several = "," in args.model
+    if args.average_scheme is not None and not several:
+        return error_exit("--average-scheme: give two or more models in --model (comma-separated) to average")
+    if several:
+        if asked:
+            return error_exit(f"--{asked[0].replace('_', '-')}: not available with several models (model averaging "
+                              "answers the regimen question)")
+        return _average(args)
     if asked:
         return _question(args, asked[0])
     try:
@@ -131,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
             interval=_floats(args.interval, "interval"), dose_unit=args.dose_unit, dose_min=args.dose_min,
             dose_max=args.dose_max, infusion=_floats(args.infusion, "infusion"), max_rate=args.max_rate,
             max_daily_dose=args.max_daily_dose, route=args.route, loading=args.loading,
-            threshold=args.threshold, start=args.start, posterior=args.posterior, samples=args.samples,
+            threshold=args.threshold, start=args.start, posterior=args.posterior,
+            samples=args.samples if args.samples is not None else 2000,
             seed=args.seed, covariate_rule=args.covariate_rule,
             # The prediction curves are only drawn: without --plot they are not computed
             # (one compiled program less for a cold process).
@@ -207,6 +220,53 @@ def _question(args, asked: str) -> int:
     except (CLIError, RequestError, ModelError, ValueError, TypeError) as e:
         return error_exit(str(e))
     text = json.dumps(out, indent=2) if args.json else _question_text(name, out)
+    try:
+        print(text)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")
+    return 0
+
+
+def _average(args) -> int:
+    """Model averaging (``--model A,B``): `pkmix.dosing.service.average`, printing the
+    `AveragedRecommendation`'s summary, or its JSON with ``--json``."""
+    from .. import ModelError
+    from ..dosing.patient import PatientError
+    from ..dosing.service import RequestError, average, module_model_info
+
+    unsupported = [f"--{n.replace('_', '-')}" for n in ("loading", "threshold", "start", "plot")
+                   if getattr(args, n) not in (None, False)]
+    if args.posterior != "sir":
+        unsupported.append("--posterior")
+    if unsupported:
+        return error_exit(f"{', '.join(unsupported)}: not available with model averaging (ask each model alone)")
+    names = [n.strip() for n in args.model.split(",")]
+    try:
+        infos = {}
+        for n in names:
+            if n:
+                _, _, module = load_model_module(n)
+                infos[n] = module_model_info(module)
+        request = {"model": names, "patient": args.patient, "target": args.target, "scheme": args.average_scheme,
+                   "samples": args.samples, "seed": args.seed, "interval": _floats(args.interval, "interval"),
+                   "infusion": _floats(args.infusion, "infusion"), "route": args.route,
+                   "continuous": args.continuous or None, "dose_unit": args.dose_unit, "dose_min": args.dose_min,
+                   "dose_max": args.dose_max, "max_daily_dose": args.max_daily_dose, "max_rate": args.max_rate,
+                   "covariate_rule": args.covariate_rule, "audit": not args.no_audit, "audit_db": args.audit_db}
+        out, avg = average({k: v for k, v in request.items() if v is not None}, infos=infos, objects=True)
+    except PatientError as e:
+        return error_exit(f"{args.patient}: {e}")
+    except FileNotFoundError as e:
+        return error_exit(str(e))
+    except (CLIError, RequestError, ModelError, ValueError, TypeError) as e:
+        return error_exit(str(e))
+    if args.json:
+        text = json.dumps(out, indent=2)
+    else:
+        text = avg.summary() + "".join(f"\nwarning [{w['code']}] {w['message']}" for w in out["warnings"]
+                                       if w["code"] != "target_not_reachable")
+        if out.get("audit_id") is not None:
+            text += f"\naudit: stored as recommendation {out['audit_id']} (pkmix dose --replay {out['audit_id']})"
     try:
         print(text)
     except BrokenPipeError:

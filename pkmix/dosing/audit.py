@@ -75,7 +75,15 @@ def connect(path=None) -> sqlite3.Connection:
 
 
 def model_identity(info) -> dict:
-    """Name, version (METADATA ``version``) and SHA-256 of the source of a model."""
+    """Name, version (METADATA ``version``) and SHA-256 of the source of a model; of
+    several models (a list: model averaging), the names and versions joined by commas
+    and the SHA-256 of their SHA-256s (None if any is unknown)."""
+    if isinstance(info, (list, tuple)):
+        parts = [model_identity(i) for i in info]
+        shas = [p["model_sha256"] for p in parts]
+        return {"model": ",".join(p["model"] for p in parts),
+                "model_version": ",".join(p["model_version"] for p in parts),
+                "model_sha256": None if None in shas else hashlib.sha256("".join(shas).encode()).hexdigest()}
     source = None
     module = getattr(info, "module", None)
     if module is not None:

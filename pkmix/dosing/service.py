@@ -275,9 +275,17 @@ def replay(audit_id: int, audit_db: str | None = None) -> dict:
             Path(source).write_text(patient["csv"], encoding="utf-8")
         data = {k: v for k, v in stored_req.items() if k in {f.name for f in dataclasses.fields(DoseRequest)}}
         data.update({"patient": source, "audit": False})
-        info = _model_info_for(stored_req["model"])
+        if question == "average":
+            names = _model_names(stored_req["model"])
+            info = [_model_info_for(n) for n in names]
+            replayed = average({**stored_req, "patient": source, "audit": False},
+                               infos={n: i for n, i in zip(names, info)})
+        else:
+            info = _model_info_for(stored_req["model"])
         if question == "dose":
             replayed = answer(parse_request(data), info)
+        elif question == "average":
+            pass
         else:
             replayed = QUESTIONS[question]({**stored_req, "patient": source, "audit": False}, info=info)
     ident = audit.model_identity(info)
@@ -319,6 +327,13 @@ def _field(name: str, kind: str, value):
         return value
     if kind == "patient":
         return value
+    if kind == "models":
+        return _model_names(value)
+    if kind in ("positives", "nonnegatives"):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not items:
+            raise RequestError(name, "give at least one value")
+        return tuple(_field(f"{name}[{i}]", kind[:-1], v) for i, v in enumerate(items))
     if kind == "rule":
         if value not in ("nonmem", "locf"):
             raise RequestError(name, f"must be one of nonmem, locf, got {value!r}")
@@ -523,7 +538,98 @@ def what_if(data: Mapping, info: ModelInfo | None = None) -> dict:
         route=v["route"], times=v["times"], target=None if v["target"] is None else Target.parse(v["target"])))
 
 
-QUESTIONS = {"next_dose": next_dose, "exposure": exposure, "interval_for": interval_for, "what_if": what_if}
+def _model_names(value) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]``: at least two distinct model names."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+        raise RequestError("model", f"expected model names (a list, or one string separated by commas), got {value!r}")
+    names = [x.strip() for x in items]
+    if any(not x for x in names):
+        raise RequestError("model", f"an empty model name in {value!r}")
+    if len(names) < 2:
+        raise RequestError("model", f"model averaging needs at least two models, got {value!r}")
+    if len(set(names)) != len(names):
+        raise RequestError("model", f"each model once, got {value!r}")
+    return names
+
+
+def average(data: Mapping, infos: Mapping | None = None, *, objects: bool = False):
+    """Model averaging across library models of one drug (`pkmix.dosing.average`).
+
+    Request fields: ``model`` (required: two or more model names, a list or one string
+    separated by commas), ``patient``, ``target`` (default the first model's first),
+    ``scheme`` ("laplace", "ofv" or "aic"; default laplace), ``samples`` (posterior
+    draws per model for the mixture PTA, default 1000), ``seed``, ``interval``,
+    ``infusion`` (hours, one or a list), ``route``, ``continuous``, ``dose_unit``,
+    ``dose_min``, ``dose_max``, ``max_daily_dose``, ``max_rate``, ``covariate_rule``,
+    ``audit``, ``audit_db``. ``infos``: ``{name: ModelInfo}`` for models that are not in
+    the library (model files), by the name given. ``objects``: return ``(json, the
+    AveragedRecommendation)`` (for the command line's text summary).
+
+    Returns ``{"question": "average", "average": AveragedRecommendation.to_dict()
+    (``models``, ``weights``, ``scheme``, ``per_model``, ``recommendation``, ...),
+    "warnings", "timing", "audit_id"}``.
+    """
+    from .averaging import DEFAULT_DRAWS, WEIGHT_SCHEMES, AveragingError
+    from .averaging import average as compute
+    from .patient import load_patient
+
+    spec = {"model": ("models", REQUIRED), "target": ("str", None), "scheme": ("str", "laplace"),
+            "samples": ("count", DEFAULT_DRAWS), "seed": ("count0", 0), "interval": ("positives", None),
+            "infusion": ("nonnegatives", None), "route": ("route", None), "continuous": ("bool", False),
+            **_LIMITS}
+    values = _parse_question(data, spec, "average")
+    if values["scheme"] not in WEIGHT_SCHEMES:
+        raise RequestError("scheme", f"must be one of {', '.join(WEIGHT_SCHEMES)}, got {values['scheme']!r}")
+    names = values["model"]
+    t0 = time.perf_counter()
+    infos = dict(infos or {})
+    models = [infos[n] if n in infos else library_model_info(n) for n in names]
+    patient = load_patient(values["patient"])
+    findings = check_dates(patient)
+    options = {"intervals": values["interval"], "infusion_duration": values["infusion"], "route": values["route"],
+               "continuous": values["continuous"], "dose_unit": values["dose_unit"], "dose_min": values["dose_min"],
+               "dose_max": values["dose_max"], "max_daily_dose": values["max_daily_dose"],
+               "max_infusion_rate": values["max_rate"], "curve": False}
+    try:
+        avg = compute([i.module if getattr(i, "module", None) is not None else i.model for i in models], patient,
+                      values["target"], scheme=values["scheme"], n_draws=values["samples"],
+                      n_samples=values["samples"], seed=values["seed"],
+                      covariate_rule=values["covariate_rule"],
+                      metadata={i.name: i.metadata for i in models if getattr(i, "module", None) is None},
+                      **{k: v for k, v in options.items() if v is not None})
+    except AveragingError as e:
+        text = str(e)
+        head = text.split(":", 1)[0]
+        raise RequestError({"models": "model", "n_draws": "samples"}.get(head, head if head in values else "request"),
+                           text) from None
+    except ValueError as e:
+        text = str(e)
+        head = text.split(":", 1)[0].split(" ", 1)[0]
+        raise RequestError(head if head in values else "request", text) from None
+    for name, fit in avg.fits.items():
+        for f in _check_fit(fit):
+            item = f.to_dict()
+            item["message"] = f"{name}: {item['message']}"
+            findings.append(item)
+    result = avg.to_dict()
+    out = {"question": "average", "average": result,
+           "warnings": [f if isinstance(f, dict) else f.to_dict() for f in findings],
+           "timing": {"total_s": round(time.perf_counter() - t0, 4)}}
+    if result.get("reachable") is False:
+        out["warnings"].append({"code": "target_not_reachable", "field": "target", "severity": "warning",
+                                "message": result.get("message", "")})
+    out = to_json_safe(out)
+    req = DoseRequest(model=",".join(names), patient=values["patient"], covariate_rule=values["covariate_rule"],
+                      audit=values["audit"], audit_db=values["audit_db"])
+    extra = {k: v for k, v in values.items() if k not in _COMMON}
+    out["audit_id"] = _audit(req, models, out, "average",
+                             extra={**extra, "model": ",".join(names), "covariate_rule": values["covariate_rule"]})
+    return (out, avg) if objects else out
+
+
+QUESTIONS = {"next_dose": next_dose, "exposure": exposure, "interval_for": interval_for, "what_if": what_if,
+             "average": average}
 
 
 def to_json_safe(x):
@@ -549,4 +655,4 @@ def to_json_safe(x):
 
 __all__ = ["DoseRequest", "RequestError", "PatientError", "parse_request", "answer", "answer_objects",
            "library_model_info", "module_model_info", "to_json_safe", "replay", "next_dose", "exposure",
-           "interval_for", "what_if", "QUESTIONS"]
+           "interval_for", "what_if", "average", "QUESTIONS"]
