@@ -509,10 +509,11 @@ def test_modelled_rate_and_duration():
     assert_close(c, by_hand(t, 80.0 / 3.0, 3.0), rtol=1e-12, atol=0, what="RATE=-2")
 
 
-def test_modelled_rate_the_model_does_not_define_is_nan():
-    # RATE = -1 into CMT 1 without r1: there is no rate to use, so no number is made up.
-    _, c = observed(_one_cmt(False, False), frame_of([dict(TIME=0.0, AMT=100.0, RATE=-1.0)], [1.0, 2.0]))
-    assert np.isnan(c).all()
+def test_modelled_rate_the_model_does_not_define_is_refused():
+    # RATE = -1 into CMT 1 without r1: there is no rate to use, so no number is made up;
+    # the data/model mismatch is named before any prediction.
+    with pytest.raises(pkmix.DatasetError, match=r"record 1 \(ID 1\), column RATE.*no 'r1'"):
+        observed(_one_cmt(False, False), frame_of([dict(TIME=0.0, AMT=100.0, RATE=-1.0)], [1.0, 2.0]))
 
 
 def test_infusion_plateau():

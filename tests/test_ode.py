@@ -284,12 +284,12 @@ def test_rhs_naming_an_unknown_compartment_is_an_error():
         observed(model, frame_of([dict(TIME=0.0, AMT=100.0)], [1.0]))
 
 
-def test_undefined_modelled_rate_gives_nan_and_returns():
-    # RATE = -1 without r1: the infusion's end time is NaN. The solve must stop (not wait
-    # forever for that time) and say NaN from there on.
+def test_undefined_modelled_rate_is_refused_before_the_solve():
+    # RATE = -1 without r1: the infusion's end time would be NaN and the solve would wait
+    # for it; the data/model mismatch is named before any solve.
     def rhs(t, a, p):
         return {"central": -p.k * a.central}
 
     model = model_of(pkmix.ODE(["central"], rhs), lambda p: {"k": p.k}, lambda a, p: a.central, {"k": 0.1})
-    t, a = observed(model, frame_of([dict(TIME=0.0, AMT=100.0, RATE=-1.0)], [1.0, 2.0]))
-    assert np.isnan(a).all()
+    with pytest.raises(pkmix.DatasetError, match=r"record 1 \(ID 1\), column RATE.*no 'r1'"):
+        observed(model, frame_of([dict(TIME=0.0, AMT=100.0, RATE=-1.0)], [1.0, 2.0]))
