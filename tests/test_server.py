@@ -333,40 +333,99 @@ QUESTION_CASES = {
 
 
 def test_each_question_answers_as_the_dosing_service(client, patient):
-    from pkmix.server.app import QUESTION_FIELDS
-
     offered = {q["name"]: q for q in client.get("/api/questions").json()["questions"]}
-    available = {name for name in QUESTION_FIELDS if callable(getattr(service, name, None))}
+    available = {name for name in service.QUESTION_FIELDS if callable(getattr(service, name, None))}
     assert set(offered) == available
     spec = client.get("/openapi.json").json()["paths"]
     for name in available:
+        assert f"/api/{name}" in spec
+        if name == "average":  # its own test below (two models' fits)
+            continue
         body = {"model": MODEL, "patient": patient, **QUESTION_CASES[name]}
         r = client.post(f"/api/{name}", json=body)
         assert r.status_code == 200, (name, r.text)
         assert without_timing(r.json()) == without_timing(getattr(service, name)(body)), name
-        assert f"/api/{name}" in spec
         assert r.json()["audit_id"] is not None
 
 
-def test_question_fields_are_the_services_and_faults_are_named(client, patient):
-    """Every field the page and the schema offer is one the service takes (a wrong value
-    is refused naming that field, not as an unknown option); a missing required field is
-    named."""
-    from pkmix.server.app import QUESTION_FIELDS
+def test_question_schemas_and_forms_are_the_services_fields(client):
+    """The OpenAPI schema of each question lists exactly the service's fields (less the
+    server's audit options), with the service's required ones and defaults; the page's
+    form offers the question's own fields, as the service has them."""
+    from pkmix.server.app import SERVER_FIELDS
 
-    for name, fields in QUESTION_FIELDS.items():
-        if not callable(getattr(service, name, None)):
-            continue
-        required = {k: QUESTION_CASES[name][k] for k, (_, req, _) in fields.items() if req}
-        for field in fields:
-            body = {"model": MODEL, "patient": patient, **required, field: {"not": "valid"}}
-            r = client.post(f"/api/{name}", json=body)
-            assert r.status_code == 422, (name, field, r.text)
-            err = r.json()["error"]
-            assert err["field"].startswith(field) and "unknown option" not in err["message"], (name, field, err)
+    paths = client.get("/openapi.json").json()["paths"]
+    offered = {q["name"]: q for q in client.get("/api/questions").json()["questions"]}
+    for name, own in service.QUESTION_FIELDS.items():
+        fields = {**service.COMMON_FIELDS, **own}
+        schema = paths[f"/api/{name}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert set(schema["properties"]) == set(fields) - set(SERVER_FIELDS), name
+        assert set(schema["required"]) == {k for k, f in fields.items() if f.default is service.REQUIRED}, name
+        for k, f in fields.items():
+            if k in schema["properties"] and f.default not in (None, service.REQUIRED):
+                assert schema["properties"][k]["default"] == f.default, (name, k)
+        form = {f["name"]: f for f in offered[name]["fields"]}
+        assert set(form) == set(own) - set(service.COMMON_FIELDS), name
+        assert all(form[k]["help"] == own[k].help for k in form), name
+
+
+def test_question_faults_are_named(client, patient):
+    """A missing required field and a wrong value are refused naming the field; the
+    audit options are the server's."""
+    for name, case in QUESTION_CASES.items():
+        required = {k: case[k] for k, f in service.QUESTION_FIELDS[name].items() if f.default is service.REQUIRED}
         for field in required:
             body = {"model": MODEL, "patient": patient, **{k: v for k, v in required.items() if k != field}}
             r = client.post(f"/api/{name}", json=body)
             assert r.status_code == 422 and r.json()["error"]["field"] == field, (name, field, r.text)
+        for field in service.QUESTION_FIELDS[name]:
+            body = {"model": MODEL, "patient": patient, **required, field: {"not": "valid"}}
+            r = client.post(f"/api/{name}", json=body)
+            assert r.status_code == 422 and r.json()["error"]["field"].startswith(field), (name, field, r.text)
         r = client.post(f"/api/{name}", json={"model": MODEL, "patient": patient, **required, "audit_db": "/x"})
         assert r.status_code == 422 and r.json()["error"]["field"] == "audit_db"
+
+
+AVERAGE_MODELS = ["vancomycin_goti2018", "vancomycin_thomson2009"]
+# The smallest settings that exercise every part (weights, each model's MAP and
+# recommendation, the mixture's PTA): few posterior draws.
+AVERAGE_CASE = {"model": AVERAGE_MODELS, "target": "auc24=400:600", "samples": 50}
+
+
+def test_average_is_the_services_answer_with_weights_summing_to_one(client, patient, audit_db):
+    body = {**AVERAGE_CASE, "patient": patient}
+    r = client.post("/api/average", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    weights = got["average"]["weights"]
+    assert set(weights) == set(AVERAGE_MODELS)
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-9)
+    assert set(got["average"]["per_model"]) == set(AVERAGE_MODELS)
+    assert without_timing(got) == without_timing(service.average({**body, "audit": False}))
+    # Audited where the server says, as question 'average'.
+    import sqlite3
+
+    with sqlite3.connect(audit_db) as db:
+        row = db.execute("SELECT question FROM recommendations WHERE id = ?", (got["audit_id"],)).fetchone()
+    assert row == ("average",)
+
+
+def test_average_bad_input_is_named(client, patient):
+    ok = {**AVERAGE_CASE, "patient": patient}
+    cases = [
+        ({**ok, "model": [MODEL]}, "model"),                        # one model: nothing to average
+        ({**ok, "model": [MODEL, MODEL]}, "model"),                 # the same twice
+        ({**ok, "model": [MODEL, "nope"]}, "model"),                # not in the library
+        ({**ok, "scheme": "bic"}, "scheme"),
+        ({**ok, "samples": 0}, "samples"),
+        ({**ok, "samples": 10_000_000}, "samples"),                 # the web app's limit
+        ({**ok, "interval": [12, -1]}, "interval[1]"),
+        ({**ok, "dose_max": "x"}, "dose_max"),
+        ({**ok, "audit": False}, "audit"),                          # the server's to set
+        ({**ok, "weights": "equal"}, "weights"),                    # unknown option
+    ]
+    for body, field in cases:
+        r = client.post("/api/average", json=body)
+        assert r.status_code == 422, (field, r.text)
+        err = r.json()["error"]
+        assert err["field"] == field and err["message"], (field, err)

@@ -15,9 +15,11 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from .averaging import DEFAULT_DRAWS, WEIGHT_SCHEMES
 from .patient import ModelInfo, PatientError
 from .safety import check_dates
 
@@ -311,13 +313,91 @@ def _model_info_for(name: str) -> ModelInfo:
 
 
 # ----------------------------------------------------------------- the other questions
-# Each question's fields beyond the common ones (model, patient, covariate_rule, audit,
-# audit_db): name -> (kind, default). A default of REQUIRED must be given.
+# Each question's fields: the one list, read by `_parse_question` (validation and
+# defaults) and by the web app (its OpenAPI schemas and the page's forms), so the two
+# cannot drift. COMMON_FIELDS are every question's; QUESTION_FIELDS[question] the
+# question's own (a name in both: the question's wins, as average's list of models).
+# A default of REQUIRED must be given. Kinds: see `_field`.
 REQUIRED = object()
-_COMMON = {"model": ("str", REQUIRED), "patient": ("patient", REQUIRED), "covariate_rule": ("rule", "nonmem"),
-           "audit": ("bool", True), "audit_db": ("str", None)}
-_LIMITS = {"dose_unit": ("positive", None), "dose_min": ("nonnegative", None), "dose_max": ("positive", None),
-           "max_daily_dose": ("positive", None), "max_rate": ("positive", None)}
+
+
+class Field(NamedTuple):
+    kind: str
+    default: object
+    help: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+COMMON_FIELDS = {
+    "model": Field("str", REQUIRED, "a library model name (GET /api/models)"),
+    "patient": Field("patient", REQUIRED, "the patient JSON of docs/patient_format.md"),
+    "covariate_rule": Field("rule", "nonmem", "covariates between records: nonmem (next observation) or locf"),
+    "audit": Field("bool", True, "store the answer in the audit database"),
+    "audit_db": Field("str", None, "the audit database's path"),
+}
+_COMMON = COMMON_FIELDS
+_LIMITS = {
+    "dose_unit": Field("positive", None, "round doses to multiples of this"),
+    "dose_min": Field("nonnegative", None, "smallest dose"),
+    "dose_max": Field("positive", None, "largest dose (a hard limit)"),
+    "max_daily_dose": Field("positive", None, "largest amount per 24 h (a hard limit)"),
+    "max_rate": Field("positive", None, "largest infusion rate, dose units per hour (a hard limit)"),
+}
+_ROUTE = Field("route", None, "iv or oral")
+QUESTION_FIELDS = {
+    "next_dose": {
+        "at": Field("number", REQUIRED, "when the dose is given: hours on the patient's clock"),
+        "target": Field("str", None, "e.g. trough=15 or auc24=400:600 (default: the model's first)"),
+        "interval": Field("positive", None, "hours to the following dose (the window of a trough or AUC target)"),
+        "infusion": Field("nonnegative", None, "infusion hours"),
+        "route": _ROUTE,
+        **_LIMITS,
+    },
+    "exposure": {
+        "windows": Field("windows", [], "AUC windows in hours, e.g. 0:24, 24:48"),
+        "times": Field("times", [], "hours at which to give the level, e.g. 12, 36"),
+        "doses": Field("bool", True, "each dose's peak and trough (default true)"),
+        "samples": Field("count0", 200, "posterior draws for the credible intervals (default 200; 0 none)"),
+        "level": Field("fraction", 0.95, "credible level (default 0.95)"),
+        "seed": Field("count0", 0, "random seed of the draws"),
+    },
+    "interval_for": {
+        "dose": Field("positive", REQUIRED, "the dose"),
+        "target": Field("str", None, "trough, peak, conc or auc24 (default: the model's first)"),
+        "infusion": Field("nonnegative", None, "infusion hours"),
+        "route": _ROUTE,
+        "shortest": Field("positive", 1.0, "shortest interval, hours (default 1)"),
+        "longest": Field("positive", 168.0, "longest interval, hours (default 168)"),
+    },
+    "what_if": {
+        "dose": Field("positive", REQUIRED, "the dose"),
+        "interval": Field("positive", REQUIRED, "hours between doses"),
+        "infusion": Field("nonnegative", 0.0, "infusion hours (equal to the interval: a continuous infusion)"),
+        "n_doses": Field("count", 4, "doses to report (1 to 15, default 4)"),
+        "start": Field("number", None, "hours on the patient's clock (default: when the next dose is due)"),
+        "etas": Field("etas", "map", "map (default), prior, or a list of the etas"),
+        "route": _ROUTE,
+        "times": Field("times", [], "hours at which to give the level"),
+        "target": Field("str", None, "a target to compare with"),
+    },
+    "average": {
+        "model": Field("models", REQUIRED, "two or more library models of one drug (a list, or names separated "
+                                           "by commas)"),
+        "target": Field("str", None, "e.g. auc24=400:600 (default: the first model's first)"),
+        "scheme": Field("str", "laplace", f"model weights: {', '.join(WEIGHT_SCHEMES)} (default laplace)"),
+        "samples": Field("count", DEFAULT_DRAWS, f"posterior draws per model for the mixture PTA "
+                                                 f"(default {DEFAULT_DRAWS})"),
+        "seed": Field("count0", 0, "random seed of the draws"),
+        "interval": Field("positives", None, "dosing intervals to consider, hours (one or a list)"),
+        "infusion": Field("nonnegatives", None, "infusion hours (one or a list)"),
+        "route": _ROUTE,
+        "continuous": Field("bool", False, "recommend a continuous infusion (amount per 24 h)"),
+        **_LIMITS,
+    },
+}
 
 
 def _field(name: str, kind: str, value):
@@ -394,20 +474,21 @@ def _field(name: str, kind: str, value):
     raise AssertionError(kind)
 
 
-def _parse_question(data, spec: dict, question: str) -> dict:
+def _parse_question(data, question: str) -> dict:
     if not isinstance(data, Mapping):
         raise RequestError("request", f"expected a JSON object, got {type(data).__name__}")
-    spec = {**_COMMON, **spec}
+    spec = {**COMMON_FIELDS, **QUESTION_FIELDS[question]}
     unknown = sorted(set(data) - set(spec))
     if unknown:
         raise RequestError(unknown[0], f"unknown option of {question} (known: {', '.join(sorted(spec))})")
     out = {}
-    for name, (kind, default) in spec.items():
+    for name, (kind, default, _) in spec.items():
         value = data.get(name)
         if value is None or (kind == "str" and value == "" and default is REQUIRED):
             if default is REQUIRED:
                 raise RequestError(name, "required")
-            out[name] = default
+            # A copy: the table's defaults are shared by every request.
+            out[name] = list(default) if isinstance(default, list) else default
         else:
             out[name] = _field(name, kind, value)
     if data.get("target") is not None and not isinstance(data["target"], str):
@@ -415,12 +496,12 @@ def _parse_question(data, spec: dict, question: str) -> dict:
     return out
 
 
-def _question(question: str, data, spec: dict, info, compute):
+def _question(question: str, data, info, compute):
     """Parse, fit, check plausibility, answer, audit: the frame every question shares."""
     from .map import map_estimate
     from .patient import load_patient
 
-    values = _parse_question(data, spec, question)
+    values = _parse_question(data, question)
     t0 = time.perf_counter()
     info = info if info is not None else library_model_info(values["model"])
     patient = load_patient(values["patient"])
@@ -470,9 +551,7 @@ def next_dose(data: Mapping, info: ModelInfo | None = None) -> dict:
     """
     from .questions import next_dose as compute
 
-    spec = {"at": ("number", REQUIRED), "target": ("str", None), "interval": ("positive", None),
-            "infusion": ("nonnegative", None), "route": ("route", None), **_LIMITS}
-    return _question("next_dose", data, spec, info, lambda fit, v: compute(
+    return _question("next_dose", data, info, lambda fit, v: compute(
         fit, _target_or_default(fit, v["target"]), v["at"], interval=v["interval"], infusion_duration=v["infusion"],
         route=v["route"], dose_unit=v["dose_unit"], dose_min=v["dose_min"], dose_max=v["dose_max"],
         max_daily_dose=v["max_daily_dose"], max_infusion_rate=v["max_rate"]))
@@ -492,9 +571,7 @@ def exposure(data: Mapping, info: ModelInfo | None = None) -> dict:
     """
     from .questions import history_exposure as compute
 
-    spec = {"windows": ("windows", []), "times": ("times", []), "doses": ("bool", True),
-            "samples": ("count0", 200), "level": ("fraction", 0.95), "seed": ("count0", 0)}
-    return _question("exposure", data, spec, info, lambda fit, v: compute(
+    return _question("exposure", data, info, lambda fit, v: compute(
         fit, windows=v["windows"], times=v["times"], doses=v["doses"], n_draws=v["samples"], level=v["level"],
         seed=v["seed"]))
 
@@ -509,9 +586,7 @@ def interval_for(data: Mapping, info: ModelInfo | None = None) -> dict:
     """
     from .questions import interval_for as compute
 
-    spec = {"dose": ("positive", REQUIRED), "target": ("str", None), "infusion": ("nonnegative", None),
-            "route": ("route", None), "shortest": ("positive", 1.0), "longest": ("positive", 168.0)}
-    return _question("interval_for", data, spec, info, lambda fit, v: compute(
+    return _question("interval_for", data, info, lambda fit, v: compute(
         fit, v["dose"], _target_or_default(fit, v["target"]), infusion_duration=v["infusion"], route=v["route"],
         shortest=v["shortest"], longest=v["longest"]))
 
@@ -530,10 +605,7 @@ def what_if(data: Mapping, info: ModelInfo | None = None) -> dict:
     from .questions import what_if as compute
     from .targets import Target
 
-    spec = {"dose": ("positive", REQUIRED), "interval": ("positive", REQUIRED), "infusion": ("nonnegative", 0.0),
-            "n_doses": ("count", 4), "start": ("number", None), "etas": ("etas", "map"), "route": ("route", None),
-            "times": ("times", []), "target": ("str", None)}
-    return _question("what_if", data, spec, info, lambda fit, v: compute(
+    return _question("what_if", data, info, lambda fit, v: compute(
         fit, v["dose"], v["interval"], v["infusion"], n_doses=v["n_doses"], start=v["start"], etas=v["etas"],
         route=v["route"], times=v["times"], target=None if v["target"] is None else Target.parse(v["target"])))
 
@@ -570,15 +642,11 @@ def average(data: Mapping, infos: Mapping | None = None, *, objects: bool = Fals
     (``models``, ``weights``, ``scheme``, ``per_model``, ``recommendation``, ...),
     "warnings", "timing", "audit_id"}``.
     """
-    from .averaging import DEFAULT_DRAWS, WEIGHT_SCHEMES, AveragingError
+    from .averaging import AveragingError
     from .averaging import average as compute
     from .patient import load_patient
 
-    spec = {"model": ("models", REQUIRED), "target": ("str", None), "scheme": ("str", "laplace"),
-            "samples": ("count", DEFAULT_DRAWS), "seed": ("count0", 0), "interval": ("positives", None),
-            "infusion": ("nonnegatives", None), "route": ("route", None), "continuous": ("bool", False),
-            **_LIMITS}
-    values = _parse_question(data, spec, "average")
+    values = _parse_question(data, "average")
     if values["scheme"] not in WEIGHT_SCHEMES:
         raise RequestError("scheme", f"must be one of {', '.join(WEIGHT_SCHEMES)}, got {values['scheme']!r}")
     names = values["model"]
@@ -655,4 +723,4 @@ def to_json_safe(x):
 
 __all__ = ["DoseRequest", "RequestError", "PatientError", "parse_request", "answer", "answer_objects",
            "library_model_info", "module_model_info", "to_json_safe", "replay", "next_dose", "exposure",
-           "interval_for", "what_if", "average", "QUESTIONS"]
+           "interval_for", "what_if", "average", "QUESTIONS", "QUESTION_FIELDS", "COMMON_FIELDS", "Field"]

@@ -44,60 +44,28 @@ MAX_BODY_BYTES = 1_000_000
 #: number, but a server shared by a ward must not be held by one request.
 MAX_SAMPLES = 20_000
 
-# Questions of `pkmix.dosing.service` beyond the recommendation: each is a function of
-# the request's JSON object returning a JSON object, served at POST /api/<name> when
-# the service module has it. Their fields beyond model and patient (kind, required,
-# help), for the OpenAPI schema and the page's forms; tests/test_server.py checks that
-# the service accepts each of them. Kinds: number, text, numbers (a list), windows (a
-# list of "start:end"), bool, etas ("map", "prior" or a list), route.
-_LIMIT_FIELDS = {
-    "dose_unit": ("number", False, "round doses to multiples of this"),
-    "dose_min": ("number", False, "smallest dose"),
-    "dose_max": ("number", False, "largest dose (a hard limit)"),
-    "max_daily_dose": ("number", False, "largest amount per 24 h (a hard limit)"),
-    "max_rate": ("number", False, "largest infusion rate, dose units per hour (a hard limit)"),
-}
-QUESTION_FIELDS = {
-    "next_dose": {
-        "at": ("number", True, "when the dose is given: hours on the patient's clock"),
-        "target": ("text", False, "e.g. trough=15 or auc24=400:600 (default: the model's first)"),
-        "interval": ("number", False, "hours to the following dose (the window of a trough or AUC target)"),
-        "infusion": ("number", False, "infusion hours"),
-        "route": ("route", False, "iv or oral"),
-        **_LIMIT_FIELDS,
-    },
-    "exposure": {
-        "windows": ("windows", False, "AUC windows in hours, e.g. 0:24, 24:48"),
-        "times": ("numbers", False, "hours at which to give the level, e.g. 12, 36"),
-        "doses": ("bool", False, "each dose's peak and trough (default true)"),
-        "samples": ("number", False, "posterior draws for the credible intervals (default 200; 0 none)"),
-        "level": ("number", False, "credible level (default 0.95)"),
-        "seed": ("number", False, "random seed of the draws"),
-    },
-    "interval_for": {
-        "dose": ("number", True, "the dose"),
-        "target": ("text", False, "trough, peak, conc or auc24 (default: the model's first)"),
-        "infusion": ("number", False, "infusion hours"),
-        "route": ("route", False, "iv or oral"),
-        "shortest": ("number", False, "shortest interval, hours (default 1)"),
-        "longest": ("number", False, "longest interval, hours (default 168)"),
-    },
-    "what_if": {
-        "dose": ("number", True, "the dose"),
-        "interval": ("number", True, "hours between doses"),
-        "infusion": ("number", False, "infusion hours (equal to the interval: a continuous infusion)"),
-        "n_doses": ("number", False, "doses to report (1 to 15, default 4)"),
-        "start": ("number", False, "hours on the patient's clock (default: when the next dose is due)"),
-        "etas": ("etas", False, "map (default), prior, or a list of the etas"),
-        "route": ("route", False, "iv or oral"),
-        "times": ("numbers", False, "hours at which to give the level"),
-        "target": ("text", False, "a target to compare with"),
-    },
-}
-QUESTIONS = tuple(QUESTION_FIELDS)
+# Questions of `pkmix.dosing.service` beyond the recommendation, each served at
+# POST /api/<name>. Their fields are the service's one list (`service.QUESTION_FIELDS`,
+# with `service.COMMON_FIELDS`): the OpenAPI schemas and the page's forms are written
+# from it, so neither can offer a field the service does not take.
+QUESTIONS = tuple(service.QUESTION_FIELDS)
 
-_JSON_KIND = {"number": {"type": "number"}, "text": {"type": "string"}, "bool": {"type": "boolean"},
-              "numbers": {"type": "array", "items": {"type": "number"}},
+# The page's input kinds for the service's field kinds: number, text, numbers (a list),
+# windows (a list of "start:end"), bool, etas ("map", "prior" or a list), route.
+_PAGE_KIND = {"str": "text", "positive": "number", "nonnegative": "number", "number": "number",
+              "fraction": "number", "count": "number", "count0": "number", "times": "numbers",
+              "positives": "numbers", "nonnegatives": "numbers", "windows": "windows", "bool": "bool",
+              "etas": "etas", "route": "route", "models": "models", "rule": "rule", "patient": "patient"}
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+_JSON_KIND = {"str": {"type": "string", "minLength": 1}, "patient": {"type": "object"},
+              "models": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 2}]},
+              "positive": {"type": "number", "exclusiveMinimum": 0}, "nonnegative": {"type": "number", "minimum": 0},
+              "number": {"type": "number"}, "fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+              "count": {"type": "integer", "minimum": 1}, "count0": {"type": "integer", "minimum": 0},
+              "times": {"anyOf": [{"type": "number"}, _NUMBERS]},
+              "positives": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, _NUMBERS]},
+              "nonnegatives": {"anyOf": [{"type": "number", "minimum": 0}, _NUMBERS]},
+              "bool": {"type": "boolean"}, "rule": {"type": "string", "enum": ["nonmem", "locf"]},
               "windows": {"type": "array", "items": {"anyOf": [{"type": "string"}, {
                   "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}]}},
               "etas": {"anyOf": [{"type": "string", "enum": ["map", "prior"]},
@@ -105,15 +73,29 @@ _JSON_KIND = {"number": {"type": "number"}, "text": {"type": "string"}, "bool": 
               "route": {"type": "string", "enum": ["iv", "oral"]}}
 
 
+def question_fields(name: str) -> dict:
+    """Every field a client may send to POST /api/<name> (the service's, less the
+    server's own audit options): ``{field: service.Field}``."""
+    fields = {**service.COMMON_FIELDS, **service.QUESTION_FIELDS[name]}
+    return {k: f for k, f in fields.items() if k not in SERVER_FIELDS}
+
+
 def _question_schema(name: str) -> dict:
-    fields = QUESTION_FIELDS[name]
-    props = {"model": {"type": "string", "description": "a library model name (GET /api/models)"},
-             "patient": {"type": "object", "description": "the patient JSON of docs/patient_format.md"},
-             "covariate_rule": {"type": "string", "enum": ["nonmem", "locf"]}}
-    for k, (kind, _, help_) in fields.items():
-        props[k] = {**_JSON_KIND[kind], "description": help_}
+    props = {}
+    for k, f in question_fields(name).items():
+        props[k] = {**_JSON_KIND[f.kind], "description": f.help}
+        if not f.required and f.default is not None:
+            props[k]["default"] = service.to_json_safe(f.default)
     return {"type": "object", "properties": props,
-            "required": ["model", "patient"] + [k for k, (_, req, _) in fields.items() if req]}
+            "required": [k for k, f in question_fields(name).items() if f.required]}
+
+
+def page_fields(name: str) -> list[dict]:
+    """The question's own fields for the page's form (model and patient come from the
+    page's model and patient panels)."""
+    return [{"name": k, "kind": _PAGE_KIND[f.kind], "required": f.required, "help": f.help,
+             "default": None if f.required else service.to_json_safe(f.default)}
+            for k, f in service.QUESTION_FIELDS[name].items() if k not in service.COMMON_FIELDS]
 
 
 class BadInput(Exception):
@@ -365,8 +347,7 @@ def create_app(*, audit_db: str | None = None) -> FastAPI:
         # The docstring's first paragraph, without its reST backticks.
         first = " ".join(doc.split("\n\n")[0].split()).replace("`", "")
         offered.append({"name": name, "title": name.replace("_", " "), "summary": first,
-                        "fields": [{"name": k, "kind": kind, "required": req, "help": help_}
-                                   for k, (kind, req, help_) in QUESTION_FIELDS[name].items()]})
+                        "fields": page_fields(name)})
 
         async def question(request: Request, _name=name):
             return await run(calc.question, request, _name)
