@@ -17,6 +17,13 @@ Prints one table:
   installed, the traced programs the first one exported (see pkmix.dosing.map's
   program cache). Target < 4 s.
 
+* phenytoin (Grasela 1983, Michaelis-Menten ODE): `recommend` for its example
+  patient at the default options (trough 10-20 mg/L, 2,000 SIR draws); the first call
+  in the process (tracing and compiling the ODE search, reported separately) and warm.
+  Target < 30 s warm. Without --skip-cold also the command itself,
+  `pkmix dose --model phenytoin_grasela1983 --patient tests/data/patients/...json`, in a
+  new process with an empty compilation cache and again with it filled.
+
 Timings follow the usual rules: a warm-up call first, block until ready, minimum of
 repeats. The load average is printed with them: on a shared machine it explains much
 of the spread.
@@ -48,13 +55,18 @@ def timed(fn, repeats):
     return min(times), statistics.median(times)
 
 
-def cold_process(cache_dir: str) -> float:
+PHT_MODEL = "phenytoin_grasela1983"
+PHT_PATIENT = ROOT / "tests" / "data" / "patients" / "phenytoin_grasela1983.json"
+
+
+def cold_process(cache_dir: str, model: str = MODEL, patient: Path = PATIENT, extra=("--target", "auc24=400:600")) \
+        -> float:
     env = dict(os.environ, PKMIX_CACHE_DIR=cache_dir)
     # What a user runs: the `pkmix` console script of this environment.
     script = Path(sys.executable).with_name("pkmix")
     launcher = [str(script)] if script.exists() else [sys.executable, "-c",
                                                        "import sys; from pkmix.cli import main; sys.exit(main())"]
-    cmd = launcher + ["dose", "--model", MODEL, "--patient", str(PATIENT), "--target", "auc24=400:600"]
+    cmd = launcher + ["dose", "--model", model, "--patient", str(patient), "--no-audit", *extra]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     elapsed = time.perf_counter() - start
@@ -77,6 +89,12 @@ def main() -> None:
             second = cold_process(cache)
         rows.append(("cold `pkmix dose` process (empty compilation cache)", first, first, 10.0, load))
         rows.append(("second cold process (persistent compilation cache)", second, second, 4.0, load))
+        with tempfile.TemporaryDirectory(prefix="pkmix-bench-cache-") as cache:
+            load = os.getloadavg()[0]
+            first = cold_process(cache, PHT_MODEL, PHT_PATIENT, ())
+            second = cold_process(cache, PHT_MODEL, PHT_PATIENT, ())
+        rows.append(("phenytoin: cold `pkmix dose` process (empty cache)", first, first, None, load))
+        rows.append(("phenytoin: second cold process (cache filled)", second, second, None, load))
 
     import jax
 
@@ -114,6 +132,22 @@ def main() -> None:
     rows.append(("recommendation + regimen curve, warm", best, med, None, os.getloadavg()[0]))
     best, med = timed(rec_from_patient, n)
     rows.append(("MAP + recommendation, warm", best, med, 1.0, os.getloadavg()[0]))
+    # The Michaelis-Menten ODE model: the first call traces and compiles (its time less
+    # the warm time is the compilation), then warm repeats.
+    pht_fit = dosing.map_estimate(PHT_MODEL, PHT_PATIENT, curve_points=0)
+
+    def pht_rec():
+        dosing.recommend(PHT_MODEL, pht_fit, n_samples=2000, curve=False)
+
+    start = time.perf_counter()
+    pht_rec()
+    first_call = time.perf_counter() - start
+    best, med = timed(pht_rec, max(args.repeats // 4, 3))
+    rows.append(("phenytoin (MM ODE): first recommendation in process (disk caches as found)", first_call, first_call, None,
+                 os.getloadavg()[0]))
+    rows.append(("  of which tracing + compiling (first - warm median)", first_call - med, first_call - med, None,
+                 os.getloadavg()[0]))
+    rows.append(("phenytoin recommendation, 2,000 SIR draws, warm", best, med, 30.0, os.getloadavg()[0]))
     draws = sir_draws(fit, n_samples=2000)
 
     print(f"pkmix dosing benchmark: {MODEL}, {PATIENT.relative_to(ROOT)} "
