@@ -177,9 +177,10 @@ def test_bad_input_is_refused_with_a_clear_error():
 def test_command_line_averages_through_the_service(from_goti, tmp_path, capsys):
     """``pkmix dose --model A,B --json``: exit 0, the service's keys, weights summing to 1
     and equal to the library's `average` for the same options (from_goti), audited as
-    the question "average" under both models."""
+    the question "average" under both models, and replayed to the same numbers."""
     from pkmix.cli import main
     from pkmix.dosing import audit
+    from pkmix.dosing.service import replay
 
     path = tmp_path / "patient.json"
     path.write_text(json.dumps(simulated_patient(GOTI)))
@@ -198,6 +199,9 @@ def test_command_line_averages_through_the_service(from_goti, tmp_path, capsys):
     assert avg["recommendation"]["dose"] == from_goti.regimen.dose
     row = audit.fetch(out["audit_id"], str(db))
     assert row["question"] == "average" and row["model"] == f"{GOTI},{THOMSON}"
+    again = replay(out["audit_id"], str(db))
+    assert again["identical"], again["differences"]
+    assert not again["model_changed"]
 
 
 def test_service_average_refuses_bad_requests_naming_the_field():
