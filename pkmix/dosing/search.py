@@ -7,8 +7,11 @@ practical unit within the limits, both candidates are evaluated at the MAP and a
 posterior draw (probability of target attainment, PTA), and one is chosen: in the
 target range at the MAP, then the highest PTA (within 0.02), then the closest to the
 aim (within 1 %), then the current interval, then intervals of at most a day, then the
-longer interval (fewer doses). The whole search (every interval, both roundings, the
-current regimen, all draws) is one jitted call.
+longer interval (fewer doses). For a linear structure the whole search (every
+interval, both roundings, the current regimen, all draws) is one jitted call. Any other
+structure (an ODE) is searched at the MAP in that call, and its posterior draws are then
+evaluated only for the finalists (`_draw_targets`): each evaluation integrates the ODE
+to steady state. A non-finite exposure (no steady state) counts as above the aim.
 """
 
 from __future__ import annotations
