@@ -279,7 +279,9 @@ def test_the_further_questions_answer_on_the_page_as_the_api(page, server, api, 
     }
     open_page(page, server)
     paste_patient(page, patient)
-    for name in questions:
+    # Averaging has its own panel (test_the_averaging_panel_shows_the_apis_numbers).
+    assert set(questions) - {"average"} == set(cases)
+    for name in cases:
         options, inputs, body = cases[name]
         page.fill("#target", options.get("target", ""))
         for field, value in inputs.items():
@@ -295,3 +297,37 @@ def test_the_further_questions_answer_on_the_page_as_the_api(page, server, api, 
             assert (text == "") if expected is None else float(text) == pytest.approx(expected, rel=1e-12), key
         for w in answer["warnings"]:
             assert w["message"] in page.inner_text(f"#answer-{name}"), w
+
+
+@pytest.mark.slow  # two models' MAP fits and posterior draws in the page's server (~20-30 s cold)
+def test_the_averaging_panel_shows_the_apis_numbers(page, server, api, patient):
+    """The chosen drug has two library models: the page offers to compare and average
+    them, and every number the panel shows (each model's weight, MAP fit summary and
+    recommendation, the averaged recommendation) is the API's."""
+    models = api.get("/api/models").json()["models"]
+    drug = next(m["drug"] for m in models if m["name"] == MODEL)
+    names = [m["name"] for m in models if m.get("drug") == drug]
+    assert len(names) >= 2
+    open_page(page, server)
+    paste_patient(page, patient)
+    page.fill("#target", TARGET)
+    page.fill("#q-average-samples", "50")
+    page.click("#ask-average")
+    page.wait_for_selector("#answer-average h3")
+    assert page.is_hidden("#error"), page.inner_text("#error")
+    answer = api.post("/api/average", json={"model": names, "patient": patient, "target": TARGET,
+                                            "samples": 50, "continuous": False}).json()
+    shown = {k: v for k, v in shown_numbers(page).items() if k.startswith("average.")}
+    for m in names:  # each model's weight, its fit and its own recommendation
+        assert f"average.weights.{m}" in shown
+    for i in range(len(names)):
+        assert {f"average.side_by_side.{i}.{c}" for c in ("weight", "objective", "pta")} <= set(shown)
+    assert "average.probability_of_target_attainment" in shown and "average.recommendation.dose" in shown
+    for key, text in shown.items():
+        expected = at(answer, key)
+        assert (text == "") if expected is None else float(text) == pytest.approx(expected, rel=1e-12), key
+    assert page.inner_text('[data-key="average.recommendation.text"]') == answer["average"]["recommendation"]["text"]
+    # A drug with one library model has no averaging panel.
+    single = next(m["name"] for m in models if sum(x.get("drug") == m.get("drug") for x in models) == 1)
+    page.select_option("#model", single)
+    assert page.locator("#average-card").count() == 0

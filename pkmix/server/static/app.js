@@ -56,6 +56,7 @@ function unitOf(text) {
 function selectModel(name) {
   const m = state.models.find((x) => x.name === name);
   state.model = m;
+  if ($("#averaging")) renderAverage();
   const info = $("#model-info");
   info.innerHTML = "";
   if (!m) return;
@@ -525,25 +526,95 @@ function questionRequest(q) {
   return req;
 }
 
+// A question's own inputs (its fields from GET /api/questions, the dosing service's one
+// list), ids q-<question>-<field>; the shared ones come from the Question panel.
+function questionInputs(q) {
+  const inputs = el("div", { class: "question-inputs no-print" });
+  for (const f of q.fields) {
+    if (SHARED[f.name]) continue;
+    const id = `q-${q.name}-${f.name}`;
+    const shownDefault = f.default === null || f.default === undefined || Array.isArray(f.default) ? "" : String(f.default);
+    const field = f.kind === "bool" ? el("input", { type: "checkbox", id, "data-field": f.name })
+      : f.kind === "route" ? el("select", { id, "data-field": f.name }, el("option", { value: "", text: "as given" }),
+        el("option", { value: "iv", text: "iv" }), el("option", { value: "oral", text: "oral" }))
+      : el("input", { type: "text", id, "data-field": f.name, size: 10, placeholder: f.required ? "required" : shownDefault });
+    if (f.kind === "bool") field.checked = f.default !== false;
+    inputs.append(el("label", { title: f.help }, `${f.name} `, field));
+  }
+  return inputs;
+}
+
+// The library models of the chosen model's drug (METADATA drug): more than one can be
+// compared and averaged (POST /api/average).
+function drugModels() {
+  const m = state.model;
+  if (!m || !m.drug) return [];
+  return state.models.filter((x) => x.drug === m.drug).map((x) => x.name);
+}
+
+function renderAverage() {
+  const box = $("#averaging");
+  box.innerHTML = "";
+  const q = state.questions.find((x) => x.name === "average");
+  const names = drugModels();
+  if (!q || names.length < 2) return;
+  const out = el("div", { class: "question-answer", id: "answer-average" });
+  const inputs = questionInputs(q);
+  const b = el("button", { type: "button", id: "ask-average", text: "Compare and average" });
+  b.addEventListener("click", async () => {
+    clearError();
+    let req;
+    try { req = questionRequest(q); } catch (e) { showError("patient", String(e.message || e)); return; }
+    req.model = names;
+    b.disabled = true;
+    const data = await post("/api/average", req);
+    b.disabled = false;
+    out.innerHTML = "";
+    if (data.error) { showError(data.error.field, data.error.message); return; }
+    renderAverageAnswer(out, data);
+  });
+  inputs.append(b);
+  box.append(el("div", { class: "card", id: "average-card" },
+    el("h2", { text: `Compare/average the models for ${state.model.drug}` }),
+    el("p", { class: "hint", text: `${names.join(", ")}: each model's MAP fit and recommendation, weighted by how well ` +
+      "it fits this patient's levels, and the recommendation of the averaged model. Target, route and dose limits " +
+      "come from the Question panel." }),
+    inputs, out));
+}
+
+function renderAverageAnswer(out, data) {
+  const a = data.average, u = a.units || {};
+  out.append(el("h3", { text: `Averaged recommendation (${a.scheme} weights)` }));
+  const wl = warningList(data.warnings || [], "question");
+  if (wl) out.append(wl);
+  if (a.recommendation)
+    out.append(el("p", { class: "regimen-text", "data-key": "average.recommendation.text", text: a.recommendation.text }));
+  else out.append(el("p", { class: "warning", text: "no regimen" }));
+  if (a.message) out.append(el("p", { text: a.message }));
+  const rows = [["probability of target attainment", num(a.probability_of_target_attainment, "average.probability_of_target_attainment", 3)]];
+  for (const [k, v] of Object.entries(a.predicted || {})) rows.push([`predicted ${k}`, num(v, `average.predicted.${k}`)]);
+  if (a.recommendation) rows.push(["regimen", tree(a.recommendation, "average.recommendation")]);
+  out.append(kv(rows));
+  out.append(el("h3", { text: "Weights" }));
+  out.append(tree(a.weights, "average.weights"));
+  out.append(el("h3", { text: "The models side by side (weight, MAP fit, own recommendation)" }));
+  out.append(tree(a.side_by_side, "average.side_by_side"));
+  if (data.audit_id !== undefined && data.audit_id !== null)
+    out.append(el("p", { class: "hint", text: `audit record ${data.audit_id}` }));
+}
+
 function renderQuestions() {
+  renderAverage();
   const box = $("#questions");
   box.innerHTML = "";
-  if (!state.questions.length) return;
+  // Averaging has its own panel (renderAverage): it asks across the drug's models.
+  const asked = state.questions.filter((q) => q.name !== "average");
+  if (!asked.length) return;
   const card = el("div", { class: "card", id: "questions-card" }, el("h2", { text: "More questions" }),
     el("p", { class: "hint no-print", text: "Each uses the patient above; target, route and dose limits come from the Question panel." }));
-  for (const q of state.questions) {
+  for (const q of asked) {
     const out = el("div", { class: "question-answer", id: `answer-${q.name}` });
-    const inputs = el("div", { class: "question-inputs no-print" });
-    for (const f of q.fields) {
-      if (SHARED[f.name]) continue;
-      const id = `q-${q.name}-${f.name}`;
-      const field = f.kind === "bool" ? el("input", { type: "checkbox", id, "data-field": f.name })
-        : f.kind === "route" ? el("select", { id, "data-field": f.name }, el("option", { value: "", text: "as given" }),
-          el("option", { value: "iv", text: "iv" }), el("option", { value: "oral", text: "oral" }))
-        : el("input", { type: "text", id, "data-field": f.name, size: 10, placeholder: f.required ? "required" : "" });
-      if (f.kind === "bool") field.checked = true;
-      inputs.append(el("label", { title: f.help }, `${f.name} `, field));
-    }
+    const inputs = questionInputs(q);
     const b = el("button", { type: "button", id: `ask-${q.name}`, text: "Ask" });
     b.addEventListener("click", async () => {
       clearError();
