@@ -198,12 +198,16 @@ def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerpri
                 return impl(*statics, *jax.tree_util.tree_unflatten(treedef, list(xs)))
 
             exported = jax.export.export(jax.jit(flat))(*leaves)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            # A name of this process's and this thread's own: the server's worker threads
+            # may export the same program at once, and must not write into one file.
+            import threading
+
+            tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
             try:
                 tmp.write_bytes(exported.serialize())
                 os.replace(tmp, path)
             except OSError:
-                pass
+                tmp.unlink(missing_ok=True)
         call = _compile.compile_lowered(jax.jit(exported.call).lower(*leaves))
         _PROGRAMS[key] = call
     return call(*leaves)
