@@ -429,3 +429,20 @@ def test_average_bad_input_is_named(client, patient):
         assert r.status_code == 422, (field, r.text)
         err = r.json()["error"]
         assert err["field"] == field and err["message"], (field, err)
+
+
+TACROLIMUS_PATIENT = {
+    "id": "TAC-1", "covariates": {"CF": 0, "CYP3A5": 0},
+    "doses": [{"time": 0, "amount": 5, "unit": "mg", "route": "oral", "interval": 12, "count": 4}],
+    "levels": [{"time": 47.5, "value": 8.0, "unit": "ug/L"}],
+}
+
+
+def test_no_target_on_a_model_without_one_names_the_target(client):
+    """tacrolimus_monchaud2012 lists no target in its METADATA: a request without one is
+    refused naming the field to fill in, target (not the request as a whole)."""
+    for path, extra in (("/api/dose", {}), ("/api/next_dose", {"at": 48})):
+        r = client.post(path, json={"model": "tacrolimus_monchaud2012", "patient": TACROLIMUS_PATIENT, **extra})
+        assert r.status_code == 422, (path, r.text)
+        err = r.json()["error"]
+        assert err["field"] == "target" and "METADATA['targets']" in err["message"], (path, err)

@@ -194,5 +194,7 @@ def default_target(info) -> Target:
             return Target(kind, low, high, **extra)
         except ValueError:
             continue
-    raise ValueError(f"no target given and model {info.name} lists none in METADATA['targets']; "
-                     "give one, e.g. auc24=400:600")
+    # The message starts with the field it concerns ("target: ..."): the dosing service
+    # and the web app name the field from it.
+    raise ValueError(f"target: none given, and model {info.name} lists none in METADATA['targets']; "
+                     "give one, e.g. trough=5:10 or auc24=400:600")
