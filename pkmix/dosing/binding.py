@@ -229,9 +229,10 @@ def to_subject(rec: dict, covariate_names, *, n_records: int | None = None, n_oc
     import pandas as pd
 
     from .._data import Dataset, SubjectBatch
+    from .._data.dataset import padded_length
 
     n = len(rec["TIME"])
-    width = n_records if n_records is not None else max(RECORD_BUCKET, -(-n // RECORD_BUCKET) * RECORD_BUCKET)
+    width = n_records if n_records is not None else padded_length(n, RECORD_BUCKET)
     if width < n:
         raise ValueError(f"n_records={width} is smaller than the {n} records of the patient")
     names = tuple(covariate_names)

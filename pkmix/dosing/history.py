@@ -9,8 +9,9 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from .._data.dataset import padded_length
 from .exposure import _gauss_legendre_pieces
-from .map import CURVE_POINTS, MAPResult, _bucket, model_fingerprint, simulate
+from .map import CURVE_POINTS, MAPResult, model_fingerprint, simulate
 from .targets import Target
 
 
@@ -81,7 +82,7 @@ def history_predictions(fit: MAPResult, etas, doses=(), queries=(), curve=()) ->
     iov = bool(fit.model.iov_names)
     if iov:
         extra["OCC"] = np.full(k, n_occ)
-    width = _bucket(bound.n_records + k, 64)
+    width = padded_length(bound.n_records + k, 64)
     subject = bound.subject(n_records=width, extra=extra, rule=fit.covariate_rule,
                             n_occasions=n_occ + 1 if iov else n_occ)
     etas = np.atleast_2d(np.asarray(etas, float))

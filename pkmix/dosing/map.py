@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _compile
+from .._data.dataset import padded_length
 from .. import _linalg as linalg
 from .._estimation.inner import solve_eta
 from .._estimation.likelihood import Options
@@ -211,10 +212,6 @@ def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerpri
         call = _compile.compile_lowered(jax.jit(exported.call).lower(*leaves))
         _PROGRAMS[key] = call
     return call(*leaves)
-
-
-def _bucket(n: int, size: int) -> int:
-    return max(size, -(-n // size) * size)
 
 
 @dataclasses.dataclass
@@ -402,7 +399,7 @@ def map_estimate(model, patient, *, covariate_rule: str = "nonmem", params=None,
         curve_end = max(last_t + step, t0 + 24.0)
     grid = np.linspace(t0, float(curve_end), int(curve_points)) if curve_points else np.zeros(0)
     if curve_points:
-        width = _bucket(n + len(grid), CURVE_BUCKET)
+        width = padded_length(n + len(grid), CURVE_BUCKET)
         curve_subject = bound.subject(n_records=width, extra={"TIME": grid}, rule=covariate_rule)
         etas = jnp.stack([out["eta"], jnp.zeros(q)])
         preds = np.asarray(simulate(m, bound.has_steady_state, covariate_rule, values, etas, curve_subject,
