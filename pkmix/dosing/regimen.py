@@ -106,8 +106,10 @@ class Recommendation:
                      f"{u['conc']}, AUC24 {p['auc24']:.4g} {u['auc']}; target metric {p['target']:.4g}")
         lines.append(f"  probability of target attainment {self.pta:.2f} "
                      f"({self.posterior['method'].upper()}, {self.posterior['n']} draws)")
-        beyond = " (beyond the limits)" if self.dose_unrounded > self.regimen.dose * (1 + 1e-9) and not self.reachable \
-            else ""
+        # More than one rounding step above the final dose: a limit, not the rounding, stopped it.
+        step = float((self.limits or {}).get("dose_unit") or 0.0)
+        beyond = " (beyond the limits)" if self.dose_unrounded > (self.regimen.dose + step) * (1 + 1e-9) \
+            and not self.reachable else ""
         lines.append(f"  unrounded dose {self.dose_unrounded:.1f} {u['dose']} gives {self.exposure_unrounded:.4g}{beyond}")
         if self.loading is not None:
             lines.append(f"  loading: {self.loading['message']}")
