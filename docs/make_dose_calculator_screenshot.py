@@ -4,7 +4,8 @@
 
 Starts `pkmix serve`'s app on a free local port, loads the vancomycin example patient
 (examples/vancomycin_tdm/patient.json) into the page in headless Chromium (Debian's
-``chromium``, driven by Playwright), asks for a recommendation and saves the page.
+``chromium``, driven by Playwright), asks for a recommendation and for the averaging of
+the vancomycin models, and saves the page.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main(out: str = str(ROOT / "docs" / "dose_calculator.png")) -> None:
         browser = p.chromium.launch(**browser_args())
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         fill_example(page, base, patient, target="auc24=400:600")
+        # The averaging panel (vancomycin has two library models), answered too.
+        page.click("#ask-average")
+        page.wait_for_selector("#answer-average h3, #error:not([hidden])", timeout=120_000)
         page.screenshot(path=out, full_page=True)
         browser.close()
     print(f"wrote {out}")

@@ -592,15 +592,29 @@ function renderAverageAnswer(out, data) {
   else out.append(el("p", { class: "warning", text: "no regimen" }));
   if (a.message) out.append(el("p", { text: a.message }));
   const rows = [["probability of target attainment", num(a.probability_of_target_attainment, "average.probability_of_target_attainment", 3)]];
-  for (const [k, v] of Object.entries(a.predicted || {})) rows.push([`predicted ${k}`, num(v, `average.predicted.${k}`)]);
+  for (const [k, v] of Object.entries(a.predicted || {})) {
+    const unit = k.startsWith("auc") ? u.auc : k === "target" ? "" : u.conc;
+    rows.push([`predicted ${k}`, num(v, `average.predicted.${k}`, 4, unitOf(unit))]);
+  }
   if (a.recommendation) rows.push(["regimen", tree(a.recommendation, "average.recommendation")]);
   out.append(kv(rows));
   out.append(el("h3", { text: "Weights" }));
   out.append(tree(a.weights, "average.weights"));
   out.append(el("h3", { text: "The models side by side (weight, MAP fit, own recommendation)" }));
-  out.append(tree(a.side_by_side, "average.side_by_side"));
+  out.append(sideBySide(a.side_by_side || [], "average.side_by_side"));
   if (data.audit_id !== undefined && data.audit_id !== null)
     out.append(el("p", { class: "hint", text: `audit record ${data.audit_id}` }));
+}
+
+// One column per model, one row per item of the side-by-side rows: as narrow as the
+// number of models, however many parameters the models have.
+function sideBySide(rows, key) {
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((c) => c !== "model");
+  const t = el("table", { class: "grid side-by-side" },
+    el("tr", {}, el("th", { text: "" }), ...rows.map((r) => el("th", { text: String(r.model) }))));
+  for (const c of cols)
+    t.append(el("tr", {}, el("th", { text: c.replace(/_/g, " ") }), ...rows.map((r, i) => el("td", {}, leaf(r[c], `${key}.${i}.${c}`)))));
+  return t;
 }
 
 function renderQuestions() {
