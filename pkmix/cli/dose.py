@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -169,10 +168,7 @@ def run(args: argparse.Namespace) -> int:
         extra += f"\naudit: stored as recommendation {out['audit_id']} (pkmix dose --replay {out['audit_id']})"
     text = json.dumps(out, indent=2) if args.json else (
         rec.summary() + extra + (f"\nplot written to {args.plot}" if args.plot else ""))
-    try:
-        print(text)
-    except BrokenPipeError:  # `pkmix dose ... | head`: the reader has seen enough
-        sys.stdout = open(os.devnull, "w")
+    print(text)  # a reader that leaves early is handled once, in pkmix.cli.main
     return 0
 
 
@@ -220,10 +216,7 @@ def _question(args, asked: str) -> int:
     except (CLIError, RequestError, ModelError, ValueError, TypeError) as e:
         return error_exit(str(e))
     text = json.dumps(out, indent=2) if args.json else _question_text(name, out)
-    try:
-        print(text)
-    except BrokenPipeError:
-        sys.stdout = open(os.devnull, "w")
+    print(text)  # a reader that leaves early is handled once, in pkmix.cli.main
     return 0
 
 
@@ -267,10 +260,7 @@ def _average(args) -> int:
                                        if w["code"] != "target_not_reachable")
         if out.get("audit_id") is not None:
             text += f"\naudit: stored as recommendation {out['audit_id']} (pkmix dose --replay {out['audit_id']})"
-    try:
-        print(text)
-    except BrokenPipeError:
-        sys.stdout = open(os.devnull, "w")
+    print(text)  # a reader that leaves early is handled once, in pkmix.cli.main
     return 0
 
 
