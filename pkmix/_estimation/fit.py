@@ -21,7 +21,8 @@ from .._progress import wanted, while_running
 from .covariance import natural_names, summarize
 from .engine import PROGRESS, fit_program, transform_for
 from .inner import InnerResult
-from .methods import get_method
+from .methods import IMP, get_method
+from .methods.imp import mc_standard_errors
 from .settings import RESULTS, FitSettings, verdict
 
 
@@ -48,6 +49,7 @@ def _problem(model, data, method, params, covariate_rule):
     method = get_method(method)
     dataset, batch = bind(model, data)
     _require_observations(dataset)
+    method.check_etas(model.n_eta_total(batch.n_occasions))  # AGQ: at most 3 etas a subject
     values = parameter_values(model, params)
     return method, dataset, batch, values, likelihood_options(method, batch, covariate_rule), transform_for(model)
 
@@ -234,7 +236,9 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     output is a terminal).
 
     Returns:
-        A ``FitResult`` with ``iterations = 0`` (no standard errors).
+        A ``FitResult`` with ``iterations = 0`` (no standard errors). With
+        ``method="imp"`` its ``ofv_mc_se`` is the Monte Carlo standard error of ``.ofv``
+        (also in ``.message``); None for the other methods.
 
     Raises:
         DatasetError: the data have no observations.
@@ -267,13 +271,27 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
                                                   seed, progress)
     ofv = float(np.sum(ofvs))
     status_message = "evaluation at the given parameters (no estimation)"
-    return build_result(
+    mc_se = _imp_standard_error(model, method, opts, values, modes.eta, batch)
+    if mc_se is not None:
+        status_message += f"; IMP: Monte Carlo SE of the OFV {mc_se:.3g} ({method.samples} draws a subject)"
+    result = build_result(
         model=model, method=method, dataset=dataset, batch=batch, values=values, transform=transform,
         ofv=ofv, subject_ofvs=ofvs, modes=modes, diagnostics=diag, converged=bool(np.isfinite(ofv)),
         message=status_message, iterations=0, covariance=None,
         timing={"total_s": time.perf_counter() - t0, "compile_s": compile_s + diag_compile,
                 "estimation_s": run_s, "covariance_s": 0.0, "diagnostics_s": diag_s},
     )
+    result.ofv_mc_se = mc_se  # IMP's Monte Carlo standard error of .ofv; None for the other methods
+    return result
+
+
+def _imp_standard_error(model, method, opts, values, etas, batch):
+    """IMP's Monte Carlo standard error of the total OFV (the subjects' in quadrature,
+    ``methods.imp.mc_standard_errors``); None for the deterministic methods."""
+    if not isinstance(method, IMP):
+        return None
+    se, _, _ = _compile.run(mc_standard_errors, (model, method, opts), values, jnp.asarray(etas), batch)
+    return float(np.sqrt(np.sum(np.asarray(se) ** 2)))
 
 
 def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500, gtol: float = 1e-3,
@@ -284,7 +302,10 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     Args:
         model: a ``pkmix.Model``.
         data: a ``Dataset``, a NONMEM-format CSV path or a DataFrame.
-        method: "fo", "foce", "focei" (default) or "laplace".
+        method: "fo", "foce", "focei" (default), "laplace", "agq" (adaptive Gauss-Hermite
+            quadrature, 5 nodes per eta, at most 3 etas; ``methods.AGQ(nodes=n)`` for
+            others) or "imp" (importance sampling, 1024 Sobol draws a subject;
+            ``methods.IMP(samples=, seed=, proposal=)``). See docs/estimation_methods.md.
         params: initial values (default the model's).
         max_iter: outer iteration limit.
         gtol: convergence when every |dOFV/dx| on the unconstrained scale is below it.

@@ -1,12 +1,15 @@
-"""Estimation methods, one file each: FO, FOCE, FOCE-I, Laplace."""
+"""Estimation methods, one file each: FO, FOCE, FOCE-I, Laplace, AGQ, IMP."""
 
+from .agq import AGQ as AGQ
 from .base import AbstractMethod as AbstractMethod
 from .fo import FO as FO
 from .foce import FOCE as FOCE
 from .focei import FOCEI as FOCEI
+from .imp import IMP as IMP
 from .laplace import Laplace as Laplace
 
-METHODS = {"fo": FO(), "foce": FOCE(), "focei": FOCEI(), "laplace": Laplace()}
+METHODS = {"fo": FO(), "foce": FOCE(), "focei": FOCEI(), "laplace": Laplace(), "agq": AGQ(),
+           "imp": IMP()}
 
 
 def get_method(name) -> AbstractMethod:

@@ -33,6 +33,9 @@ class AbstractMethod(abc.ABC):
     def options(self, has_steady_state, covariate_rule, has_blq=False, has_infusions=True) -> Options:
         return Options(self.interaction, has_steady_state, covariate_rule, has_blq, has_infusions)
 
+    def check_etas(self, n_eta: int) -> None:
+        """Raise ValueError when the method cannot take ``n_eta`` etas a subject (AGQ)."""
+
     def pieces_suffice(self, opts: Options) -> bool:
         """Whether ``ofv_from_pieces`` gives the whole OFV under these options."""
         return True
@@ -63,7 +66,7 @@ def linearized_ofv(model, p: Pieces, eta, subject, omega_inv, logdet_omega):
     r = jnp.where(obs, y - p.ft + p.a @ eta, 0.0)
     inv_var = jnp.where(obs, 1.0 / p.var, 0.0)
     G = p.a * obs[:, None]
-    M = omega_inv + (G.T * inv_var) @ G  # q x q
+    M = omega_inv + (G.T * inv_var[None, :]) @ G  # q x q
     chol = cholesky(M)
     logdet_M = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
     logdet_C = jnp.sum(jnp.where(obs, jnp.log(p.var), 0.0)) + logdet_omega + logdet_M
