@@ -73,7 +73,8 @@ def dofv_plot(result):
     ax.plot(x, chi2.pdf(x, p), color=SMOOTH_COLOR, label=f"chi-square, {p} df")
     ax.set_xlabel("dOFV")
     ax.legend(fontsize=8)
-    fig.suptitle(f"SIR: {len(prop)} proposals, {len(res)} resamples", fontsize=9)
+    fig.suptitle(f"SIR: {len(result.proposals)} proposals ({len(prop)} in the parameter space), {len(res)} resamples",
+                 fontsize=9)
     return fig
 
 
