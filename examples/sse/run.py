@@ -30,8 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    res = pkmix.sse(model, design, n=args.n, alt=reduced, n_subjects=sizes, seed=11, covariance="none",
-                    out=args.out)
+    res = pkmix.sse(model, design, n=args.n, alt=reduced, n_subjects=sizes, seed=11, out=args.out)
     print(res)
     print(f"plots and tables written to {args.out}")
     return 0
