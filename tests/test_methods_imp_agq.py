@@ -242,3 +242,48 @@ def test_imp_and_agq_agree_within_imp_monte_carlo_error(theo, which):
     assert np.all(se > 0)
     assert abs(ofvs.sum() - agq.sum()) < 3 * math.sqrt(np.sum(se**2))
     assert np.all(np.abs(ofvs - agq) < 4 * se + 1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["agq", "imp"])
+def test_gradient_matches_central_differences(method):
+    """The fit's exact gradient (autodiff through the quadrature or importance sum, the
+    mode through the implicit-function theorem) against central differences of the OFV
+    with re-solved modes, on Wang (2007)'s one-eta proportional-error model."""
+    from test_estimation import ofv_and_gradient, wang_free
+
+    at, x = ofv_and_gradient(wang_free(), pkmix.read_nonmem(DATA / "wang2007.csv"), method)
+    _, grad = at(x)
+    h = 1e-5
+    for k in range(x.shape[0]):
+        e = np.zeros(x.shape[0])
+        e[k] = h
+        fd = (at(x + e)[0] - at(x - e)[0]) / (2 * h)
+        assert grad[k] == pytest.approx(fd, rel=1e-4, abs=1e-6), (method, k)
+
+
+@pytest.mark.slow
+def test_agq_fit_reaches_the_closed_form_maximum_likelihood(theo, linear):
+    """``fit(method="agq")`` of the linear model against scipy's minimum of the exact
+    marginal -2 log-likelihood (closed form, independent of pkmix)."""
+    from scipy.optimize import minimize
+
+    subjects = [(y - oral_concentration(dose, math.exp(TKA), math.exp(TCL), math.exp(TV), t))
+                for dose, t, y in theo_subjects()]
+
+    def exact(z):
+        ts, omega, sigma2 = z[0], math.exp(z[1]), math.exp(z[2])
+        total = 0.0
+        for c in subjects:
+            S = omega * np.ones((len(c), len(c))) + sigma2 * np.eye(len(c))
+            r = c - ts
+            total += np.linalg.slogdet(S)[1] + r @ np.linalg.solve(S, r)
+        return total
+
+    best = minimize(exact, [0.3, math.log(0.5), math.log(ADD_SD**2)], method="Nelder-Mead",
+                    options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000})
+    r = pkmix.fit(linear, theo, method="agq", covariance="none", diagnostics=False, progress=False)
+    assert r.converged, r.message
+    assert r.ofv == pytest.approx(best.fun, abs=1e-4)
+    assert r.theta["ts"] == pytest.approx(best.x[0], abs=1e-3)
+    assert r.omega.loc["eta_s", "eta_s"] == pytest.approx(math.exp(best.x[1]), rel=1e-3)

@@ -402,12 +402,17 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         "diagnostics_s": diag_s,
         "posthoc_s": posthoc_s,
     }
-    return build_result(
+    mc_se = _imp_standard_error(model, method, opts, values, modes.eta, batch) if finite else None
+    if mc_se is not None:
+        message += f"; IMP: Monte Carlo SE of the OFV {mc_se:.3g} ({method.samples} draws a subject)"
+    result = build_result(
         model=model, method=method, dataset=dataset, batch=batch, values=values, transform=transform,
         ofv=ofv, subject_ofvs=out.ofvs, modes=modes, diagnostics=diag, converged=bool(converged),
         message=message, iterations=int(out.iterations), covariance=cov_result, timing=timing,
         gradient=out.grad, history=_history(transform, base, out.history, out.iterations),
     )
+    result.ofv_mc_se = mc_se  # as in evaluate
+    return result
 
 
 __all__ = ["compiled_fit", "evaluate", "fit", "likelihood_options", "transform_for"]
