@@ -261,7 +261,7 @@ def test_sse_power_curve_with_an_alternative(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_bootstrap_of_a_run(tmp_path):
+def test_cli_bootstrap_and_sir_of_a_run(tmp_path):
     from pkmix.cli import main
 
     run = tmp_path / "run"
@@ -270,6 +270,10 @@ def test_cli_bootstrap_of_a_run(tmp_path):
     assert main(["bootstrap", str(run), "--n", "14", "--acceleration", "regression"]) == 0
     saved = json.loads((run / "bootstrap" / "bootstrap.json").read_text())
     assert saved["settings"]["n"] == 14
+    # SIR from the run folder: the covariance rebuilt from results.json's SEs and correlations.
+    assert main(["sir", str(run), "--samples", "40", "--resamples", "8"]) == 0
+    sir_saved = json.loads((run / "sir" / "sir.json").read_text())
+    assert sir_saved["settings"]["resamples"] == 8
 
 
 _WORKER = textwrap.dedent("""
