@@ -17,6 +17,7 @@ from ._data import SubjectBatch as SubjectBatch  # noqa: E402
 from ._data import read_nonmem as read_nonmem  # noqa: E402
 from ._model.error_models import additive as additive  # noqa: E402
 from ._model.error_models import combined as combined  # noqa: E402
+from ._model.error_models import eps_error as eps_error  # noqa: E402
 from ._model.error_models import log_additive as log_additive  # noqa: E402
 from ._model.error_models import proportional as proportional  # noqa: E402
 from ._model.errors import ModelError as ModelError  # noqa: E402
@@ -41,6 +42,8 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
 from ._estimation.fit import evaluate as evaluate  # noqa: E402
+from ._estimation.methods import AGQ as AGQ  # noqa: E402
+from ._estimation.methods import IMP as IMP  # noqa: E402
 from ._estimation.fit import fit as fit  # noqa: E402
 from ._results import FitResult as FitResult  # noqa: E402
 
