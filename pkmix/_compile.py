@@ -8,12 +8,13 @@ apart from run time and a second call with same-shaped data compiles nothing.
 lowering (seconds for a fit). For a model whose code pkmix can fingerprint
 (``model_fingerprint``: the module-level ``model`` of a file, or of the model library)
 the program therefore goes through the exported-program cache of
-``pkmix.dosing.map.call_program`` (``jax.export`` artifacts on disk): a second process
+``call_program`` (``jax.export`` artifacts on disk, shared with pkmix.dosing): a second process
 neither traces nor compiles it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -50,6 +51,121 @@ def compile_lowered(lowered):
 def signature(args):
     leaves, treedef = jax.tree_util.tree_flatten(args)
     return treedef, tuple((tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x)))) for x in leaves)
+
+
+# ------------------------------------------------------------------ exported programs
+# JAX's persistent compilation cache spares a second process the XLA compile, but not
+# the tracing and lowering of each program, which for these programs (the event engine
+# under forward-mode derivatives and nested vmaps) takes seconds. For a model pkmix can
+# fingerprint (a library model for dosing, `library_fingerprint`; a model file's or the
+# library's module-level model for fits, `model_fingerprint`) the traced programs are
+# therefore also kept on disk, as `jax.export` artifacts beside the compilation cache,
+# keyed by everything that determines them: the program, its static settings, the
+# shapes of its inputs, the JAX version, the model's fingerprint and a hash of every
+# source file of pkmix and of the model library. Other models always take the ordinary
+# jitted path. This lives here, not in pkmix.dosing, so that a fit does not import the
+# dosing package.
+PROGRAM_FORMAT = 1
+_PROGRAMS: dict = {}
+_SOURCE_HASH: list = []
+
+
+def _source_hash() -> str:
+    if not _SOURCE_HASH:
+        import hashlib
+        from pathlib import Path
+
+        import pkmix
+
+        h = hashlib.sha256()
+        roots = [Path(pkmix.__file__).parent]
+        try:
+            import pkmix.models as library
+
+            roots.append(Path(library.__file__).parent)
+        except ImportError:  # pragma: no cover - the library is part of the package
+            pass
+        for root in roots:
+            for path in sorted(root.rglob("*.py")):
+                h.update(str(path.relative_to(root)).encode())
+                h.update(path.read_bytes())
+        _SOURCE_HASH.append(h.hexdigest())
+    return _SOURCE_HASH[0]
+
+
+def library_fingerprint(info) -> str | None:
+    """A stable identity for a library model (None for any other model)."""
+    module = getattr(info, "module", None)
+    if module is None or not str(getattr(module, "__name__", "")).startswith("pkmix.models."):
+        return None
+    if getattr(module, "model", None) is not info.model:  # e.g. build(...) with other options
+        return None
+    return f"{module.__name__}:{_source_hash()}"
+
+
+def _program_dir():
+    from pathlib import Path
+
+    import importlib.util
+
+    # jax.export serialises with flatbuffers, an optional dependency of JAX.
+    if importlib.util.find_spec("flatbuffers") is None:
+        return None
+    base = jax.config.jax_compilation_cache_dir
+    if not base:
+        return None
+    path = Path(base) / "pkmix-programs"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerprint: str | None):
+    """``impl(*statics, *args)``: through ``jitted`` (an ``eqx.filter_jit`` of impl), or,
+    for a fingerprinted model with a cache folder, through a `jax.export` artifact
+    loaded from (or written to) disk, so a new process neither traces nor compiles it."""
+    folder = _program_dir() if fingerprint is not None else None
+    if folder is None:
+        return jitted(*statics, *args)
+    import hashlib
+
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    # Host arrays: jnp.asarray would compile a small staging program per shape.
+    leaves = [np.asarray(x) for x in leaves]
+    signature = [(tuple(x.shape), str(x.dtype)) for x in leaves]
+    static_text = repr(tuple(x for x in statics[1:]))
+    material = repr((PROGRAM_FORMAT, name, fingerprint, static_text, str(treedef), signature, jax.__version__,
+                     bool(jax.config.jax_enable_x64)))
+    key = hashlib.sha256(material.encode()).hexdigest()[:40]
+    call = _PROGRAMS.get(key)
+    if call is None:
+        path = folder / f"{name}-{key}.jaxexport"
+        exported = None
+        if path.exists():
+            try:
+                exported = jax.export.deserialize(bytearray(path.read_bytes()))
+            except Exception:  # a damaged or foreign file: rebuild it
+                exported = None
+        if exported is None:
+            def flat(*xs):
+                return impl(*statics, *jax.tree_util.tree_unflatten(treedef, list(xs)))
+
+            exported = jax.export.export(jax.jit(flat))(*leaves)
+            # A name of this process's and this thread's own: the server's worker threads
+            # may export the same program at once, and must not write into one file.
+            import threading
+
+            tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+            try:
+                tmp.write_bytes(exported.serialize())
+                os.replace(tmp, path)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+        call = compile_lowered(jax.jit(exported.call).lower(*leaves))
+        _PROGRAMS[key] = call
+    return call(*leaves)
 
 
 # Modules whose objects a fingerprinted model file may use: their code is pkmix's (in the
@@ -92,8 +208,6 @@ def model_fingerprint(model) -> str | None:
             continue
         if root not in _KNOWN_MODULES and root != names.get("__name__"):
             return None
-    from .dosing.map import _source_hash
-
     return f"{hashlib.sha256(path.read_bytes()).hexdigest()}:{_source_hash()}"
 
 
@@ -117,15 +231,15 @@ def _exported(fn: Callable, static: tuple, args: tuple, fingerprint: str):
     """``fn(*static, *args)`` through the exported-program cache: (the executable, called
     like ``fn``'s, and its outputs at ``args``: the cache loads a program by running it),
     or (None, None) where that cache is off (no cache folder)."""
-    from .dosing import map as exported_programs
-
+    if _program_dir() is None:  # PKMIX_CACHE_DIR=off, or no flatbuffers: compile as usual
+        return None, None
     _register_output_types()
-    before = set(exported_programs._PROGRAMS)
-    outputs = exported_programs.call_program(fn.__name__, fn, None, static, args, fingerprint)
-    new = set(exported_programs._PROGRAMS) - before
+    before = set(_PROGRAMS)
+    outputs = call_program(fn.__name__, fn, None, static, args, fingerprint)
+    new = set(_PROGRAMS) - before
     if not new:
         return None, None
-    flat = exported_programs._PROGRAMS[new.pop()]
+    flat = _PROGRAMS[new.pop()]
 
     def executable(*a):
         return flat(*(np.asarray(x) for x in jax.tree_util.tree_leaves(a)))

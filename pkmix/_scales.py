@@ -10,6 +10,8 @@ d log k / d x is 1, checked at two points (at the estimate and 0.5 away) so that
 
 from __future__ import annotations
 
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,19 +38,43 @@ def _typical_covariates(model, dataset) -> np.ndarray:
     return out
 
 
-def _log_slopes(model, values, dataset, shift_theta: float, shift_eta: float):
+# One compiled program per model (weakly held: it goes with the model). Taken op by op,
+# jax.jacfwd of individual() compiled some twenty tiny programs in every process that
+# printed a fit's parameter table; traced once under jit it is one program (and one
+# entry of the persistent compilation cache).
+_PROGRAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _slopes_program(model):
+    program = _PROGRAMS.get(model)
+    if program is None:
+        n_eta = model.spec.n_eta
+        iov = jnp.zeros(len(model.iov_names))
+
+        def slopes(values, cov, shifts):
+            def at(shift):  # shift: (theta shift, eta shift)
+                def log_ip(theta, eta):
+                    ip = model._individual_one(values._replace(theta=theta), eta, iov, cov)
+                    return {k: jnp.log(jnp.abs(v)) for k, v in ip.items()}
+
+                theta0 = values.theta + shift[0]
+                eta0 = jnp.full(n_eta, shift[1], dtype=values.theta.dtype)
+                return jax.jacfwd(log_ip, argnums=(0, 1))(theta0, eta0)
+
+            return jax.vmap(at)(shifts)
+
+        program = jax.jit(slopes)
+        _PROGRAMS[model] = program
+    return program
+
+
+def _log_slopes(model, values, dataset, shifts):
     """d log k / d theta and d log k / d eta for every individual parameter k, at the
-    estimate shifted by the given amounts (etas from 0). {k: (theta slopes, eta slopes)}."""
-    cov = _typical_covariates(model, dataset)
-    theta0 = jnp.asarray(values.theta) + shift_theta
-    eta0 = jnp.full(model.spec.n_eta, shift_eta)
-    iov = jnp.zeros(len(model.iov_names))
-
-    def log_ip(theta, eta):
-        ip = model._individual_one(values._replace(theta=theta), eta, iov, cov)
-        return {k: jnp.log(jnp.abs(v)) for k, v in ip.items()}
-
-    jac = jax.jacfwd(log_ip, argnums=(0, 1))(theta0, eta0)  # {k: (d/d theta, d/d eta)}
+    estimate shifted by each (theta shift, eta shift) of ``shifts`` (etas from 0):
+    {k: (theta slopes [len(shifts), n_theta], eta slopes [len(shifts), n_eta])}."""
+    cov = jnp.asarray(_typical_covariates(model, dataset))
+    values = jax.tree_util.tree_map(jnp.asarray, values)
+    jac = _slopes_program(model)(values, cov, jnp.asarray(shifts, dtype=float))
     return {k: (np.asarray(d[0]), np.asarray(d[1])) for k, d in jac.items()}
 
 
@@ -56,13 +82,13 @@ def _exponential(model, values, dataset, which: int) -> dict[int, list[str]]:
     """{index of a theta (which=0) or eta (which=1): individual parameters that depend on it
     exponentially}."""
     try:
-        a = _log_slopes(model, values, dataset, 0.0, 0.0)
-        b = _log_slopes(model, values, dataset, 0.5, 0.5)
+        slopes = _log_slopes(model, values, dataset, [(0.0, 0.0), (0.5, 0.5)])
     except Exception:  # noqa: BLE001 - an individual() that cannot be differentiated: no claim
         return {}
     found: dict[int, list[str]] = {}
-    for k in sorted(a, key=lambda n: (len(n), n)):
-        for i, (x, y) in enumerate(zip(a[k][which], b[k][which])):
+    for k in sorted(slopes, key=lambda n: (len(n), n)):
+        a, b = slopes[k][which]  # at the estimate, and 0.5 away
+        for i, (x, y) in enumerate(zip(a, b)):
             if abs(x - 1.0) < TOLERANCE and abs(y - 1.0) < TOLERANCE:
                 found.setdefault(i, []).append(k)
     return found

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import weakref
 from typing import Any
 
@@ -103,115 +102,13 @@ def simulate(model, has_steady_state: bool, covariate_rule: str, values, etas, s
 
 
 # ------------------------------------------------------------------ program cache
-# JAX's persistent compilation cache spares a second process the XLA compile, but not
-# the tracing and lowering of each program, which for these programs (the event engine
-# under forward-mode derivatives and nested vmaps) takes seconds. For models of the
-# library the traced programs are therefore also kept on disk, as `jax.export`
-# artifacts beside the compilation cache, keyed by everything that determines them:
-# the program, its static settings, the shapes of its inputs, the JAX version, and a
-# hash of every source file of pkmix and of the model library. Models defined elsewhere
-# (whose code pkmix cannot fingerprint) always take the ordinary jitted path.
-PROGRAM_FORMAT = 1
-_PROGRAMS: dict = {}
-_SOURCE_HASH: list = []
-
-
-def _source_hash() -> str:
-    if not _SOURCE_HASH:
-        import hashlib
-        from pathlib import Path
-
-        import pkmix
-
-        h = hashlib.sha256()
-        roots = [Path(pkmix.__file__).parent]
-        try:
-            import pkmix.models as library
-
-            roots.append(Path(library.__file__).parent)
-        except ImportError:  # pragma: no cover - the library is part of the package
-            pass
-        for root in roots:
-            for path in sorted(root.rglob("*.py")):
-                h.update(str(path.relative_to(root)).encode())
-                h.update(path.read_bytes())
-        _SOURCE_HASH.append(h.hexdigest())
-    return _SOURCE_HASH[0]
-
-
-def model_fingerprint(info) -> str | None:
-    """A stable identity for a library model (None for any other model)."""
-    module = getattr(info, "module", None)
-    if module is None or not str(getattr(module, "__name__", "")).startswith("pkmix.models."):
-        return None
-    if getattr(module, "model", None) is not info.model:  # e.g. build(...) with other options
-        return None
-    return f"{module.__name__}:{_source_hash()}"
-
-
-def _program_dir():
-    from pathlib import Path
-
-    import importlib.util
-
-    # jax.export serialises with flatbuffers, an optional dependency of JAX.
-    if importlib.util.find_spec("flatbuffers") is None:
-        return None
-    base = jax.config.jax_compilation_cache_dir
-    if not base:
-        return None
-    path = Path(base) / "pkmix-programs"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return path
-
-
-def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerprint: str | None):
-    """``impl(*statics, *args)``: through ``jitted`` (an ``eqx.filter_jit`` of impl), or,
-    for a fingerprinted model with a cache folder, through a `jax.export` artifact
-    loaded from (or written to) disk, so a new process neither traces nor compiles it."""
-    folder = _program_dir() if fingerprint is not None else None
-    if folder is None:
-        return jitted(*statics, *args)
-    import hashlib
-
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    # Host arrays: jnp.asarray would compile a small staging program per shape.
-    leaves = [np.asarray(x) for x in leaves]
-    signature = [(tuple(x.shape), str(x.dtype)) for x in leaves]
-    static_text = repr(tuple(x for x in statics[1:]))
-    material = repr((PROGRAM_FORMAT, name, fingerprint, static_text, str(treedef), signature, jax.__version__,
-                     bool(jax.config.jax_enable_x64)))
-    key = hashlib.sha256(material.encode()).hexdigest()[:40]
-    call = _PROGRAMS.get(key)
-    if call is None:
-        path = folder / f"{name}-{key}.jaxexport"
-        exported = None
-        if path.exists():
-            try:
-                exported = jax.export.deserialize(bytearray(path.read_bytes()))
-            except Exception:  # a damaged or foreign file: rebuild it
-                exported = None
-        if exported is None:
-            def flat(*xs):
-                return impl(*statics, *jax.tree_util.tree_unflatten(treedef, list(xs)))
-
-            exported = jax.export.export(jax.jit(flat))(*leaves)
-            # A name of this process's and this thread's own: the server's worker threads
-            # may export the same program at once, and must not write into one file.
-            import threading
-
-            tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-            try:
-                tmp.write_bytes(exported.serialize())
-                os.replace(tmp, path)
-            except OSError:
-                tmp.unlink(missing_ok=True)
-        call = _compile.compile_lowered(jax.jit(exported.call).lower(*leaves))
-        _PROGRAMS[key] = call
-    return call(*leaves)
+# The exported-program cache (`call_program`) lives in pkmix._compile, which the fit
+# engine shares without importing pkmix.dosing; the names stay importable from here.
+from .._compile import (  # noqa: E402
+    PROGRAM_FORMAT as PROGRAM_FORMAT, _PROGRAMS as _PROGRAMS, _program_dir as _program_dir,
+    _source_hash as _source_hash, call_program as call_program,
+    library_fingerprint as model_fingerprint,
+)
 
 
 @dataclasses.dataclass
