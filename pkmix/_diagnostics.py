@@ -84,14 +84,14 @@ def _npde(model, values, eta, subject, opts, omega, key, n_sim, y, obs):
 
     y_sim = jax.vmap(simulate)(eta_sim, eps)  # [K, R]
     mean = jnp.mean(y_sim, axis=0)
-    centred = jnp.where(obs, y_sim - mean, 0.0)
+    centred = jnp.where(obs[None, :], y_sim - mean[None, :], 0.0)
     cov = centred.T @ centred / (n_sim - 1)
     both = obs[:, None] & obs[None, :]
     cov = jnp.where(both, cov, jnp.eye(cov.shape[0]))
     L = linalg.cholesky(cov)
     decor_obs = linalg.solve_triangular(L, jnp.where(obs, y - mean, 0.0))
     decor_sim = linalg.solve_triangular(L, centred.T).T
-    pde = jnp.mean(decor_sim < decor_obs, axis=0)
+    pde = jnp.mean(decor_sim < decor_obs[None, :], axis=0)
     pde = jnp.clip(pde, 1.0 / (2 * n_sim), 1.0 - 1.0 / (2 * n_sim))
     return norm.ppf(pde)
 

@@ -331,7 +331,7 @@ def _omega_root(model, values, n_occasions):
     if omega.shape[0] == 0:
         return omega
     w, V = linalg.eigh(0.5 * (omega + omega.T))
-    return V * jnp.sqrt(jnp.maximum(w, 0.0))
+    return V * jnp.sqrt(jnp.maximum(w, 0.0))[None, :]
 
 
 def _draw_covariates(drawn, resample_index, key, covariates, table):

@@ -139,7 +139,7 @@ def gradient_and_gauss_newton(model, values, eta, subject, opts, omega_inv, p: P
     inv_var = jnp.where(obs, 1.0 / p.var, 0.0)
     w_dvar = (inv_var * (1.0 - e**2 * inv_var))[:, None] * p.dvar
     grad = jnp.sum(w_dvar - 2.0 * (e * inv_var)[:, None] * p.a, axis=0) + 2.0 * omega_inv @ eta
-    gn = 2.0 * omega_inv + 2.0 * (p.a.T * inv_var) @ p.a + (p.dvar.T * inv_var**2) @ p.dvar
+    gn = 2.0 * omega_inv + 2.0 * (p.a.T * inv_var[None, :]) @ p.a + (p.dvar.T * (inv_var**2)[None, :]) @ p.dvar
     if opts.has_blq:
         z, sd = _blq_terms(p, subject, model)
         ratio = jnp.where(blq, jnp.exp(norm.logpdf(z) - norm.logcdf(z)), 0.0)
@@ -154,7 +154,7 @@ def expected_information(p: Pieces, subject, omega_inv):
     """H~ = Omega^-1 + sum_obs [a'a/R + 1/2 dR'dR/R^2] (FOCE-I's eta information)."""
     obs, _ = _masks(subject)
     inv_var = jnp.where(obs, 1.0 / p.var, 0.0)
-    return omega_inv + (p.a.T * inv_var) @ p.a + 0.5 * (p.dvar.T * inv_var**2) @ p.dvar
+    return omega_inv + (p.a.T * inv_var[None, :]) @ p.a + 0.5 * (p.dvar.T * (inv_var**2)[None, :]) @ p.dvar
 
 
 def blq_m2ll(model, values, eta, subject, opts):

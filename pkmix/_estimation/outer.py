@@ -97,7 +97,7 @@ def information_metric(jac):
     n, p = jac.shape
     if n <= p:
         return jnp.eye(p), jnp.zeros((), bool)
-    centred = jac - jnp.mean(jac, axis=0)
+    centred = jac - jnp.mean(jac, axis=0, keepdims=True)
     info = 0.5 * centred.T @ centred
     d = jnp.diag(info)
     L = cholesky(info + jnp.diag(MARQUARDT * d + 1e-12 * jnp.max(d, initial=0.0)))

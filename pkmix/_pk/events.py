@@ -162,7 +162,7 @@ def cycle_fixed_point(structure: AbstractStructure, cycle):
     if structure.is_linear:
         images = jax.vmap(cycle)(jnp.concatenate([zeros[None, :], jnp.eye(n_cmt)], axis=0))
         b = images[0]
-        A = (images[1:] - b).T
+        A = (images[1:] - b[None, :]).T
         return linalg.solve(jnp.eye(n_cmt) - A, b)
 
     def newton_step(a):

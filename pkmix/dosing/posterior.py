@@ -81,7 +81,7 @@ def _sir_core_impl(model, opts, n_draws: int, df: int, with_parameters: bool, va
     n_proposals, q = z.shape
     chol = linalg.cholesky(cov)
     x = z / jnp.sqrt(chi2 / df)[:, None]
-    etas = eta_hat + x @ chol.T
+    etas = eta_hat[None, :] + x @ chol.T
     # log q up to a constant: multivariate t with scale matrix cov.
     maha = jnp.sum(x * x, axis=1)
     log_q = -0.5 * (df + q) * jnp.log1p(maha / df)
