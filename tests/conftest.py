@@ -6,18 +6,36 @@ datasets are session-scoped: they are read once for the whole run.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
-import jax
-import numpy as np
-import pytest
+# A compilation cache private to this test run (JAX's persistent cache and pkmix's
+# exported programs beneath it), chosen before pkmix is imported (importing pkmix turns
+# the cache on): tests never read or write the user's ~/.cache/pkmix, and every run
+# compiles from scratch, as CI does. Subprocesses (the CLI tests) inherit it. A run
+# given PKMIX_CACHE_DIR (e.g. to reuse a warm cache while developing) keeps that one.
+if not os.environ.get("PKMIX_CACHE_DIR"):
+    _RUN_CACHE = tempfile.mkdtemp(prefix="pkmix-test-cache-")
+    os.environ["PKMIX_CACHE_DIR"] = _RUN_CACHE
+    atexit.register(shutil.rmtree, _RUN_CACHE, ignore_errors=True)
 
-import pkmix
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import pkmix  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
 assert jax.config.read("jax_enable_x64"), "importing pkmix must turn on 64-bit floats"
+
+# As in JAX's own test suites: an implicit broadcast between arrays of different ranks
+# is an error, so a shape mistake in pkmix cannot hide behind broadcasting.
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 def _read_quietly(path):
@@ -59,3 +77,21 @@ def oral_one_compartment(theta, omega, sigma, error) -> pkmix.Model:
         individual=lambda p: {"ka": jnp.exp(p.tka + p.eta_ka), "cl": jnp.exp(p.tcl + p.eta_cl),
                               "v": jnp.exp(p.tv + p.eta_v)},
         structure=pkmix.one_compartment(depot=True), observe=lambda a, p: a.central / p.v, error=error)
+
+
+# Tests in files still being written by others (the web page's), that see a warning
+# pkmix deliberately gives users without asserting it: filtered for those tests only (by
+# node id), never for the whole suite; the entry belongs in the test itself
+# (@pytest.mark.filterwarnings or pytest.warns) once its file is free. The web page's safety-warning test sends WT = 300 on
+# purpose; the service reports the PatientWarning in its answer, which the test checks.
+_EXPECTED_WARNINGS = {
+    "tests/test_web_page.py::test_each_safety_warning_is_shown_beside_what_it_concerns":
+        "ignore::pkmix.dosing.PatientWarning",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        rule = _EXPECTED_WARNINGS.get(item.nodeid)
+        if rule is not None:
+            item.add_marker(pytest.mark.filterwarnings(rule))
