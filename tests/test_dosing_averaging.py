@@ -6,7 +6,10 @@ The patients here are simulated from one of two vancomycin models (Goti 2018, Th
 weight on it. (Noise-free levels would not do: the model with the smaller residual error,
 Thomson's, fits any smooth profile better than the generating one.) Each model's fit and
 recommendation come from the public `map_estimate`/`recommend`, shared through
-module-scoped fixtures (one compilation per model).
+module-scoped fixtures (one compilation per model). Those fixtures (two full averaged
+recommendations with 200 posterior samples and draws each, about 80 s on 2 cores) and
+the tests that read them are marked slow; the default suite still averages through the
+other tests here (limits, one model, no levels, refused input).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def from_thomson():
                           n_draws=200)
 
 
+@pytest.mark.slow  # from_goti/from_thomson: two averaged recommendations, ~80 s to build on 2 cores
 def test_weights_sum_to_one_and_favour_the_generating_model(from_goti, from_thomson):
     for avg, source, other in ((from_goti, GOTI, THOMSON), (from_thomson, THOMSON, GOTI)):
         w = avg.weights
@@ -95,6 +99,7 @@ def test_generating_model_wins_most_replicates():
     assert wins[GOTI] >= 10 and wins[THOMSON] >= 10, wins
 
 
+@pytest.mark.slow  # from_goti/from_thomson: two averaged recommendations, ~80 s to build on 2 cores
 def test_averaged_exposure_is_the_weighted_mean_and_within_limits(from_goti):
     avg = from_goti
     assert avg.regimen is not None and avg.reachable
@@ -174,6 +179,7 @@ def test_bad_input_is_refused_with_a_clear_error():
         dosing.average([goti.build(error_form="sd"), THOMSON], patient, TARGET)
 
 
+@pytest.mark.slow  # from_goti/from_thomson: two averaged recommendations, ~80 s to build on 2 cores
 def test_command_line_averages_through_the_service(from_goti, tmp_path, capsys):
     """``pkmix dose --model A,B --json``: exit 0, the service's keys, weights summing to 1
     and equal to the library's `average` for the same options (from_goti), audited as

@@ -131,7 +131,11 @@ def theo_block_iov_combined():
     return model, frame.assign(OCC=np.where(frame["TIME"] <= 5.0, 1, 2))
 
 
-@pytest.mark.parametrize("method", ["fo", "foce", "focei"])
+# FOCE-I in the default suite; FO and FOCE (each ~25 s of compiling on 2 cores, the same
+# chain rule through the mode with fewer terms) in the slow one. Their gradients on Wang's
+# data stay in the default suite (test_gradient_matches_central_differences).
+@pytest.mark.parametrize("method", [pytest.param("fo", marks=pytest.mark.slow),
+                                    pytest.param("foce", marks=pytest.mark.slow), "focei"])
 def test_gradient_and_mode_derivative_with_several_etas(method):
     """The exact gradient (built from one second-order pass over the predictions for
     these methods: objective._jacobian_from_second_order_pieces) and d eta^/dx against
@@ -368,6 +372,7 @@ def simulated_1cmt():
     return case, run, run(case.x0, case.etas0, 500)
 
 
+@pytest.mark.slow  # compiles its own fit program (not the cached one) and runs it 2p+1 times: ~46 s
 def test_information_metric_models_the_ofv_hessian(simulated_1cmt):
     """The outer L-BFGS runs on the scale of ``outer.information_metric`` (half the
     subjects' centred gradient outer products). At the optimum of data simulated from
