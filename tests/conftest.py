@@ -7,6 +7,7 @@ datasets are session-scoped: they are read once for the whole run.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -95,3 +96,22 @@ def pytest_collection_modifyitems(config, items):
         rule = _EXPECTED_WARNINGS.get(item.nodeid)
         if rule is not None:
             item.add_marker(pytest.mark.filterwarnings(rule))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """After each test module, drop the compiled programs pkmix and JAX keep in memory.
+
+    A module's tests share them (the same model object compiles once per module); the
+    next module's models are others. Kept for the whole run they added up to 5.2 GB of
+    peak memory on the default suite (2.4 GB with this); the private compilation cache on disk still
+    spares a later module XLA's compile of a program it needs again.
+    """
+    yield
+    from pkmix import _compile, batch
+
+    _compile._CACHE.clear()
+    _compile._PROGRAMS.clear()
+    batch._PROGRAMS.clear()
+    jax.clear_caches()
+    gc.collect()
