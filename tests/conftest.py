@@ -80,24 +80,6 @@ def oral_one_compartment(theta, omega, sigma, error) -> pkmix.Model:
         structure=pkmix.one_compartment(depot=True), observe=lambda a, p: a.central / p.v, error=error)
 
 
-# Tests in files still being written by others (the web page's), that see a warning
-# pkmix deliberately gives users without asserting it: filtered for those tests only (by
-# node id), never for the whole suite; the entry belongs in the test itself
-# (@pytest.mark.filterwarnings or pytest.warns) once its file is free. The web page's safety-warning test sends WT = 300 on
-# purpose; the service reports the PatientWarning in its answer, which the test checks.
-_EXPECTED_WARNINGS = {
-    "tests/test_web_page.py::test_each_safety_warning_is_shown_beside_what_it_concerns":
-        "ignore::pkmix.dosing.PatientWarning",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        rule = _EXPECTED_WARNINGS.get(item.nodeid)
-        if rule is not None:
-            item.add_marker(pytest.mark.filterwarnings(rule))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _release_compiled_programs():
     """After each test module, drop the compiled programs pkmix and JAX keep in memory.
