@@ -97,3 +97,14 @@ def _release_compiled_programs():
     batch._PROGRAMS.clear()
     jax.clear_caches()
     gc.collect()
+
+
+def vanco_patient(levels=((35.5, 14.0), (37.0, 31.0))):
+    """A vancomycin patient (JSON form, docs/patient_format.md) for the Goti 2018 model: a
+    1,500 mg loading dose then 1,000 mg every 12 h, and two levels (time h, mg/L)."""
+    return {"id": "v1",
+            "covariates": {"WT": {"value": 80, "unit": "kg"}, "SCR": {"value": 1.0, "unit": "mg/dL"},
+                           "AGE": 60, "SEX": "male", "DIAL": 0},
+            "doses": [{"time": 0, "amount": 1500, "duration": 1.5},
+                      {"time": 12, "amount": 1000, "duration": 1, "interval": 12, "count": 3}],
+            "levels": [{"time": t, "value": v} for t, v in levels]}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import warnings
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,21 +20,12 @@ import pytest
 import pkmix
 from pkmix.dosing import (history_exposure, interval_for, map_estimate, next_dose, recommend,
                           steady_state_exposure, what_if)
-from pkmix.dosing.safety import doses_in_24h
 from pkmix.dosing.service import QUESTIONS, RequestError, replay
+from conftest import vanco_patient
 
 MODEL = "vancomycin_goti2018"
 COVS = {"WT": 80.0, "SCR": 88.42, "AGE": 60.0, "SEX": 1.0, "DIAL": 0.0}  # the model's units
 HISTORY = [(0.0, 1500.0, 1.5), (12.0, 1000.0, 1.0), (24.0, 1000.0, 1.0), (36.0, 1000.0, 1.0)]
-
-
-def vanco_patient(levels=((35.5, 14.0), (37.0, 31.0))):
-    return {"id": "v1",
-            "covariates": {"WT": {"value": 80, "unit": "kg"}, "SCR": {"value": 1.0, "unit": "mg/dL"},
-                           "AGE": 60, "SEX": "male", "DIAL": 0},
-            "doses": [{"time": 0, "amount": 1500, "duration": 1.5},
-                      {"time": 12, "amount": 1000, "duration": 1, "interval": 12, "count": 3}],
-            "levels": [{"time": t, "value": v} for t, v in levels]}
 
 
 @pytest.fixture(scope="module")

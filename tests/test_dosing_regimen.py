@@ -17,18 +17,10 @@ import pytest
 import pkmix
 from pkmix.dosing import Target, map_estimate, recommend, steady_state_exposure, time_below
 from pkmix.dosing.map import TRACES
+from conftest import vanco_patient
 
 MODEL = "vancomycin_goti2018"
 COVS = {"WT": 80.0, "SCR": 88.42, "AGE": 60.0, "SEX": 1.0, "DIAL": 0.0}  # SCR in umol/L (the model's unit)
-
-
-def vanco_patient(levels=((35.5, 14.0), (37.0, 31.0))):
-    return {"id": "v1",
-            "covariates": {"WT": {"value": 80, "unit": "kg"}, "SCR": {"value": 1.0, "unit": "mg/dL"},
-                           "AGE": 60, "SEX": "male", "DIAL": 0},
-            "doses": [{"time": 0, "amount": 1500, "duration": 1.5},
-                      {"time": 12, "amount": 1000, "duration": 1, "interval": 12, "count": 3}],
-            "levels": [{"time": t, "value": v} for t, v in levels]}
 
 
 @pytest.fixture(scope="module")

@@ -24,17 +24,9 @@ from pkmix.dosing.regimen import Regimen
 from pkmix.dosing.safety import (DoseLimits, LimitError, PlausibilityError, check_dates, check_fit,
                                  doses_in_24h)
 from pkmix.dosing.service import RequestError, answer, library_model_info, parse_request, replay
+from conftest import vanco_patient
 
 MODEL = "vancomycin_goti2018"
-
-
-def vanco_patient(levels=((35.5, 14.0), (37.0, 31.0))):
-    return {"id": "v1",
-            "covariates": {"WT": {"value": 80, "unit": "kg"}, "SCR": {"value": 1.0, "unit": "mg/dL"},
-                           "AGE": 60, "SEX": "male", "DIAL": 0},
-            "doses": [{"time": 0, "amount": 1500, "duration": 1.5},
-                      {"time": 12, "amount": 1000, "duration": 1, "interval": 12, "count": 3}],
-            "levels": [{"time": t, "value": v} for t, v in levels]}
 
 
 @pytest.fixture(scope="module")

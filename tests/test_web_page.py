@@ -269,8 +269,7 @@ def test_the_summary_prints_on_one_page(page, server, patient):
 
 def test_the_further_questions_answer_on_the_page_as_the_api(page, server, api, patient):
     questions = {q["name"]: q for q in api.get("/api/questions").json()["questions"]}
-    if not questions:
-        pytest.skip("the dosing service offers no further questions")
+    assert set(questions) >= {"next_dose", "exposure", "interval_for", "what_if"}
     # (main-panel options, the question's own inputs, the same as a request body)
     cases = {
         "next_dose": ({"target": "trough=15"}, {"at": "48", "interval": "12"},
