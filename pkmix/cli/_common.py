@@ -124,6 +124,7 @@ nonnegative_int = _number_type(int, "a whole number of at least 0", lambda v: v 
 positive_float = _number_type(float, "a finite number above 0", lambda v: 0 < v < float("inf"))
 nonnegative_float = _number_type(float, "a finite number of at least 0", lambda v: 0 <= v < float("inf"))
 finite_float = _number_type(float, "a finite number", lambda v: abs(v) < float("inf"))
+fraction = _number_type(float, "between 0 and 1 (e.g. 0.95)", lambda v: 0 < v < 1)  # levels, alphas
 
 
 def positive_list(text: str) -> str:

@@ -11,17 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLIError, check_output, error_exit, nonnegative_int, output_dir, positive_int
-
-
-def _level(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be between 0 and 1 (e.g. 0.95)")
-    return v
+from ._common import CLIError, check_output, error_exit, fraction, nonnegative_int, output_dir, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,7 +23,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--n", type=positive_int, default=1000, help="bootstrap replicates (default 1000)")
     parser.add_argument("--stratify", metavar="COL", help="resample subjects within the values of this column")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
-    parser.add_argument("--level", type=_level, default=0.95, help="confidence level (default 0.95)")
+    parser.add_argument("--level", type=fraction, default=0.95, help="confidence level (default 0.95)")
     parser.add_argument("--acceleration", choices=("jackknife", "regression", "none"), default="jackknife",
                         help="BCa acceleration: jackknife refits (default), regression on the replicates "
                              "(no refits), or none (BC interval)")

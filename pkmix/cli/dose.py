@@ -111,10 +111,23 @@ def _floats(text: str | None, what: str):
     return values
 
 
-def run(args: argparse.Namespace) -> int:
+def _input_errors() -> tuple:
+    """What a dose request that cannot be answered raises: one message, exit 2 (imported
+    only when needed, so a bad option is refused without loading the dosing library)."""
     from .. import ModelError
+    from ..dosing.service import RequestError
+
+    return CLIError, RequestError, ModelError, FileNotFoundError, ValueError, TypeError
+
+
+def _input_error(args, error: Exception) -> int:
     from ..dosing.patient import PatientError
-    from ..dosing.service import DoseRequest, RequestError, answer_objects, module_model_info
+
+    return error_exit(f"{args.patient}: {error}" if isinstance(error, PatientError) else str(error))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..dosing.service import DoseRequest, answer_objects, module_model_info
 
     if args.replay is not None:
         return _replay(args)
@@ -149,12 +162,8 @@ def run(args: argparse.Namespace) -> int:
             # (one compiled program less for a cold process).
             curve=bool(args.plot), audit=not args.no_audit, audit_db=args.audit_db, continuous=args.continuous)
         out, fit, rec = answer_objects(request, module_model_info(module))
-    except PatientError as e:
-        return error_exit(f"{args.patient}: {e}")
-    except FileNotFoundError as e:
-        return error_exit(str(e))
-    except (CLIError, RequestError, ModelError, ValueError, TypeError) as e:
-        return error_exit(str(e))
+    except _input_errors() as e:
+        return _input_error(args, e)
 
     if args.plot:
         try:
@@ -200,21 +209,15 @@ def _question_request(args, question: str) -> dict:
 
 
 def _question(args, asked: str) -> int:
-    from .. import ModelError
-    from ..dosing.patient import PatientError
-    from ..dosing.service import QUESTIONS, RequestError, module_model_info
+    from ..dosing.service import QUESTIONS, module_model_info
 
     name = {"next_dose_at": "next_dose"}.get(asked, asked)
     try:
         _, _, module = load_model_module(args.model)
         request = {k: v for k, v in _question_request(args, asked).items() if v is not None}
         out = QUESTIONS[name](request, info=module_model_info(module))
-    except PatientError as e:
-        return error_exit(f"{args.patient}: {e}")
-    except FileNotFoundError as e:
-        return error_exit(str(e))
-    except (CLIError, RequestError, ModelError, ValueError, TypeError) as e:
-        return error_exit(str(e))
+    except _input_errors() as e:
+        return _input_error(args, e)
     text = json.dumps(out, indent=2) if args.json else _question_text(name, out)
     print(text)  # a reader that leaves early is handled once, in pkmix.cli.main
     return 0
@@ -223,9 +226,7 @@ def _question(args, asked: str) -> int:
 def _average(args) -> int:
     """Model averaging (``--model A,B``): `pkmix.dosing.service.average`, printing the
     `AveragedRecommendation`'s summary, or its JSON with ``--json``."""
-    from .. import ModelError
-    from ..dosing.patient import PatientError
-    from ..dosing.service import RequestError, average, module_model_info
+    from ..dosing.service import average, module_model_info
 
     unsupported = [f"--{n.replace('_', '-')}" for n in ("loading", "threshold", "start", "plot")
                    if getattr(args, n) not in (None, False)]
@@ -247,12 +248,8 @@ def _average(args) -> int:
                    "dose_max": args.dose_max, "max_daily_dose": args.max_daily_dose, "max_rate": args.max_rate,
                    "covariate_rule": args.covariate_rule, "audit": not args.no_audit, "audit_db": args.audit_db}
         out, avg = average({k: v for k, v in request.items() if v is not None}, infos=infos, objects=True)
-    except PatientError as e:
-        return error_exit(f"{args.patient}: {e}")
-    except FileNotFoundError as e:
-        return error_exit(str(e))
-    except (CLIError, RequestError, ModelError, ValueError, TypeError) as e:
-        return error_exit(str(e))
+    except _input_errors() as e:
+        return _input_error(args, e)
     if args.json:
         text = json.dumps(out, indent=2)
     else:

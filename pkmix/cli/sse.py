@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLIError, error_exit, load_model, nonnegative_int, output_dir, positive_int
+from ._common import CLIError, error_exit, fraction, load_model, nonnegative_int, output_dir, positive_int
 
 
 def _sizes(text: str) -> list:
@@ -24,16 +24,6 @@ def _sizes(text: str) -> list:
     if not sizes or any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"{text}: every size must be a whole number of at least 1")
     return sizes
-
-
-def _alpha(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be between 0 and 1 (e.g. 0.05)")
-    return v
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="sample sizes for a power curve (needs a design file defining a TrialDesign)")
     parser.add_argument("--params", metavar="FILE", help="true parameter values: JSON {name: value} or results.json")
     parser.add_argument("--method", choices=("fo", "foce", "focei", "laplace"), default="focei")
-    parser.add_argument("--alpha", type=_alpha, default=0.05, help="the LRT's level (default 0.05)")
+    parser.add_argument("--alpha", type=fraction, default=0.05, help="the LRT's level (default 0.05)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", metavar="DIR", type=output_dir, default="sse", help="output folder (default ./sse)")
     parser.set_defaults(run=run)
