@@ -41,12 +41,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--target", metavar="SPEC",
                         help="e.g. auc24=400:600, trough=15, trough=10:20, peak=30:40,time=1, "
                              "ft_mic=50:,mic=2 (default: the model's first listed target)")
-    parser.add_argument("--interval", type=positive_list, metavar="H[,H...]", help="allowed dosing intervals in hours, e.g. 8,12,24")
+    parser.add_argument("--interval", type=positive_list, metavar="H[,H...]",
+                        help="allowed dosing intervals in hours, e.g. 8,12,24")
     parser.add_argument("--dose-unit", type=positive_float, metavar="X", help="round doses to multiples of X")
     parser.add_argument("--dose-min", type=nonnegative_float, metavar="X", help="smallest dose")
     parser.add_argument("--dose-max", type=positive_float, metavar="X", help="largest dose")
-    parser.add_argument("--infusion", type=positive_list, metavar="H[,H...]", help="allowed infusion durations in hours")
-    parser.add_argument("--max-rate", type=positive_float, metavar="X", help="largest infusion rate (dose units per hour)")
+    parser.add_argument("--infusion", type=positive_list, metavar="H[,H...]",
+                        help="allowed infusion durations in hours")
+    parser.add_argument("--max-rate", type=positive_float, metavar="X",
+                        help="largest infusion rate (dose units per hour)")
     parser.add_argument("--max-daily-dose", type=positive_float, metavar="X", help="largest daily amount")
     parser.add_argument("--route", choices=("iv", "oral"), help="route of the new regimen (default: as given)")
     parser.add_argument("--loading", action="store_true", help="also recommend a loading dose")
@@ -63,7 +66,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed of the posterior draws")
     parser.add_argument("--covariate-rule", choices=("nonmem", "locf"), default="nonmem",
                         help="which record's covariates govern an interval (default nonmem: the record ending it)")
-    parser.add_argument("--plot", type=output_file, metavar="PNG", help="write a plot of the levels, fit and recommended regimen")
+    parser.add_argument("--plot", type=output_file, metavar="PNG",
+                        help="write a plot of the levels, fit and recommended regimen")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     parser.add_argument("--continuous", action="store_true",
                         help="recommend a continuous infusion (amount per 24 h; with --loading, a loading dose)")
@@ -194,8 +198,8 @@ def _question_request(args, question: str) -> dict:
         return {**common, "windows": list(args.window or []), "times": list(args.at or []),
                 "samples": args.ci_draws, "seed": args.seed}
     if question == "interval_for":
-        return {**common, "dose": args.interval_for, "target": args.target, "infusion": first(args.infusion, "infusion"),
-                "route": args.route}
+        return {**common, "dose": args.interval_for, "target": args.target,
+                "infusion": first(args.infusion, "infusion"), "route": args.route}
     parts = _floats(args.what_if, "what-if")
     if len(parts) not in (2, 3):
         raise CLIError(f"--what-if: expected D,TAU or D,TAU,TINF, got '{args.what_if}'")
@@ -293,7 +297,8 @@ def _question_text(name: str, out: dict) -> str:
     else:
         r = a["regimen"]
         lines.append(f"What if {r['dose']:g} {u['dose']} every {r['interval']:g} h"
-                     f"{' (continuous)' if r['continuous'] else ''} from t = {r['start']:g} h, etas {a['etas']['source']}:")
+                     f"{' (continuous)' if r['continuous'] else ''} from t = {r['start']:g} h, "
+                     f"etas {a['etas']['source']}:")
         for d in a["doses"]:
             lines.append(f"  dose {d['dose_number']}: peak {d['peak']:.4g}, trough before the next "
                          f"{d['trough_before_next']:.4g} {u['conc']}")
@@ -351,7 +356,8 @@ def plot(rec, path: str) -> None:
     ax.plot(hist["TIME"], hist["IPRED"], color="C0", label="individual (MAP)")
     ax.plot(hist["TIME"], hist["PRED"], color="C0", ls=":", alpha=0.7, label="population (typical)")
     if rec.curve is not None:
-        ax.plot(rec.curve["TIME"], rec.curve["IPRED"], color="C2", label=f"recommended: {rec.regimen.describe(u['dose'])}")
+        ax.plot(rec.curve["TIME"], rec.curve["IPRED"], color="C2",
+                label=f"recommended: {rec.regimen.describe(u['dose'])}")
     obs = fit.observations
     q = obs[~obs["BLQ"]]
     ax.scatter(q["TIME"], q["DV"], color="k", zorder=3, label="levels")
