@@ -4,7 +4,12 @@ l(eta) = sum_obs [log R_j + (y_j - f_j)^2 / R_j] + sum_blq -2 log Phi((LLOQ_j - 
          + eta' Omega^-1 eta + log|Omega|
 
 (-2 log density without the 2 pi constants, NONMEM's convention; f and y on the scale the
-error model compares, R the residual variance). The derivatives with respect to eta
+error model compares, R the residual variance). A model whose observations follow a
+likelihood (``pkmix._model.likelihoods``) has instead
+
+l(eta) = sum_obs -2 log p(y_j | f_j) + eta' Omega^-1 eta + log|Omega|
+
+with the density's full normalising constants (``likelihood_m2ll``). The derivatives with respect to eta
 come from one forward-mode Jacobian of (f, R): the estimator never uses reverse mode,
 so ODE models (solved with diffrax's ForwardMode) take the same path as closed forms.
 """
@@ -89,8 +94,26 @@ def _observations(model, subject):
     return obs, blq, model.error.transform(jnp.where(obs, subject.dv, 1.0))
 
 
+def _first_observed(obs, x):
+    """``x`` with every unobserved record given the subject's first observation's value:
+    a density then sees only values the data can take (a masked NaN spoils gradients)."""
+    return jnp.where(obs, x, x[jnp.argmax(obs)])
+
+
+def likelihood_terms(model, values, f, subject):
+    """A likelihood model's -2 log p(y_j | f_j) on each observed record, 0 elsewhere [R]."""
+    obs = subject.obs_mask
+    terms = model.observation_m2ll(values, _first_observed(obs, f), _first_observed(obs, subject.dv), subject)
+    return jnp.where(obs, terms, 0.0)
+
+
 def m2ll(model, values, eta, subject, opts: Options, omega_inv, logdet_omega, p: Pieces | None = None):
     """The conditional -2 log-likelihood l(eta), with the eta prior."""
+    if model.non_gaussian:
+        f = p.f if p is not None else model.subject_predict(
+            values, eta, subject, has_steady_state=opts.has_steady_state, covariate_rule=opts.covariate_rule,
+            has_infusions=opts.has_infusions)
+        return jnp.sum(likelihood_terms(model, values, f, subject)) + eta @ omega_inv @ eta + logdet_omega
     if p is None:
         p = pieces_value(model, values, eta, subject, opts)
     obs, blq, y = _observations(model, subject)
@@ -134,6 +157,8 @@ def gradient_and_gauss_newton(model, values, eta, subject, opts, omega_inv, p: P
     E[grad grad'] = 4 * (expected 1/2 Hessian) that holds for the Gaussian terms), which
     keeps the matrix positive definite far from the mode.
     """
+    if model.non_gaussian:
+        return _likelihood_gradient_and_information(model, values, eta, subject, omega_inv, p)
     obs, blq, y = _observations(model, subject)
     e = jnp.where(obs, y - p.ft, 0.0)
     inv_var = jnp.where(obs, 1.0 / p.var, 0.0)
@@ -148,6 +173,24 @@ def gradient_and_gauss_newton(model, values, eta, subject, opts, omega_inv, p: P
         grad = grad + jnp.sum(g_blq, axis=0)
         gn = gn + 0.5 * g_blq.T @ g_blq
     return grad, gn
+
+
+def _likelihood_gradient_and_information(model, values, eta, subject, omega_inv, p: Pieces):
+    """A likelihood model's grad_eta l = a' g + 2 Omega^-1 eta and a' H a + 2 Omega^-1,
+    with g and H the gradient and Hessian of the records' terms in the predictions f
+    (a = df/deta). For the built-in densities H is positive semi-definite (they are
+    log-concave in the linear predictor), and a'Ha is the exact eta-Hessian of a model
+    linear in eta (a GLMM); what it leaves out, like Gauss-Newton, the inner solver's
+    secant correction estimates."""
+
+    def total(f):
+        return jnp.sum(likelihood_terms(model, values, f, subject))
+
+    g_f = jax.grad(total)
+    H_f, g = jax.jacfwd(lambda f: (g_f(f),) * 2, has_aux=True)(p.f)
+    H_f = 0.5 * (H_f + H_f.T)
+    grad = p.a.T @ g + 2.0 * omega_inv @ eta
+    return grad, 2.0 * omega_inv + p.a.T @ H_f @ p.a
 
 
 def expected_information(p: Pieces, subject, omega_inv):

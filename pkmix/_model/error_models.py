@@ -22,6 +22,10 @@ MIN_VARIANCE = 1e-30
 
 
 class AbstractErrorModel(eqx.Module):
+    # False: a Gaussian residual (the variance below); True: a per-record log-likelihood
+    # (``likelihoods.AbstractLikelihood``), which the estimation methods dispatch on.
+    non_gaussian = False
+
     @property
     @abc.abstractmethod
     def parameters(self) -> tuple[str, ...]:
@@ -30,6 +34,13 @@ class AbstractErrorModel(eqx.Module):
     @property
     def theta_parameters(self) -> tuple[str, ...]:
         """Names of the thetas read, in order (none for the classic error models)."""
+        return ()
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        """Per-record data columns read besides DV (none for the residual error models;
+        a binomial's number of trials, a multi-endpoint model's DVID): the model carries
+        them in its batch like covariates."""
         return ()
 
     @abc.abstractmethod

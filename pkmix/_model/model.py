@@ -59,7 +59,10 @@ class Model:
         observe: ``observe(a, p) -> prediction``; ``a`` holds amounts by compartment
             name, ``p`` the individual parameters, thetas and covariates.
         error: ``pkmix.additive``, ``proportional``, ``combined``, ``log_additive``, or
-            ``pkmix.nonmem.eps_error`` (NONMEM's ``Y = F + W*EPS(1)``, may read thetas).
+            ``pkmix.nonmem.eps_error`` (NONMEM's ``Y = F + W*EPS(1)``, may read thetas);
+            or a per-record likelihood for non-Gaussian data (``pkmix.bernoulli``,
+            ``binomial``, ``poisson``, ``negative_binomial``, ``ordinal``, ``loglik``), or
+            ``pkmix.endpoints({dvid: ...})`` for several endpoints (docs/nongaussian.md).
         covariates: names of the data columns ``individual`` reads.
         iov: ``pkmix.IOV(...)`` inter-occasion variability.
         name: a label for output.
@@ -90,14 +93,18 @@ class Model:
                 f"got {type(structure).__name__}"
             )
         if not isinstance(error, AbstractErrorModel):
-            raise ModelError(f"error: expected pkmix.additive/proportional/combined/log_additive, got {error!r}")
+            raise ModelError(f"error: expected pkmix.additive/proportional/combined/log_additive or a likelihood "
+                             f"(pkmix.bernoulli, poisson, ...), got {error!r}")
         if not callable(individual) or not callable(observe):
             raise ModelError("individual and observe must be functions")
         self.structure = structure
         self.error = error
         self.individual = individual
         self.observe = observe
-        self.covariates = tuple(covariates)
+        # A likelihood's per-record data columns (binomial trials, DVID) travel in the
+        # batch as covariates: ``individual`` and ``observe`` may read them too.
+        self.covariates = tuple(covariates) + tuple(
+            c for c in error.data_columns if c.upper() not in {n.upper() for n in covariates})
         for n in self.covariates:
             if n in self._declared_names():
                 raise ModelError(f"covariate '{n}' has the name of a model parameter")
@@ -248,7 +255,9 @@ class Model:
         for eqn in reversed(jaxpr.eqns):
             if any(v in live for v in eqn.outvars):
                 live.update(v for v in eqn.invars if isinstance(v, Var))
-        return tuple(n for n, v in zip(s.theta_names, jaxpr.invars) if v not in live)
+        # A likelihood's thetas are read by its density, which this program leaves out.
+        return tuple(n for n, v in zip(s.theta_names, jaxpr.invars)
+                     if v not in live and n not in self.error.theta_parameters)
 
     def check_estimable(self) -> None:
         """Refuse a fit of a model with an estimated theta that nothing reads (its
@@ -321,6 +330,8 @@ class Model:
 
     def sigma_sds(self, values: ParameterValues):
         """Residual SDs in the order of ``error.parameters``."""
+        if not self.error.parameters:
+            return jnp.zeros(0)
         sds = []
         for n in self.error.parameters:
             i = self.spec.sigma_names.index(n)
@@ -328,12 +339,29 @@ class Model:
             sds.append(jnp.sqrt(v) if self.spec.sigmas[i].scale == "variance" else v)
         return jnp.stack(sds)
 
-    def residual_variance(self, values: ParameterValues, f):
+    def error_thetas(self, values: ParameterValues):
+        """The values of the thetas the error model reads, in its ``theta_parameters``
+        order ([0] when none)."""
         names = self.error.theta_parameters
         if not names:
+            return jnp.zeros(0)
+        return jnp.stack([values.theta[self.spec.theta_names.index(n)] for n in names])
+
+    def residual_variance(self, values: ParameterValues, f):
+        if not self.error.theta_parameters:
             return self.error.variance(f, self.sigma_sds(values))
-        thetas = jnp.stack([values.theta[self.spec.theta_names.index(n)] for n in names])
-        return self.error.variance(f, self.sigma_sds(values), thetas)
+        return self.error.variance(f, self.sigma_sds(values), self.error_thetas(values))
+
+    @property
+    def non_gaussian(self) -> bool:
+        """Whether the observations follow a likelihood (``pkmix.bernoulli``, ...) rather
+        than a Gaussian residual error model."""
+        return self.error.non_gaussian
+
+    def observation_m2ll(self, values: ParameterValues, f, y, subject):
+        """A likelihood model's per-record -2 log p(y_j | f_j) at predictions ``f`` and
+        observations ``y`` [R] (every record; the caller masks the observed ones)."""
+        return self.error.m2ll_records(f, y, self.error_thetas(values), self.sigma_sds(values), subject)
 
     def omega_full(self, values: ParameterValues, n_occasions: int):
         """The OMEGA of a subject's full eta vector (BSV block, then IOV per occasion)."""
