@@ -20,6 +20,14 @@ from ._model.error_models import combined as combined  # noqa: E402
 from ._model.error_models import eps_error as eps_error  # noqa: E402
 from ._model.error_models import log_additive as log_additive  # noqa: E402
 from ._model.error_models import proportional as proportional  # noqa: E402
+from ._model.likelihoods import AbstractLikelihood as AbstractLikelihood  # noqa: E402
+from ._model.likelihoods import bernoulli as bernoulli  # noqa: E402
+from ._model.likelihoods import binomial as binomial  # noqa: E402
+from ._model.likelihoods import endpoints as endpoints  # noqa: E402
+from ._model.likelihoods import loglik as loglik  # noqa: E402
+from ._model.likelihoods import negative_binomial as negative_binomial  # noqa: E402
+from ._model.likelihoods import ordinal as ordinal  # noqa: E402
+from ._model.likelihoods import poisson as poisson  # noqa: E402
 from ._model.errors import ModelError as ModelError  # noqa: E402
 from ._model.model import Model as Model  # noqa: E402
 from ._model.parameters import IOV as IOV  # noqa: E402
