@@ -50,6 +50,7 @@ def _problem(model, data, method, params, covariate_rule):
     dataset, batch = bind(model, data)
     _require_observations(dataset)
     method.check_etas(model.n_eta_total(batch.n_occasions))  # AGQ: at most 3 etas a subject
+    method.check_model(model)  # FO/FOCE/FOCE-I refuse a likelihood (non-Gaussian) model
     values = parameter_values(model, params)
     return method, dataset, batch, values, likelihood_options(method, batch, covariate_rule), transform_for(model)
 
