@@ -28,6 +28,9 @@ CANONICAL_COLUMNS: tuple[str, ...] = (
     "ID", "TIME", "DV", "AMT", "EVID", "MDV", "CMT", "RATE", "DUR", "II", "ADDL", "SS",
     "LLOQ", "BLQ", "REC",
 )
+# Record items a frame may have after the canonical columns: the occasion and the
+# endpoint of each observation (NONMEM's DVID, read by ``pkmix.endpoints``).
+OPTIONAL_ITEMS: tuple[str, ...] = ("OCC", "DVID")
 INT_COLUMNS: tuple[str, ...] = ("EVID", "MDV", "CMT", "ADDL", "SS", "BLQ", "REC")
 # Padded record axes are rounded up to a multiple of this, so that datasets of similar
 # size share one compiled program instead of recompiling for every record count.
@@ -217,7 +220,7 @@ class Dataset:
     @property
     def covariates(self) -> list[str]:
         """Covariate column names (every column that is not a NONMEM data item)."""
-        return [c for c in self.frame.columns if c not in CANONICAL_COLUMNS and c != "OCC"]
+        return [c for c in self.frame.columns if c not in CANONICAL_COLUMNS and c not in OPTIONAL_ITEMS]
 
     @property
     def has_occasions(self) -> bool:
@@ -467,6 +470,13 @@ def model_violations(frame: pd.DataFrame, model: Any) -> list[Violation]:
             ))
         else:
             violations += _missing_value_violations(frame, [column], "model")
+
+    # A likelihood's rules on the observations it reads (a Bernoulli DV in {0, 1}, a
+    # known DVID, ...).
+    error = getattr(model, "error", None)
+    if getattr(error, "non_gaussian", False) and {"DV", "EVID", "MDV"} <= set(frame.columns):
+        obs = (frame["EVID"].to_numpy() == 0) & (frame["MDV"].to_numpy() == 0)
+        violations += error.data_violations(frame, obs)
     return violations
 
 

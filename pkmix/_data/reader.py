@@ -27,7 +27,7 @@ from .errors import DatasetError, DatasetWarning, Violation, _format_id
 # NONMEM data items pkmix understands; every other column is a covariate.
 DATA_ITEMS: tuple[str, ...] = (
     "ID", "TIME", "DV", "AMT", "EVID", "MDV", "CMT", "RATE", "DUR", "II", "ADDL", "SS",
-    "LLOQ", "BLQ", "OCC",
+    "LLOQ", "BLQ", "OCC", "DVID",
 )
 # Other spellings of the same item (CENS is the Monolix/nlmixr2 censoring flag).
 SYNONYMS: dict[str, str] = {"CENS": "BLQ"}
@@ -48,7 +48,8 @@ def read_nonmem(
 
     Column names are case-insensitive. '.' and empty cells are missing. Recognised
     items: ID, TIME, DV, AMT, EVID, MDV, CMT, RATE, DUR, II, ADDL, SS, LLOQ, BLQ (or
-    CENS), OCC; every other column is a numeric covariate. Missing AMT, RATE, DUR, II,
+    CENS), OCC, DVID (the endpoint of an observation in a model with several:
+    ``pkmix.endpoints``); every other column is a numeric covariate. Missing AMT, RATE, DUR, II,
     ADDL, SS and CMT are 0 as in NONMEM; EVID and MDV are derived when absent. Rows whose
     first field starts with '#' are comments (NM-TRAN's default IGNORE=#).
 
@@ -435,6 +436,16 @@ def _parse(
         blq = np.zeros(n, dtype=bool)
         lloq = nan
 
+    # Endpoint of each observation (its value is checked against the model's endpoints);
+    # records that are not observations may leave it out.
+    if "DVID" in values:
+        dvid = values["DVID"]
+        out.rows(~np.isnan(dvid) & (dvid != np.round(dvid)), shown["DVID"], f"{shown['DVID']} is an integer",
+                 lambda i: f"DVID {_num(dvid[i])} is not an integer")
+        out.rows(obs & np.isnan(dvid) & ~unparsed["DVID"], shown["DVID"], "DVID present on observations",
+                 "observation without an endpoint (DVID)")
+        values["DVID"] = np.where(np.isnan(dvid) & ~obs, 0.0, dvid)
+
     if out.items:
         return _frame_for_model_checks(rec, ident, cmt, values, unparsed), out.items
 
@@ -444,8 +455,9 @@ def _parse(
         "LLOQ": lloq, "BLQ": blq.astype(np.int64), "REC": rec,
     })
     extra = [c for c in values if c not in DATA_ITEMS]
-    if "OCC" in values:
-        frame["OCC"] = values["OCC"]
+    for optional in ("OCC", "DVID"):
+        if optional in values:
+            frame[optional] = values[optional]
     for c in extra:
         frame[c] = values[c]
     return _canonical_dtypes(frame), []

@@ -25,9 +25,10 @@ The interface (``AbstractLikelihood``):
   and passes, at every other record, the f and y of the subject's first observation, so
   a density need only be finite at values the data can take; it must be finite there,
   because a masked NaN still spoils the gradient.
-- ``data_violations(frame, rows) -> [Violation]``: the rules the DV (and the data
+- ``dv_violations(frame, rows) -> [Violation]``: the rules the DV (and the data
   columns) break on the observation rows ``rows`` of the read dataset (a Bernoulli DV
-  that is not 0/1, a negative count), checked when data meet the model.
+  that is not 0/1, a negative count), checked when data meet the model
+  (``data_violations`` adds that censored records are refused).
 
 Conventions of the built-ins: ``f`` is the linear predictor on the link's scale
 (logit or probit of the probability, log of the mean for counts) unless
@@ -90,7 +91,7 @@ def _integer_rows(x):
 class AbstractLikelihood(AbstractErrorModel):
     """A per-record log-likelihood in place of a residual error model (see the module
     docstring for the interface). Subclasses define ``m2ll_records`` and usually
-    ``data_violations``."""
+    ``dv_violations``."""
 
     non_gaussian = True
     log_transform = False
@@ -107,10 +108,18 @@ class AbstractLikelihood(AbstractErrorModel):
     def m2ll_records(self, f, y, thetas, sds, subject):
         """Each record's -2 log p(y_j | f_j), [R]."""
 
-    def data_violations(self, frame, rows) -> list:
+    def dv_violations(self, frame, rows) -> list:
         """The ``Violation``s of the observation rows ``rows`` (a boolean mask over the
         frame's rows) of the read dataset ``frame`` (DV, ID, REC and the data columns)."""
         return []
+
+    def data_violations(self, frame, rows) -> list:
+        """``dv_violations`` and censored (BLQ) records, which only Gaussian endpoints take."""
+        out = self.dv_violations(frame, rows)
+        if "BLQ" in frame.columns:
+            out += self._violations(frame, rows, frame["BLQ"].to_numpy() == 1, "BLQ",
+                                    "BLQ only on Gaussian endpoints (M3)", f"censored {self.label} record")
+        return out
 
     def _variance(self, f, sds):
         # No residual variance: Gaussian-only code (FO/FOCE/FOCE-I, weighted residuals)
@@ -176,7 +185,7 @@ class Binomial(AbstractLikelihood):
         log_choose = gammaln(n + 1.0) - gammaln(y + 1.0) - gammaln(jnp.maximum(n - y, 0.0) + 1.0)
         return -2.0 * (log_choose + y * log_p + (n - y) * log_q)
 
-    def data_violations(self, frame, rows):
+    def dv_violations(self, frame, rows):
         if self.trials is None:
             return self._dv_violations(frame, rows, lambda y: np.isin(y, (0, 1)), "DV in {0, 1}")
         out = []
@@ -212,7 +221,7 @@ class Poisson(AbstractLikelihood):
         log_mu = f if self.link == "log" else jnp.log(jnp.maximum(f, TINY))
         return -2.0 * (y * log_mu - jnp.exp(log_mu) - gammaln(y + 1.0))
 
-    def data_violations(self, frame, rows):
+    def dv_violations(self, frame, rows):
         return self._dv_violations(frame, rows, lambda y: _integer_rows(y) & (y >= 0), "DV is an integer >= 0")
 
 
@@ -249,7 +258,7 @@ class NegativeBinomial(AbstractLikelihood):
               + r * (log_r - log_total) + y * (log_mu - log_total))
         return -2.0 * lp
 
-    def data_violations(self, frame, rows):
+    def dv_violations(self, frame, rows):
         return self._dv_violations(frame, rows, lambda y: _integer_rows(y) & (y >= 0), "DV is an integer >= 0")
 
 
@@ -291,7 +300,7 @@ class Ordinal(AbstractLikelihood):
                                  jnp.where(middle_ok, middle, -0.5 * IMPOSSIBLE)))
         return -2.0 * lp
 
-    def data_violations(self, frame, rows):
+    def dv_violations(self, frame, rows):
         K = self.n_categories
         return self._dv_violations(frame, rows, lambda y: _integer_rows(y) & (y >= 0) & (y <= K - 1),
                                    f"DV is a category 0..{K - 1} ({K - 1} cut-points)")
@@ -417,7 +426,7 @@ class Endpoints(AbstractLikelihood):
             return [Violation(None, None, self.column.upper(), "a multi-endpoint model's data have its DVID column",
                               f"the model has endpoints by {self.column} but the dataset has no such column")]
         dvid = frame[col].to_numpy(dtype=np.float64)
-        known = np.isin(dvid, self.values)
+        known = np.isin(dvid, self.values) | np.isnan(dvid)  # a missing one is reported as missing
         out = self._violations(frame, rows, ~known, self.column.upper(),
                                f"{self.column} in {{{', '.join(map(str, self.values))}}} on observations "
                                "(one observation model per value)",
@@ -426,9 +435,6 @@ class Endpoints(AbstractLikelihood):
             sub = rows & (dvid == v)
             if m.non_gaussian:
                 out += m.data_violations(frame, sub)
-            if m.non_gaussian and "BLQ" in frame.columns:
-                out += m._violations(frame, sub, frame["BLQ"].to_numpy() == 1, "BLQ",
-                                     "BLQ only on Gaussian endpoints (M3)", "censored record of a non-Gaussian endpoint")
         return out
 
 

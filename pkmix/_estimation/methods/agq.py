@@ -77,6 +77,7 @@ class AGQ(AbstractMethod):
     name = "agq"
     interaction = True
     supports_blq = True
+    supports_likelihood = True
 
     def __init__(self, nodes: int = 5):
         nodes = int(nodes)

@@ -25,6 +25,9 @@ class AbstractMethod(abc.ABC):
     interaction: bool  # residual variance evaluated at eta (True) or at eta = 0
     estimates_eta: bool = True  # FO evaluates everything at eta = 0
     supports_blq: bool = False  # M3 needs the conditional likelihood (FOCE-I, Laplace)
+    # A per-record likelihood (non-Gaussian data) needs the conditional density itself:
+    # Laplace, AGQ, IMP (and SAEM); FO, FOCE and FOCE-I linearise a Gaussian residual.
+    supports_likelihood: bool = False
 
     def __repr__(self) -> str:
         # Stable across processes: part of the exported-program cache's key (_compile).
@@ -35,6 +38,16 @@ class AbstractMethod(abc.ABC):
 
     def check_etas(self, n_eta: int) -> None:
         """Raise ValueError when the method cannot take ``n_eta`` etas a subject (AGQ)."""
+
+    def check_model(self, model) -> None:
+        """Raise ModelError when the method cannot estimate ``model`` (a likelihood model
+        under a method that needs a Gaussian residual)."""
+        if model.non_gaussian and not self.supports_likelihood:
+            from ..._model.errors import ModelError
+
+            raise ModelError(
+                f"method '{self.name}' needs a Gaussian residual error model, and this model's observations "
+                f"follow a likelihood ({type(model.error).__name__}): use method='laplace', 'agq' or 'imp'")
 
     def pieces_suffice(self, opts: Options) -> bool:
         """Whether ``ofv_from_pieces`` gives the whole OFV under these options."""

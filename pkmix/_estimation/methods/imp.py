@@ -65,6 +65,7 @@ class IMP(AbstractMethod):
     name = "imp"
     interaction = True
     supports_blq = True
+    supports_likelihood = True
 
     def __init__(self, samples: int = 1024, seed: int = 0, proposal: str = "normal", df: float = 4.0):
         samples, proposal, df = int(samples), str(proposal).lower(), float(df)

@@ -12,6 +12,7 @@ class Laplace(AbstractMethod):
     name = "laplace"
     interaction = True
     supports_blq = True
+    supports_likelihood = True
 
     def pieces_suffice(self, opts):
         return False  # the OFV needs the exact eta-Hessian of l, not only first derivatives
