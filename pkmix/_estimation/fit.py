@@ -306,7 +306,9 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         method: "fo", "foce", "focei" (default), "laplace", "agq" (adaptive Gauss-Hermite
             quadrature, 5 nodes per eta, at most 3 etas; ``methods.AGQ(nodes=n)`` for
             others) or "imp" (importance sampling, 1024 Sobol draws a subject;
-            ``methods.IMP(samples=, seed=, proposal=)``). See docs/estimation_methods.md.
+            ``methods.IMP(samples=, seed=, proposal=)``) or "saem" (stochastic approximation EM,
+            ``pkmix.SAEM(...)``; ``max_iter`` and ``gtol`` do not apply). See
+            docs/estimation_methods.md.
         params: initial values (default the model's).
         max_iter: outer iteration limit.
         gtol: convergence when every |dOFV/dx| on the unconstrained scale is below it.
@@ -333,7 +335,12 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
             individual parameter, prediction or residual variance that is not finite.
     """
     from .._results import build_result
+    from .methods.saem import SAEM, fit_saem
 
+    if isinstance(get_method(method), SAEM):  # an EM loop of its own (methods/saem.py), not the L-BFGS program
+        return fit_saem(model, data, get_method(method), params=params, covariance=covariance,
+                        covariate_rule=covariate_rule, progress=progress, diagnostics=diagnostics, npde=npde,
+                        npde_samples=npde_samples, seed=seed)
     settings = FitSettings(max_iter=int(max_iter), gtol=float(gtol), covariance=covariance,
                            history=HISTORY_ROWS).check()
     model.check_estimable()  # an estimated theta that nothing reads: refused, named

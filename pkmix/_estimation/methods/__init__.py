@@ -1,4 +1,4 @@
-"""Estimation methods, one file each: FO, FOCE, FOCE-I, Laplace, AGQ, IMP."""
+"""Estimation methods, one file each: FO, FOCE, FOCE-I, Laplace, AGQ, IMP, SAEM."""
 
 from .agq import AGQ as AGQ
 from .base import AbstractMethod as AbstractMethod
@@ -7,9 +7,10 @@ from .foce import FOCE as FOCE
 from .focei import FOCEI as FOCEI
 from .imp import IMP as IMP
 from .laplace import Laplace as Laplace
+from .saem import SAEM as SAEM
 
 METHODS = {"fo": FO(), "foce": FOCE(), "focei": FOCEI(), "laplace": Laplace(), "agq": AGQ(),
-           "imp": IMP()}
+           "imp": IMP(), "saem": SAEM()}
 
 
 def get_method(name) -> AbstractMethod:
