@@ -52,6 +52,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 from ._estimation.fit import evaluate as evaluate  # noqa: E402
 from ._estimation.methods import AGQ as AGQ  # noqa: E402
 from ._estimation.methods import IMP as IMP  # noqa: E402
+from ._estimation.methods import SAEM as SAEM  # noqa: E402
 from ._estimation.fit import fit as fit  # noqa: E402
 from ._results import FitResult as FitResult  # noqa: E402
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from ._common import (CLIError, add_drop_argument, check_output, default_data_for, error_exit, load_model_module,
                       nonnegative_int, output_dir, positive_int, read_dropping)
 
-METHODS = ("fo", "foce", "focei", "laplace", "agq", "imp")
+METHODS = ("fo", "foce", "focei", "laplace", "agq", "imp", "saem")
 
 
 def _common_arguments(parser):
