@@ -412,7 +412,9 @@ class Endpoints(AbstractLikelihood):
                 if m.theta_parameters else jnp.zeros(0)
             sd = jnp.stack([sds[self.parameters.index(n)] for n in m.parameters]) if m.parameters else jnp.zeros(0)
             if m.non_gaussian:
-                terms = m.m2ll_records(fk, yk, th, sd, subject)
+                # The endpoint sees its own records as the subject's observations (a
+                # time-to-event record's interval starts at the previous record of its kind).
+                terms = m.m2ll_records(fk, yk, th, sd, eqx.tree_at(lambda s: s.obs_mask, subject, mine))
             else:
                 terms = gaussian_m2ll_records(m, fk, yk, th, sd, subject)
             total = total + jnp.where(sel, terms, 0.0)
