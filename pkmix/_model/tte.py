@@ -49,6 +49,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
+
+from .likelihoods import AbstractLikelihood, _column
 
 HAZARDS = ("exponential", "weibull", "gompertz")
 # Bisection steps of the user hazard's inverse: the bracket shrinks by 2^-60, to the
@@ -202,3 +205,133 @@ def previous_times(time, mask):
     last = jax.lax.cummax(jnp.where(mask, idx, -1))
     prev = jnp.concatenate([jnp.full((1,), -1, dtype=last.dtype), last[:-1]])
     return jnp.where(prev >= 0, time[jnp.maximum(prev, 0)], time[0])
+
+
+class TimeToEvent(AbstractLikelihood):
+    """Time-to-event records (DV = 1 event, 0 none) with hazard ``hazard`` (the module
+    docstring has the likelihood); the interval-censoring start in data column
+    ``interval_start`` when given."""
+
+    hazard: Hazard
+    interval_start: str | None = eqx.field(static=True, default=None)
+
+    @property
+    def label(self):
+        return "time-to-event"
+
+    @property
+    def theta_parameters(self):
+        return tuple(self.hazard.theta)
+
+    @property
+    def data_columns(self):
+        return () if self.interval_start is None else (self.interval_start,)
+
+    # Finite at any record: a positive hazard multiplier, no event.
+    safe_prediction = 1.0
+    safe_observation = 0.0
+
+    def _record_inputs(self, y, subject):
+        """(mask, time, start, lower, dv) of the subject's records; records outside the
+        mask become no-event records of zero length, so every term is finite."""
+        mask = subject.obs_mask
+        time = subject.time
+        start = previous_times(time, mask)
+        start = jnp.where(mask, start, time)
+        lower = time if self.interval_start is None else jnp.where(mask, _column(subject, self.interval_start), time)
+        lower = jnp.clip(lower, start, time)
+        dv = jnp.where(mask, y, 0.0)
+        return mask, time, start, lower, dv
+
+    def m2ll_records(self, f, y, thetas, sds, subject):
+        mask, time, start, lower, dv = self._record_inputs(y, subject)
+        f = jnp.where(mask, f, self.safe_prediction)
+        return jnp.where(mask, record_terms(self.hazard, time, start, lower, dv, f, thetas), 0.0)
+
+    def simulate_records(self, key, f, thetas, subject):
+        """One subject's first event by inverse transform: (dv, time, keep) per record.
+
+        An Exp(1) draw E is spent along the subject's time-to-event records (the mask
+        ``obs_mask``): the event falls in the first interval (s_j, t_j] whose cumulative
+        hazard passes what is left of E, at the time T solving H(s_j, T) = the rest;
+        that record gets DV = 1 and TIME = T, the later records of the kind are dropped
+        (``keep`` False). Without an event by the last record, every record keeps DV = 0
+        (censored at the end of follow-up)."""
+        mask, time, start, _, _ = self._record_inputs(jnp.zeros_like(subject.time), subject)
+        f = jnp.where(mask, f, self.safe_prediction)
+        e = jax.random.exponential(key, dtype=jnp.float64)
+        dh = jnp.where(mask, self.hazard.cumulative(start, time, f, thetas), 0.0)
+        before = jnp.cumsum(dh) - dh  # cumulative hazard up to each interval's start
+        inside = mask & (before < e) & (before + dh >= e)
+        j = jnp.argmax(inside)
+        has_event = jnp.any(inside)
+        t_event = self.hazard.inverse(start[j], e - before[j], f[j], thetas, time[j])
+        t_event = jnp.where(jnp.isfinite(t_event), t_event, time[j])
+        idx = jnp.arange(time.shape[0])
+        dv = jnp.where(has_event & (idx == j), 1.0, 0.0)
+        new_time = jnp.where(has_event & (idx == j), t_event, time)
+        keep = ~(mask & has_event & (idx > j))
+        return dv, new_time, keep
+
+    def data_violations(self, frame, rows):
+        dv = frame["DV"].to_numpy(dtype=np.float64)
+        out = self._dv_violations(frame, rows, lambda y: np.isin(y, (0, 1)), "DV in {0, 1} (1 event, 0 none)")
+        time = frame["TIME"].to_numpy(dtype=np.float64)
+        out += self._violations(frame, rows, time < 0, "TIME", "time-to-event: TIME >= 0 (the hazard's clock)",
+                                lambda i: f"time-to-event record at TIME {time[i]:g}")
+        if self.interval_start is None:
+            return out
+        col = next((c for c in frame.columns if str(c).upper() == self.interval_start.upper()), None)
+        if col is None:
+            return out  # reported as a missing covariate column
+        low = frame[col].to_numpy(dtype=np.float64)
+        ids = frame["ID"].to_numpy()
+        # s_j: the previous time-to-event record's TIME in the subject, else its first record's.
+        first = pd.Series(time).groupby(ids, sort=False).transform("first").to_numpy()
+        prev = pd.Series(np.where(rows, time, np.nan)).groupby(ids, sort=False).transform(
+            lambda s: s.shift(1).ffill()).to_numpy()
+        start = np.where(np.isnan(prev), first, prev)
+        column = self.interval_start.upper()
+        event = rows & (dv == 1)
+        with np.errstate(invalid="ignore"):
+            out += self._violations(frame, event, ~(low <= time), column,
+                                    f"time-to-event: {column} <= TIME (an event in ({column}, TIME])",
+                                    lambda i: f"interval start {low[i]:g} after the event record's TIME {time[i]:g}")
+            out += self._violations(frame, event, ~(low >= start), column,
+                                    f"time-to-event: {column} >= the previous time-to-event record's TIME "
+                                    "(or the subject's first TIME)",
+                                    lambda i: f"interval start {low[i]:g} before {start[i]:g}, where the "
+                                              "record's interval begins")
+        return out
+
+
+def time_to_event(hazard="exponential", *, theta=(), interval_start: str | None = None,
+                  nodes: int = 16) -> TimeToEvent:
+    """Time-to-event data (DV = 1 an event at TIME, DV = 0 no event up to TIME) with a
+    hazard h(t) in place of a residual error model.
+
+    Args:
+        hazard: ``"exponential"`` (h = f), ``"weibull"`` (h = f k t^(k-1), theta: the
+            shape k), ``"gompertz"`` (h = f exp(g t), theta: the rate g), or a function
+            ``h(t, f, p)`` of time, the prediction and the thetas ``p.<name>`` named in
+            ``theta`` (integrated by Gauss-Legendre quadrature with ``nodes`` points).
+            ``f`` is what ``observe`` returns on the record, e.g. ``p.lam``, with a
+            frailty as an eta in it.
+        theta: the thetas the hazard reads.
+        interval_start: a data column giving, on an event record, the start L of the
+            interval (L, TIME] in which the event happened (interval censoring); L = TIME
+            is an exact event time.
+        nodes: Gauss-Legendre points per interval for a user hazard.
+
+    Example (Weibull with a log-normal frailty)::
+
+        pkmix.Model(theta={"tlam": -3.0, "k": 1.5}, omega={"eta_frail": 0.3}, sigma={},
+                    individual=lambda p: {"lam": jnp.exp(p.tlam + p.eta_frail)},
+                    structure=pkmix.one_compartment(), observe=lambda a, p: p.lam,
+                    error=pkmix.time_to_event("weibull", theta=["k"]))
+    """
+    if callable(hazard):
+        h = Hazard(kind="user", function=hazard, theta=tuple(theta), nodes=int(nodes))
+    else:
+        h = Hazard(kind=str(hazard), theta=tuple(theta), nodes=int(nodes))
+    return TimeToEvent(hazard=h, interval_start=interval_start)
