@@ -28,6 +28,7 @@ from ._model.likelihoods import loglik as loglik  # noqa: E402
 from ._model.likelihoods import negative_binomial as negative_binomial  # noqa: E402
 from ._model.likelihoods import ordinal as ordinal  # noqa: E402
 from ._model.likelihoods import poisson as poisson  # noqa: E402
+from ._model.tte import time_to_event as time_to_event  # noqa: E402
 from ._model.errors import ModelError as ModelError  # noqa: E402
 from ._model.model import Model as Model  # noqa: E402
 from ._model.parameters import IOV as IOV  # noqa: E402
