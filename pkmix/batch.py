@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -40,10 +41,11 @@ from ._data import Dataset, SubjectBatch, read_nonmem
 from ._data.dataset import padded_length
 from ._estimation.covariance import natural_names, natural_parameters, summarize
 from ._estimation.engine import FitOutput, fit_program, transform_for
-from ._estimation.fit import likelihood_options
+from ._estimation.fit import BOUNDARY_CORRELATION, likelihood_options
 from ._estimation.methods import get_method
 from ._estimation.settings import FitSettings, verdict
 from ._model.errors import ModelError
+from ._model.parameters import ParameterValues
 from ._predict import parameter_values
 from ._simulate import Replicates
 
@@ -56,19 +58,36 @@ def _chunk_program(model, method, opts, settings, varying_names, width, x0, base
     """``engine.fit_program`` over the replicates of one device's share of a chunk:
     vmapped in groups of ``width`` replicates, the groups one after another (``lax.map``)."""
 
+    # A field with no elements (the covariates of a model that uses none) is the same in
+    # every replicate and cannot be split into groups (lax.map reshapes each argument to
+    # [groups, width, ...], which for a zero-size array divides by zero): built inside.
+    empty = {k: v.shape[1:] + (v.dtype,) for k, v in zip(varying_names, varying) if v.size == 0}
+    mapped_names = tuple(k for k in varying_names if k not in empty)
+    mapped = tuple(v for k, v in zip(varying_names, varying) if k not in empty)
+
     def one(args):
         x0_r, etas_r, fields, limit_r = args
-        batch = dataclasses.replace(shared, **dict(zip(varying_names, fields)))
+        fields = dict(zip(mapped_names, fields), **{k: jnp.zeros(s[:-1], s[-1]) for k, s in empty.items()})
+        if SUBJECTS in fields:
+            # Replicate r is the shared dataset's subjects at these indices (a bootstrap
+            # draw): gathered here, so the data are held once, not once per replicate.
+            idx = fields.pop(SUBJECTS)
+            batch = jax.tree_util.tree_map(lambda a: a[idx], shared)
+        else:
+            batch = dataclasses.replace(shared, **fields)
         return fit_program(model, method, opts, settings, False, x0_r, base, etas_r, batch, limit_r,
                            with_covariance)
 
     n = x0.shape[0]
     if width >= n:
-        return jax.vmap(lambda *a: one(a))(x0, etas0, varying, limit)
-    return jax.lax.map(one, (x0, etas0, varying, limit), batch_size=width if width > 1 else None)
+        return jax.vmap(lambda *a: one(a))(x0, etas0, mapped, limit)
+    return jax.lax.map(one, (x0, etas0, mapped, limit), batch_size=width if width > 1 else None)
 
 
 _PROGRAMS: dict = {}
+# The varying field of replicates given as subject indices into one dataset (fit_batch's
+# ``subjects``): [R, N] int32.
+SUBJECTS = "subjects"
 
 
 def _planned_bytes(executable):
@@ -130,6 +149,28 @@ def _select_covariates(batch: SubjectBatch, model, varying=None):
     if varying is not None and "covariates" in varying:
         varying = dict(varying, covariates=np.asarray(varying["covariates"])[..., idx])
     return shared, varying
+
+
+def _stack_subjects(model, data, subjects) -> _Stack:
+    """Replicates as rows of subject indices into one dataset: the dataset is bound once
+    and each replicate gathers its subjects inside the program."""
+    if isinstance(data, (Replicates, list, tuple)) or (isinstance(data, pd.DataFrame) and "REP" in
+                                                         [c.upper() for c in data.columns]):
+        raise TypeError("with subjects=, datasets must be one dataset (a Dataset, a DataFrame without a REP "
+                        "column, or a path) whose subjects the indices pick")
+    ds = data if isinstance(data, Dataset) else read_nonmem(data, model=model)
+    ds.check(model)
+    idx = np.asarray(subjects)
+    if idx.ndim != 2 or idx.shape[0] < 1 or idx.shape[1] < 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"subjects: expected an [R, N] array of integer subject indices, got shape {idx.shape} "
+                         f"of {idx.dtype}")
+    n = ds.n_subjects
+    bad = np.argwhere((idx < 0) | (idx >= n))
+    if bad.size:
+        r, c = bad[0]
+        raise ValueError(f"subjects[{r}, {c}] = {idx[r, c]}: the dataset's subjects are indexed 0..{n - 1}")
+    shared = ds.batch(model.covariates, occasion_column=model.occasion_column)
+    return _Stack(shared, {SUBJECTS: idx.astype(np.int32)}, None, idx.shape[0])
 
 
 def _stack(model, datasets) -> _Stack:
@@ -381,7 +422,7 @@ def _mesh(devices):
 
 def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: int = 500, gtol: float = 1e-3,
               covariance: str = "sandwich", covariate_rule: str = "nonmem", chunk_size: int | None = None,
-              devices=None, vmap_width: int | None = None, truth=None,
+              devices=None, vmap_width: int | None = None, truth=None, subjects=None, etas=None,
               progress: bool | None = None) -> BatchFitResult:
     """Fit every replicate dataset in one compiled program, sharded over devices.
 
@@ -389,9 +430,19 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
         model: a ``pkmix.Model``.
         datasets: ``Replicates`` (``pkmix.simulate(..., output="arrays")``), a DataFrame
             with a REP column (e.g. ``pkmix.simulate``'s default output), or a list of
-            datasets (``Dataset``, DataFrames or paths) with equal numbers of subjects.
+            datasets (``Dataset``, DataFrames or paths) with equal numbers of subjects;
+            with ``subjects``, one dataset.
         method: "fo", "foce", "focei" (default) or "laplace".
-        params: initial values (default the model's), the same for every replicate.
+        params: initial values (default the model's): one set for every replicate, or a
+            sequence of R sets (``ParameterValues`` or dicts by name), one a replicate.
+            Fixed parameters take the first set's values (the others must agree).
+        subjects: an [R, N] integer array: replicate r is the subjects
+            ``subjects[r]`` (0-based, in the dataset's order; repeats allowed, each
+            copy a subject of its own) of the one dataset ``datasets``. The data are
+            bound once and gathered inside the program (a bootstrap without building
+            R datasets).
+        etas: the eta modes' starting values, [R, N, q] (default 0): e.g. the original
+            fit's modes of the subjects a bootstrap replicate drew.
         max_iter: outer iteration limit per replicate; a replicate also stops after
             20 max_iter + 100 objective evaluations (a line search that never ends).
             A run-time value: changing it compiles nothing.
@@ -426,21 +477,20 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
         raise ValueError(f"covariance must be 'sandwich' or 'none' for batch fits, got {covariance!r}")
     t_start = time.perf_counter()
     method = get_method(method)
-    stack = _stack(model, datasets)
+    stack = _stack(model, datasets) if subjects is None else _stack_subjects(model, datasets, subjects)
     opts = _likelihood_options(method, stack, covariate_rule)
     transform = transform_for(model)
     if transform.size == 0:
         raise ModelError("every parameter is fixed: nothing to estimate")
-    values0 = parameter_values(model, params)
-    base = values0
-    x0 = np.asarray(transform.to_vector(values0, base))
+    R = stack.n
+    base, x0, starts = _starts(model, transform, params, R)
     n_eta = model.n_eta_total(stack.shared.n_occasions)
-    n_subj = int(stack.shared.time.shape[0])
+    n_subj = int(stack.varying[SUBJECTS].shape[1] if SUBJECTS in stack.varying else stack.shared.time.shape[0])
+    etas0 = _etas(etas, R, n_subj, n_eta)
     # As in pkmix.fit: max_iter is a run-time argument (changing it compiles nothing).
     settings = FitSettings(max_iter=int(max_iter), gtol=float(gtol), covariance=covariance)
     mesh = _mesh(devices)
     n_dev = mesh.devices.size
-    R = stack.n
     if chunk_size is None:
         chunk = min(-(-R // n_dev) * n_dev, 1024 * n_dev)
     else:
@@ -469,9 +519,8 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
         if real < chunk:
             idx = np.concatenate([idx, np.full(chunk - real, idx[0])])
         varying = tuple(_put(stack.varying[k][idx], rep_sharding) for k in names_v)
-        args = (_put(np.broadcast_to(x0, (chunk, x0.size)), rep_sharding), base_d,
-                _put(np.zeros((chunk, n_subj, n_eta)), rep_sharding), shared, varying, _put(limits, rep_sharding),
-                with_covariance)
+        args = (_put(x0[idx], rep_sharding), base_d, _put(etas0[idx], rep_sharding), shared, varying,
+                _put(limits, rep_sharding), with_covariance)
         executable, c_s = _compiled(static, mesh, args)
         compile_s += c_s
         planned = _planned_bytes(executable) if planned is None else planned
@@ -482,15 +531,51 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
         line.report(f"replicates {start + 1}-{start + real} of {R} fitted", force=True)
     out = jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *outs)
     estimates = _table(out, transform, covariance)
+    names = natural_names(transform)
+    estimates.insert(list(estimates.columns).index("eta_failures") + 1, "boundary",
+                     boundary_flags(model, estimates, names, _named_values(model, starts, names)))
     total_s = time.perf_counter() - t_start
     timing = {"compile_s": compile_s, "run_s": run_s, "total_s": total_s,
               "fits_per_second": R / run_s if run_s > 0 else float("inf"), "devices": n_dev, "chunk_size": chunk,
               "vmap_width": width, "planned_bytes": planned}
-    names = natural_names(transform)
     if truth is None and stack.truth is not None:
         truth = _truth_from(stack.truth, names)
     return BatchFitResult(estimates=estimates, names=names, truth=truth, timing=timing, method=method.name,
                           model_name=model.name, n_subjects=n_subj, n_estimated=transform.size)
+
+
+def _starts(model, transform, params, R):
+    """(base, x0 [R, p], the sets): the starting values on the unconstrained scale, one set for
+    every replicate or one a replicate; fixed parameters (and the scale of unbounded
+    thetas) from the first set."""
+    if params is None or isinstance(params, (ParameterValues, Mapping)):
+        base = parameter_values(model, params)
+        x = np.asarray(transform.to_vector(base, base))
+        return base, np.broadcast_to(x, (R, x.size)), [base]
+    sets = [parameter_values(model, p) for p in params]
+    if len(sets) != R:
+        raise ValueError(f"params: {len(sets)} parameter sets for {R} replicates (one set, or one a replicate)")
+    base = sets[0]
+    s = model.spec
+    fixed = [("theta", i, t.name) for i, t in enumerate(s.thetas) if t.fixed] + \
+        [("sigma", i, g.name) for i, g in enumerate(s.sigmas) if g.fixed]
+    for r, v in enumerate(sets):
+        for field, i, name in fixed:
+            if float(np.asarray(getattr(v, field))[i]) != float(np.asarray(getattr(base, field))[i]):
+                raise ValueError(f"params[{r}]: the fixed parameter {name} differs from params[0]'s; fixed values "
+                                 "are the same in every replicate")
+    return base, np.stack([np.asarray(transform.to_vector(v, base)) for v in sets]), sets
+
+
+def _etas(etas, R, n_subj, n_eta):
+    if etas is None:
+        return np.zeros((R, n_subj, n_eta))
+    e = np.asarray(etas, dtype=float)
+    if e.shape != (R, n_subj, n_eta):
+        raise ValueError(f"etas: expected shape {(R, n_subj, n_eta)} (replicates, subjects, etas), got {e.shape}")
+    if not np.all(np.isfinite(e)):
+        raise ValueError("etas: every starting mode must be finite")
+    return e
 
 
 def _width(vmap_width, mesh, per_device):
@@ -505,6 +590,9 @@ def _width(vmap_width, mesh, per_device):
 
 def _likelihood_options(method, stack: _Stack, covariate_rule):
     """``fit``'s options, from the flags of every replicate (steady state, BLQ, infusions)."""
+    if SUBJECTS in stack.varying:  # every replicate draws from the one dataset: its flags
+        return likelihood_options(method, stack.shared, covariate_rule)
+
     def stacked(name):
         shared = np.asarray(getattr(stack.shared, name))
         return np.asarray(stack.varying[name]) if name in stack.varying else np.broadcast_to(
@@ -538,6 +626,62 @@ def _truth_from(truth, names):
     for i, n in enumerate(s.iov_names):
         full.setdefault(f"omega({n},{n})", float(np.asarray(sim_values.iov)[i]))
     return {n: float(full[n]) for n in names if n in full}
+
+
+# A replicate is at a boundary when an estimate sits this close to where the parameter
+# space ends: a theta within this fraction of its bounded range (or of its distance from
+# the bound at the start, for a one-sided bound), a variance below this fraction of its
+# starting value, or an OMEGA correlation beyond pkmix.fit's boundary test.
+BOUNDARY_RELATIVE = 1e-3
+
+
+def _named_values(model, sets, names) -> np.ndarray:
+    """[len(sets), len(names)]: parameter sets on the user's scale, by the names of the
+    estimate table (thetas, sigmas, ``omega(A,B)`` elements, IOV variances)."""
+    s = model.spec
+    eta = list(s.eta_names)
+    out = np.empty((len(sets), len(names)))
+    for r, v in enumerate(sets):
+        for k, n in enumerate(names):
+            if n in s.theta_names:
+                out[r, k] = np.asarray(v.theta)[s.theta_names.index(n)]
+            elif n in s.sigma_names:
+                out[r, k] = np.asarray(v.sigma)[s.sigma_names.index(n)]
+            else:
+                a, b = n[6:-1].split(",")
+                out[r, k] = (np.asarray(v.omega)[eta.index(a), eta.index(b)] if a in eta
+                             else np.asarray(v.iov)[list(s.iov_names).index(a)])
+    return out
+
+
+def boundary_flags(model, estimates: pd.DataFrame, names, reference) -> np.ndarray:
+    """Per row of an estimate table: an estimate at a boundary of the parameter space
+    (see BOUNDARY_RELATIVE). ``reference``: [1 or rows, len(names)] values on the user's
+    scale that say what "near 0" is for a variance (the starting values)."""
+    s = model.spec
+    flags = np.zeros(len(estimates), dtype=bool)
+    ref = np.broadcast_to(np.asarray(reference, dtype=float), (len(estimates), len(names)))
+    for k, n in enumerate(names):
+        v = estimates[n].to_numpy(dtype=float)
+        if n in s.theta_names:
+            t = s.thetas[list(s.theta_names).index(n)]
+            lo, hi = t.lower, t.upper
+            if np.isfinite(lo) and np.isfinite(hi):
+                flags |= np.minimum(v - lo, hi - v) < BOUNDARY_RELATIVE * (hi - lo)
+            elif np.isfinite(lo):
+                flags |= (v - lo) < BOUNDARY_RELATIVE * np.maximum(np.abs(ref[:, k] - lo), 1e-12)
+            elif np.isfinite(hi):
+                flags |= (hi - v) < BOUNDARY_RELATIVE * np.maximum(np.abs(hi - ref[:, k]), 1e-12)
+        elif n.startswith("omega("):
+            a, b = n[6:-1].split(",")
+            if a == b:
+                flags |= v < BOUNDARY_RELATIVE * np.abs(ref[:, k])
+            else:
+                va = estimates[f"omega({a},{a})"].to_numpy(dtype=float)
+                vb = estimates[f"omega({b},{b})"].to_numpy(dtype=float)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    flags |= np.abs(v / np.sqrt(va * vb)) > BOUNDARY_CORRELATION
+    return flags
 
 
 def _table(out: FitOutput, transform, covariance) -> pd.DataFrame:

@@ -16,14 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# A fit is at a boundary when an estimate sits this close to where the parameter space
-# ends: a theta within this fraction of its bounded range (or of its value, for a one-
-# sided bound), a variance below this fraction of the original estimate's, or an OMEGA
-# correlation beyond pkmix.fit's own boundary test (0.99).
-BOUNDARY_RELATIVE = 1e-3
-BOUNDARY_CORRELATION = 0.99
-
-
 # ------------------------------------------------------------------ intervals
 def percentile_interval(samples, level: float = 0.95):
     """(lower, upper): the (1-level)/2 and (1+level)/2 quantiles of ``samples`` (NaNs
@@ -160,36 +152,6 @@ def valid_values(model, values) -> str | None:
     return None
 
 
-def boundary_flags(model, estimates: pd.DataFrame, names, reference) -> np.ndarray:
-    """Per row of a ``fit_batch`` estimate table: an estimate at a boundary of the
-    parameter space (see BOUNDARY_RELATIVE). ``reference``: the original estimates
-    (the scale of "a variance near 0")."""
-    s = model.spec
-    flags = np.zeros(len(estimates), dtype=bool)
-    ref = dict(zip(names, reference))
-    for n in names:
-        v = estimates[n].to_numpy(dtype=float)
-        if n in s.theta_names:
-            t = s.thetas[list(s.theta_names).index(n)]
-            lo, hi = t.lower, t.upper
-            if np.isfinite(lo) and np.isfinite(hi):
-                flags |= np.minimum(v - lo, hi - v) < BOUNDARY_RELATIVE * (hi - lo)
-            elif np.isfinite(lo):
-                flags |= (v - lo) < BOUNDARY_RELATIVE * max(abs(ref[n] - lo), 1e-12)
-            elif np.isfinite(hi):
-                flags |= (hi - v) < BOUNDARY_RELATIVE * max(abs(hi - ref[n]), 1e-12)
-        elif n.startswith("omega("):
-            a, b = n[6:-1].split(",")
-            if a == b:
-                flags |= v < BOUNDARY_RELATIVE * abs(ref[n])
-            else:
-                va = estimates[f"omega({a},{a})"].to_numpy(dtype=float)
-                vb = estimates[f"omega({b},{b})"].to_numpy(dtype=float)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    flags |= np.abs(v / np.sqrt(va * vb)) > BOUNDARY_CORRELATION
-    return flags
-
-
 def covariance_from_run(result, names) -> np.ndarray | None:
     """The covariance matrix of ``names`` from a fit: ``covariance_matrix`` when the fit
     was made in this process, else rebuilt as D C D from the standard errors and the
@@ -277,15 +239,16 @@ def gather_rows(local: np.ndarray, n: int) -> np.ndarray:
 COVARIANCE_KINDS = ("none", "sandwich", "r", "s")
 
 
-def fit_replicates(model, make_frame, n: int, *, progress=None, **fit_kw):
-    """``fit_batch`` of replicates 0..n-1, each process fitting its ``process_share`` on
-    its own devices (``jax.local_devices()``), the estimate tables gathered.
+def fit_replicates(model, dataset, subjects, *, etas=None, progress=None, **fit_kw):
+    """``fit_batch`` of replicates drawn from one dataset (``subjects``: [n, N] subject
+    indices, ``fit_batch``'s ``subjects``; ``etas``: [n, N, q] starting modes or None),
+    each process fitting its ``process_share`` on its own devices
+    (``jax.local_devices()``), the estimate tables gathered.
 
-    ``make_frame(indices)`` returns those replicates as one long DataFrame with a REP
-    column (``fit_batch``'s frame input). Without ``jax.distributed`` this is one
-    ``fit_batch`` call. With it, no fit talks to another process: only the numeric
-    estimate table is gathered at the end (``gather_rows``), and each row's
-    ``message`` is then left empty (text is not gathered).
+    Without ``jax.distributed`` this is one ``fit_batch`` call. With it, no fit talks to
+    another process: only the numeric estimate table is gathered at the end
+    (``gather_rows``), and each row's ``message`` is then left empty (text is not
+    gathered).
 
     Returns:
         (estimates DataFrame, the ``BatchFitResult`` of this process's share).
@@ -294,11 +257,15 @@ def fit_replicates(model, make_frame, n: int, *, progress=None, **fit_kw):
 
     from ..batch import fit_batch
 
+    subjects = np.asarray(subjects)
+    n = subjects.shape[0]
     share = process_share(n)
+    kw = dict(fit_kw, subjects=subjects[share], etas=None if etas is None else np.asarray(etas)[share],
+              progress=progress)
     if jax.process_count() == 1:
-        res = fit_batch(model, make_frame(share), progress=progress, **fit_kw)
+        res = fit_batch(model, dataset, **kw)
         return res.estimates, res
-    res = fit_batch(model, make_frame(share), devices=jax.local_devices(), progress=progress, **fit_kw)
+    res = fit_batch(model, dataset, devices=jax.local_devices(), **kw)
     est = res.estimates.copy()
     est["REP"] = share + 1
     est["covariance"] = [COVARIANCE_KINDS.index(k) if k in COVARIANCE_KINDS else -1 for k in est["covariance"]]
@@ -307,7 +274,8 @@ def fit_replicates(model, make_frame, n: int, *, progress=None, **fit_kw):
     out = pd.DataFrame(every, columns=columns)
     for c in ("REP", "status", "iterations", "evaluations", "eta_failures"):
         out[c] = out[c].astype(int)
-    out["converged"] = out["converged"].astype(bool)
+    for c in ("converged", "boundary"):
+        out[c] = out[c].astype(bool)
     out["covariance"] = [COVARIANCE_KINDS[int(k)] if k >= 0 else "?" for k in out["covariance"]]
     out.insert(list(res.estimates.columns).index("message"), "message", "")
     return out, res

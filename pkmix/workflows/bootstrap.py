@@ -2,8 +2,10 @@
 refitted in ``fit_batch``.
 
 Subjects are resampled with replacement (within strata when ``stratify`` names a
-column: each stratum keeps its number of subjects), given new IDs 1..N, and every
-replicate is fitted from the original estimates in one compiled program. Intervals:
+column: each stratum keeps its number of subjects), and every replicate is fitted in
+one compiled program from the original estimates, each subject's modes starting from
+its original modes; a replicate is its rows of subject indices into the one dataset
+(``fit_batch``'s ``subjects``), so no replicate dataset is built. Intervals:
 percentile and BCa (bias-corrected and accelerated); BCa's acceleration comes from the
 jackknife (N leave-one-subject-out refits, also in one ``fit_batch`` call) or
 from a regression of the replicates on their subject frequencies (no refits).
@@ -18,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import (acceleration as acceleration_of, as_fit, bca_interval, boundary_flags, estimate_vector,
-                      fit_replicates, jackknife_acceleration, percentile_interval, regression_influence,
+from ._common import (acceleration as acceleration_of, as_fit, bca_interval, estimate_vector, fit_replicates, jackknife_acceleration, percentile_interval, regression_influence,
                       table_records, write_json)
 
 
@@ -37,7 +38,8 @@ class BootstrapResult:
             (see ``acceleration``; 0 with ``acceleration=None``: the BC interval), ``n`` replicates used.
         names: the parameters. level: the intervals' level.
         shares: fractions of replicates: ``successful`` (converged), ``boundary``
-            (an estimate at a boundary, see ``_common.BOUNDARY_RELATIVE``),
+            (an estimate at a boundary: ``fit_batch``'s ``boundary`` column, see
+            ``pkmix.batch.BOUNDARY_RELATIVE``),
             ``covariance_failed`` (no standard errors although asked for), ``used``.
         jackknife: leave-one-subject-out estimates (``acceleration="jackknife"`` only).
         timing: seconds: ``resample_s``, ``fit_s``, ``jackknife_s``, ``total_s``, and
@@ -133,6 +135,20 @@ def replicate_frame(dataset, subjects: np.ndarray, reps=None) -> pd.DataFrame:
     return out
 
 
+def _original_modes(fit, model, dataset):
+    """[N, q] the fit's eta modes in the dataset's subject order (each replicate's fit
+    starts from those of the subjects it drew), or None where the fit has none of that
+    shape (a run folder without them)."""
+    etas = getattr(fit, "etas", None)
+    if etas is None:
+        return None
+    values = etas.drop(columns="ID").to_numpy(dtype=float)
+    q = model.n_eta_total(dataset.batch(model.covariates, occasion_column=model.occasion_column).n_occasions)
+    if values.shape != (dataset.n_subjects, q) or not np.all(np.isfinite(values)):
+        return None
+    return values
+
+
 def bootstrap(fit, n: int = 1000, stratify: str | None = None, seed: int = 0, *, level: float = 0.95,
               acceleration: str | None = "jackknife", converged_only: bool = True, method: str | None = None,
               max_iter: int = 500, covariance: str = "sandwich", chunk_size: int | None = None,
@@ -178,20 +194,20 @@ def bootstrap(fit, n: int = 1000, stratify: str | None = None, seed: int = 0, *,
     method = fit.method if method is None else method
     kw = dict(method=method, params=fit.values, max_iter=max_iter, chunk_size=chunk_size, vmap_width=vmap_width)
     draws = resample_subjects(dataset, n, seed, stratify)
+    modes = _original_modes(fit, model, dataset)
     t_resample = time.perf_counter() - t0
     t1 = time.perf_counter()
-    est, res = fit_replicates(model, lambda idx: replicate_frame(dataset, draws[idx], idx), n,
+    est, res = fit_replicates(model, dataset, draws, etas=None if modes is None else modes[draws],
                               covariance=covariance, progress=progress, **kw)
     fit_s = time.perf_counter() - t1
     names = list(res.names)
     original = estimate_vector(fit, names)
-    est["boundary"] = boundary_flags(model, est, names, original)
 
     jack, jack_s = None, 0.0
     if acceleration == "jackknife":
         t2 = time.perf_counter()
         leave_out = np.asarray([[j for j in range(N) if j != i] for i in range(N)])
-        jack, _ = fit_replicates(model, lambda idx: replicate_frame(dataset, leave_out[idx], idx), N,
+        jack, _ = fit_replicates(model, dataset, leave_out, etas=None if modes is None else modes[leave_out],
                                  covariance="none", progress=progress, **kw)
         jack_s = time.perf_counter() - t2
 
