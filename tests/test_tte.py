@@ -109,3 +109,119 @@ def test_previous_times_skip_other_records():
     time = jnp.asarray([0.0, 1.0, 2.0, 3.0, 4.0, 4.0])
     mask = jnp.asarray([False, True, False, True, True, False])
     np.testing.assert_array_equal(previous_times(time, mask), [0.0, 0.0, 1.0, 1.0, 3.0, 4.0])
+
+
+# --------------------------------------------------------------- a frailty model
+THETA_LAM, SHAPE, OMEGA_FRAIL = -2.0, 1.4, 0.5
+
+
+def _frailty_data():
+    """12 subjects: records at 0, sometimes one in between (DV = 0), and a last record
+    that is an exact event, an interval-censored event (TLO < TIME) or a censoring."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(1, 13):
+        end = float(np.round(rng.uniform(2.0, 10.0), 3))
+        kind = ("exact", "interval", "censored")[i % 3]
+        rows.append(dict(ID=i, TIME=0.0, DV=0, EVID=0, MDV=0, TLO=0.0))
+        if i % 2:
+            rows.append(dict(ID=i, TIME=round(end / 3, 3), DV=0, EVID=0, MDV=0, TLO=round(end / 3, 3)))
+        low = round(0.6 * end, 3) if kind == "interval" else end
+        rows.append(dict(ID=i, TIME=end, DV=int(kind != "censored"), EVID=0, MDV=0, TLO=low))
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def _frailty_model(hazard="weibull", theta=("k",)):
+    import pkmix
+
+    return pkmix.Model(
+        theta={"tlam": THETA_LAM, "k": SHAPE}, omega={"eta_frail": OMEGA_FRAIL}, sigma={},
+        individual=lambda p: {"lam": jnp.exp(p.tlam + p.eta_frail), "cl": 1.0, "v": 1.0},
+        structure=__import__("pkmix").one_compartment(), observe=lambda a, p: p.lam,
+        error=__import__("pkmix").time_to_event(hazard, theta=list(theta), interval_start="TLO"))
+
+
+def _subject_log_lik(g, e):
+    """log p(records | frailty e), from S(t) = exp(-H(t)), H(t) = lam t^k written out."""
+    lam = np.exp(THETA_LAM + e)
+    H = lambda t: lam * t ** SHAPE  # noqa: E731
+    total, prev = 0.0, g["TIME"].iloc[0]
+    for t, dv, low in zip(g["TIME"], g["DV"], g["TLO"]):
+        if dv == 0:  # S(t) / S(prev)
+            total += -(H(t) - H(prev))
+        elif low < t:  # (S(L) - S(t)) / S(prev)
+            total += -(H(low) - H(prev)) + np.log(-np.expm1(-(H(t) - H(low))))
+        else:  # h(t) S(t) / S(prev)
+            total += np.log(lam * SHAPE * t ** (SHAPE - 1.0)) - (H(t) - H(prev))
+        prev = t
+    return total
+
+
+def _reference_ofvs(data):
+    """Per subject: -2 log of the marginal likelihood by scipy.integrate.quad over the
+    frailty, and Laplace's approximation l(e^) + log(l''(e^)/2) from scipy's mode."""
+    from scipy import optimize
+
+    marginal, laplace = [], []
+    for _, g in data.groupby("ID"):
+        def integrand(e):
+            return np.exp(_subject_log_lik(g, e) - e * e / (2 * OMEGA_FRAIL)) / np.sqrt(2 * np.pi * OMEGA_FRAIL)
+
+        v, _ = integrate.quad(integrand, -15, 15, epsabs=1e-15, epsrel=1e-13, limit=200)
+        marginal.append(-2.0 * np.log(v))
+
+        def l_fn(e):
+            return -2.0 * _subject_log_lik(g, e) + e * e / OMEGA_FRAIL + np.log(OMEGA_FRAIL)
+
+        e_hat = optimize.minimize_scalar(l_fn, bracket=(-1.0, 1.0), tol=1e-12).x
+        step = 1e-4
+        second = (l_fn(e_hat + step) - 2 * l_fn(e_hat) + l_fn(e_hat - step)) / step**2
+        laplace.append(l_fn(e_hat) + np.log(0.5 * second))
+    return np.array(marginal), np.array(laplace)
+
+
+@pytest.fixture(scope="module")
+def frailty():
+    data = _frailty_data()
+    return data, _frailty_model(), _reference_ofvs(data)
+
+
+def test_frailty_marginal_likelihood_agq_against_scipy_quad(frailty):
+    """AGQ with many nodes is the marginal likelihood over the log-normal frailty (by
+    scipy's adaptive quadrature); Laplace is its known approximation, computed here
+    from scipy's mode and a finite-difference curvature."""
+    import pkmix
+
+    data, model, (marginal, laplace) = frailty
+    agq = pkmix.evaluate(model, data, pkmix.AGQ(nodes=25))
+    assert agq.ofv == pytest.approx(marginal.sum(), abs=1e-6)
+    lap = pkmix.evaluate(model, data, "laplace")
+    assert lap.ofv == pytest.approx(laplace.sum(), abs=1e-5)
+    # Laplace is an approximation here (the frailty is not Gaussian in the likelihood).
+    assert abs(lap.ofv - agq.ofv) > 1e-3
+
+
+def test_time_to_event_data_rules_name_record_and_column():
+    import pkmix
+
+    data = _frailty_data()
+    data.loc[2, "DV"] = 2  # not 0/1
+    last = data.index[data["ID"] == 3][-1]  # an exact event
+    data.loc[last, "TLO"] = data.loc[last, "TIME"] + 1.0  # interval starting after the event
+    with pytest.raises(pkmix.DatasetError) as err:
+        pkmix.evaluate(_frailty_model(), data, "laplace")
+    text = str(err.value)
+    assert "DV" in text and "0, 1" in text
+    assert "TLO" in text and "after the event record's TIME" in text
+    assert f"{last + 1}" in text  # the record number (1-based)
+
+
+def test_time_to_event_argument_errors():
+    import pkmix
+
+    with pytest.raises(ValueError, match="weibull hazard reads 1 theta"):
+        pkmix.time_to_event("weibull")
+    with pytest.raises(ValueError, match="hazard must be one of"):
+        pkmix.time_to_event("lognormal")
