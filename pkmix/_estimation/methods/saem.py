@@ -151,6 +151,13 @@ class SAEM(AbstractMethod):
     def __hash__(self):
         return hash((type(self).__name__,) + self._key())
 
+    def compiled(self) -> "SAEM":
+        """The settings compiled into the SAEM program, its cache key: the seed is a run-time
+        key, the chains' count is in the program's layout, and IMP and the information
+        method run after it."""
+        return SAEM(self.exploratory, self.smoothing, kernel_steps=self.kernel_steps, annealing=self.annealing,
+                    annealing_iterations=self.annealing_iterations, newton_steps=self.newton_steps)
+
     @property
     def iterations(self) -> int:
         return BURN_IN + self.exploratory + self.smoothing
@@ -358,22 +365,27 @@ def _newton(objective, z, steps):
     the objective."""
     if z.shape[0] == 0:
         return z
-    grad_fn = jax.jacfwd(objective)
-    hess_fn = jax.jacfwd(grad_fn)
+    def grad_and_grad(z):
+        g = jax.jacfwd(objective)(z)
+        return g, g
+
+    # The Hessian and gradient from one trace of the objective (forward over forward),
+    # and the three values from another: the model code is compiled twice, not five times.
+    hess_and_grad = jax.jacfwd(grad_and_grad, has_aux=True)
 
     def body(z, _):
-        f0, g, H = objective(z), grad_fn(z), hess_fn(z)
+        H, g = hess_and_grad(z)
         w, V = jnp.linalg.eigh(0.5 * (H + H.T))
         aw = jnp.abs(w)
         aw = jnp.maximum(aw, 1e-8 * jnp.max(aw) + 1e-12)
         d = -V @ ((V.T @ g) / aw)
         longest = jnp.max(jnp.abs(d))
         d = jnp.where(longest > 1.0, d / longest, d)
-        f1, f4 = objective(z + d), objective(z + 0.25 * d)
+        d = jnp.where(jnp.all(jnp.isfinite(d)), d, 0.0)
+        f0, f1, f4 = jax.vmap(objective)(jnp.stack([z, z + d, z + 0.25 * d]))
         ok1 = jnp.isfinite(f1) & (f1 < f0) & ~(jnp.isfinite(f4) & (f4 < f1))
         ok4 = jnp.isfinite(f4) & (f4 < f0) & ~ok1
-        good = jnp.all(jnp.isfinite(d))
-        z = jnp.where(good & ok1, z + d, jnp.where(good & ok4, z + 0.25 * d, z))
+        z = jnp.where(ok1, z + d, jnp.where(ok4, z + 0.25 * d, z))
         return z, None
 
     z, _ = jax.lax.scan(body, z, None, length=steps)
@@ -440,7 +452,7 @@ def saem_program(model, opts, method: SAEM, layout: Layout, transform, values0, 
         gamma = jnp.where(j < 0, 0.0, jnp.where(j < K1, 1.0, 1.0 / (j - K1 + 1.0)))
         updating = j >= 0
         u_old = _mu_u(layout, c.theta, q)
-        psi = etas + u_old
+        psi = etas + u_old[None, None, :]
         s1 = c.s1 + gamma * (jnp.mean(psi, axis=(0, 1)) - c.s1)
         s2 = c.s2 + gamma * (jnp.einsum("cni,cnj->ij", psi, psi) / (C * n) - c.s2)
 
@@ -465,7 +477,7 @@ def saem_program(model, opts, method: SAEM, layout: Layout, transform, values0, 
             lo = t.lower + 1e-10 * (1.0 + abs(t.lower)) if math.isfinite(t.lower) else -jnp.inf
             hi = t.upper - 1e-10 * (1.0 + abs(t.upper)) if math.isfinite(t.upper) else jnp.inf
             theta = theta.at[jj].set(jnp.where(updating, jnp.clip(new, lo, hi), c.theta[jj]))
-        etas = etas - (_mu_u(layout, theta, q) - u_old)
+        etas = etas - (_mu_u(layout, theta, q) - u_old)[None, None, :]
 
         # Generic thetas and residual parameters: Newton steps on the complete-data -2LL,
         # then the SA of the maximiser.
@@ -600,7 +612,7 @@ def fit_saem(model, data, method: SAEM, *, params=None, covariance: str = "sandw
     z0 = generic_vector(transform, layout, values0)
     key = jax.random.PRNGKey(method.seed)
     with while_running(f"SAEM ({method.exploratory} + {method.smoothing} iterations, {chains} chain(s))", report):
-        out, compile_s, run_s = _compile.run(saem_program, (model, opts, method, layout, transform), values0, z0,
+        out, compile_s, run_s = _compile.run(saem_program, (model, opts, method.compiled(), layout, transform), values0, z0,
                                              batch, key)
     values = ParameterValues(theta=jnp.asarray(out.theta), omega=jnp.asarray(out.omega),
                              iov=jnp.asarray(values0.iov), sigma=jnp.asarray(out.sigma))
