@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -349,31 +349,149 @@ def _draw_covariates(drawn, resample_index, key, covariates, table):
     return covariates
 
 
+def _gaussian_draw(error, key, f, sds, thetas):
+    """y = h^-1(h(f) + sqrt(R(f)) eps) for a residual error model (h its transform)."""
+    var = error.variance(f, sds, thetas) if error.theta_parameters else error.variance(f, sds)
+    yt = error.transform(f) + jnp.sqrt(var) * jax.random.normal(key, f.shape)
+    return jnp.exp(yt) if error.log_transform else yt
+
+
+def _likelihood_draw(error, key, f, thetas, subject):
+    """A draw of every record from a built-in likelihood given its predictions ``f``:
+    (y, time, keep) [R]; time and keep change only for time-to-event records."""
+    from ._model import likelihoods as lk
+    from ._model.tte import TimeToEvent
+
+    if isinstance(error, TimeToEvent):
+        return error.simulate_records(key, f, thetas, subject)
+    if isinstance(error, lk.Binomial):
+        p = jnp.exp(error.log_probabilities(f)[0])
+        if error.trials is None:
+            y = jax.random.bernoulli(key, p).astype(jnp.float64)
+        else:
+            n = lk._column(subject, error.trials)
+            y = jax.random.binomial(key, jnp.maximum(n, 0.0), p).astype(jnp.float64)
+    elif isinstance(error, (lk.Poisson, lk.NegativeBinomial)):
+        mu = jnp.exp(f) if error.link == "log" else jnp.maximum(f, 0.0)
+        k_gamma, k_poisson = jax.random.split(key)
+        if isinstance(error, lk.NegativeBinomial):
+            # NB2 as a gamma mixture of Poissons: rate ~ Gamma(shape 1/alpha, mean mu).
+            alpha = jnp.maximum(thetas[0], lk.TINY)
+            mu = mu * alpha * jax.random.gamma(k_gamma, 1.0 / alpha, f.shape)
+        y = jax.random.poisson(k_poisson, mu, f.shape).astype(jnp.float64)
+    elif isinstance(error, lk.Ordinal):
+        # P(y <= k) = F(c_k - f): y is the number of cut-points whose CDF lies below u.
+        u = jax.random.uniform(key, f.shape)
+        cdf = jnp.exp(lk._log_cdf(jnp.asarray(thetas)[None, :] - f[:, None], error.link))  # [R, K-1]
+        y = jnp.sum(u[:, None] > cdf, axis=1).astype(jnp.float64)
+    else:  # checked on the host by _check_simulable
+        raise ModelError(f"simulate: no sampler for {type(error).__name__}")
+    return y, subject.time, jnp.ones(f.shape, dtype=bool)
+
+
+def _endpoint_thetas(error, model_k, thetas, sds):
+    th = (jnp.stack([thetas[error.theta_parameters.index(n)] for n in model_k.theta_parameters])
+          if model_k.theta_parameters else jnp.zeros(0))
+    sd = jnp.stack([sds[error.parameters.index(n)] for n in model_k.parameters]) if model_k.parameters else jnp.zeros(0)
+    return th, sd
+
+
+def _draw(model, values, key, f, subject):
+    """Every record's simulated observation: (y, time, keep) [R]."""
+    error = model.error
+    thetas = model.error_thetas(values)
+    sds = model.sigma_sds(values)
+    if not error.non_gaussian:
+        return _gaussian_draw(error, key, f, sds, thetas), subject.time, jnp.ones(f.shape, dtype=bool)
+    from ._model.likelihoods import Endpoints, _column
+
+    if not isinstance(error, Endpoints):
+        return _likelihood_draw(error, key, f, thetas, subject)
+    dvid = _column(subject, error.column)
+    y, time, keep = jnp.zeros_like(f), subject.time, jnp.ones(f.shape, dtype=bool)
+    for k, (v, m) in enumerate(zip(error.values, error.models)):
+        sel = dvid == v
+        th, sd = _endpoint_thetas(error, m, thetas, sds)
+        kk = jax.random.fold_in(key, k)
+        if m.non_gaussian:
+            # The endpoint's own records are its observations (a time-to-event density
+            # reads the previous record of its kind).
+            mine = dataclasses.replace(subject, obs_mask=subject.obs_mask & sel)
+            fk = jnp.where(sel, f, m.safe_prediction)
+            yk, tk, keepk = _likelihood_draw(m, kk, fk, th, mine)
+            time = jnp.where(sel, tk, time)
+            keep = keep & (keepk | ~sel)
+        else:
+            yk = _gaussian_draw(m, kk, f, sd, th)
+        y = jnp.where(sel, yk, y)
+    return y, time, keep
+
+
+def _has_time_to_event(model) -> bool:
+    from ._model.likelihoods import Endpoints
+    from ._model.tte import TimeToEvent
+
+    error = model.error
+    models = error.models if isinstance(error, Endpoints) else (error,)
+    return any(isinstance(m, TimeToEvent) for m in models)
+
+
+def _check_simulable(model, censor_blq=False):
+    """Refuse, before compiling, a model whose observations cannot be drawn."""
+    from ._model import likelihoods as lk
+    from ._model.tte import TimeToEvent
+
+    error = model.error
+    models = error.models if isinstance(error, lk.Endpoints) else (error,)
+    samplers = (lk.Binomial, lk.Poisson, lk.NegativeBinomial, lk.Ordinal, TimeToEvent)
+    for m in models:
+        if m.non_gaussian and not isinstance(m, samplers):
+            raise ModelError(f"simulate: {type(m).__name__} (a user log-density) has no sampler; the built-in "
+                             "likelihoods (bernoulli, binomial, poisson, negative_binomial, ordinal, time_to_event) "
+                             "and the residual error models can be simulated")
+    if censor_blq and error.non_gaussian and not isinstance(error, lk.Endpoints):
+        raise ValueError("censor_blq: BLQ censoring applies to Gaussian observations; this model's are "
+                         f"{type(error).__name__}")
+
+
 def _simulate_subject(model, has_ss, covariate_rule, censor, values, root, key, subject, lloq):
-    """One subject: etas, predictions, residual error, censoring."""
+    """One subject: etas, predictions, observations (residual error or a likelihood's
+    draw), censoring. Returns (y, blq, eta, time, keep)."""
     k_eta, k_eps = jax.random.split(key)
     q = root.shape[0]
     eta = root @ jax.random.normal(k_eta, (q,)) if q else jnp.zeros(0)
     f = model.subject_predict(values, eta, subject, has_steady_state=has_ss, covariate_rule=covariate_rule)
-    var = model.residual_variance(values, f)
-    yt = model.error.transform(f) + jnp.sqrt(var) * jax.random.normal(k_eps, f.shape)
-    y = jnp.exp(yt) if model.error.log_transform else yt
+    y, time, keep = _draw(model, values, k_eps, f, subject)
     obs = subject.obs_mask
     y = jnp.where(obs, y, 0.0)
     if censor:
-        blq = obs & (lloq > 0) & (y < lloq)
+        blq = obs & (lloq > 0) & (y < lloq) & _gaussian_records(model, subject)
         y = jnp.where(blq, lloq, y)
     else:
         blq = jnp.zeros_like(obs)
-    return y, blq, eta
+    return y, blq, eta, time, keep
+
+
+def _gaussian_records(model, subject):
+    """Records whose observations are Gaussian (BLQ censoring applies to them only)."""
+    if not model.error.non_gaussian:
+        return jnp.ones(subject.time.shape, dtype=bool)
+    from ._model.likelihoods import Endpoints, _column
+
+    if not isinstance(model.error, Endpoints):
+        return jnp.zeros(subject.time.shape, dtype=bool)
+    dvid = _column(subject, model.error.column)
+    return jnp.isin(dvid, jnp.asarray(model.error.gaussian_values or (-1e300,), dtype=jnp.float64))
 
 
 def _simulate_program(model, has_ss, covariate_rule, censor, drawn, resample_index, values, template, lloq, table,
                       keys):
-    """vmap over replicates (keys [R, 2]) and subjects."""
+    """vmap over replicates (keys [R, 2]) and subjects: (y, blq, eta, covariates or
+    None, time and keep or None) with a leading replicate axis."""
     root = _omega_root(model, values, template.n_occasions)
     n_subjects = template.time.shape[0]
     varying_cov = bool(drawn) or bool(resample_index)
+    tte = _has_time_to_event(model)
 
     def one_replicate(key):
         k_cov, k_subjects = jax.random.split(key)
@@ -381,9 +499,9 @@ def _simulate_program(model, has_ss, covariate_rule, censor, drawn, resample_ind
                if varying_cov else template.covariates)
         batch = dataclasses.replace(template, covariates=cov)
         subject_keys = jax.random.split(k_subjects, n_subjects)
-        y, blq, eta = jax.vmap(lambda k, s, lq: _simulate_subject(model, has_ss, covariate_rule, censor, values,
-                                                                  root, k, s, lq))(subject_keys, batch, lloq)
-        return (y, blq, eta, cov) if varying_cov else (y, blq, eta)
+        y, blq, eta, time, keep = jax.vmap(lambda k, s, lq: _simulate_subject(
+            model, has_ss, covariate_rule, censor, values, root, k, s, lq))(subject_keys, batch, lloq)
+        return (y, blq, eta, cov if varying_cov else None, (time, keep) if tte else None)
 
     return jax.vmap(one_replicate)(keys)
 
@@ -409,9 +527,13 @@ class Replicates:
         model, values: the model and parameter values simulated from (the truth).
         seed: the seed.
         censored: whether BLQ observations were censored.
+        time, keep: for a time-to-event model, [replicate, subject, record] record times
+            (an event record's is its simulated event time) and whether the record is
+            kept (False on the subject's time-to-event records after its event); else None.
     """
 
-    def __init__(self, *, template, dataset, dv, blq, covariates, etas, lloq, model, values, seed, censored):
+    def __init__(self, *, template, dataset, dv, blq, covariates, etas, lloq, model, values, seed, censored,
+                 time=None, keep=None):
         self.template = template
         self.dataset = dataset
         self.dv = dv
@@ -423,6 +545,8 @@ class Replicates:
         self.values = values
         self.seed = seed
         self.censored = censored
+        self.time = time
+        self.keep = keep
 
     @property
     def n_replicates(self) -> int:
@@ -455,7 +579,9 @@ class Replicates:
         return Replicates(template=self.template, dataset=self.dataset, dv=self.dv[index], blq=self.blq[index],
                           covariates=None if self.covariates is None else self.covariates[index],
                           etas=self.etas[index], lloq=self.lloq, model=self.model, values=self.values,
-                          seed=self.seed, censored=self.censored)
+                          seed=self.seed, censored=self.censored,
+                          time=None if self.time is None else self.time[index],
+                          keep=None if self.keep is None else self.keep[index])
 
     def batch(self, r: int) -> SubjectBatch:
         """Replicate ``r`` (0-based) as a ``SubjectBatch``."""
@@ -490,6 +616,12 @@ class Replicates:
             for j, name in enumerate(self.template.covariate_names):
                 column = next((c for c in out.columns if c.upper() == name.upper()), name)
                 out[column] = cov[:, :, j].reshape(-1)
+        if self.time is not None:
+            # Time-to-event: an event record moves to its event time, the subject's later
+            # records of the kind go; records are put back in time order.
+            out["TIME"] = rows(np.asarray(self.time)[reps], leading=1).reshape(-1)
+            keep = rows(np.asarray(self.keep)[reps], leading=1).reshape(-1).astype(bool)
+            out = out[keep].sort_values(["REP", "ID", "TIME"], kind="stable").reset_index(drop=True)
         return out
 
     def dataset_of(self, r: int) -> Dataset:
@@ -544,13 +676,17 @@ def simulate(model, design, n: int = 1, seed: int = 0, params=None, censor_blq: 
     tpl = _template(model, design, lloq)
     if censor_blq and not np.any(tpl.lloq > 0):
         raise ValueError("censor_blq=True needs an LLOQ: a data LLOQ column, TrialDesign(lloq=...) or lloq=")
+    _check_simulable(model, censor_blq)
+    if output == "arrays" and _has_time_to_event(model):
+        raise ValueError("simulate: a time-to-event model's replicates differ in their records (an event "
+                         "moves its record and ends the subject's follow-up): use output='frame'")
     out = _simulate_arrays(model, tpl, values, n, seed, censor_blq, covariate_rule, chunk_size, progress)
     # Shared by every replicate: the records, the LLOQ; BLQ flags only vary when censored.
     template = dataclasses.replace(tpl.batch, lloq=jnp.asarray(tpl.lloq),
                                    blq=jnp.zeros_like(tpl.batch.blq), dv=jnp.zeros_like(tpl.batch.dv))
-    reps = Replicates(template=template, dataset=tpl.dataset, dv=out[0], blq=out[1], etas=out[2],
-                      covariates=out[3], lloq=tpl.lloq, model=model, values=values, seed=seed,
-                      censored=bool(censor_blq))
+    reps = Replicates(template=template, dataset=tpl.dataset, dv=out.dv, blq=out.blq, etas=out.etas,
+                      covariates=out.covariates, lloq=tpl.lloq, model=model, values=values, seed=seed,
+                      censored=bool(censor_blq), time=out.time, keep=out.keep)
     return reps if output == "arrays" else reps.to_frame()
 
 
@@ -558,25 +694,37 @@ def _replicate_keys(seed, n):
     return jax.random.split(jax.random.PRNGKey(int(seed)), n)
 
 
-def _simulate_arrays(model, tpl: _Template, values, n, seed, censor, covariate_rule, chunk_size, progress=None):
-    """(dv, blq, etas, covariates-or-None) as numpy arrays with a leading replicate axis."""
+class _Simulated(NamedTuple):
+    """Simulated arrays with a leading replicate axis (numpy)."""
+
+    dv: np.ndarray  # [n, S, rec]
+    blq: np.ndarray
+    etas: np.ndarray  # [n, S, eta]
+    covariates: np.ndarray | None  # [n, S, rec, C] when covariates are drawn
+    time: np.ndarray | None  # [n, S, rec] record times, an event record's moved to its event (time-to-event)
+    keep: np.ndarray | None  # [n, S, rec] False on time-to-event records after the subject's event
+
+
+def _simulate_arrays(model, tpl: _Template, values, n, seed, censor, covariate_rule, chunk_size,
+                     progress=None) -> _Simulated:
     keys = _replicate_keys(seed, n)
     chunk = max(1, min(int(chunk_size), n))
     static = (model, tpl.has_ss, covariate_rule, bool(censor), tpl.drawn, tpl.resample_index)
     table = jnp.asarray(tpl.resample_table if tpl.resample_table.size else np.zeros((1, 1)))
     lloq = jnp.asarray(tpl.lloq)
     pieces = []
-    with while_running(lambda: f"simulating: {sum(len(p[0]) for p in pieces)} of {n} replicates done", progress):
+    done = [0]
+    with while_running(lambda: f"simulating: {done[0]} of {n} replicates done", progress):
         for start in range(0, n, chunk):
             k = keys[start:start + chunk]
             real = k.shape[0]
             if real < chunk:  # pad the last chunk so one program serves every chunk
                 k = jnp.concatenate([k, jnp.repeat(k[:1], chunk - real, axis=0)])
             res, _, _ = _compile.run(_simulate_program, static, values, tpl.batch, lloq, table, k)
-            pieces.append([np.asarray(a)[:real] for a in res])
-    joined = [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
-    covariates = joined[3] if len(joined) > 3 else None
-    return joined[0], joined[1], joined[2], covariates
+            pieces.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:real], res))
+            done[0] += real
+    y, blq, eta, cov, tte = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *pieces)
+    return _Simulated(y, blq, eta, cov, None if tte is None else tte[0], None if tte is None else tte[1])
 
 
 # ------------------------------------------------------------------------- VPC
@@ -699,6 +847,141 @@ def vpc_statistics(times, y_obs, below_obs, y_sim, below_sim, edges, levels, ci,
     return pd.DataFrame(bin_rows), pd.DataFrame(pct_rows), pd.DataFrame(blq_rows) if has_lloq else None
 
 
+def kaplan_meier(time, event, grid):
+    """Kaplan-Meier survival at ``grid`` times from subjects' (time, event) pairs.
+
+    Args:
+        time, event: [..., N] follow-up times and event flags (1 event, 0 censored);
+            leading axes (e.g. replicates) are computed independently.
+        grid: [G] increasing times.
+
+    Returns:
+        [..., G]: the product-limit estimate S(t) (right-continuous: an event at t counts
+        in S(t)). At tied times events come before censorings, so a subject censored at
+        an event time is still at risk for it (the usual convention).
+    """
+    time = np.asarray(time, dtype=float)
+    event = np.asarray(event, dtype=bool)
+    grid = np.asarray(grid, dtype=float)
+    lead = time.shape[:-1]
+    t2 = time.reshape(-1, time.shape[-1])
+    e2 = event.reshape(-1, time.shape[-1])
+    n = t2.shape[1]
+    out = np.empty((t2.shape[0], grid.size))
+    for r in range(t2.shape[0]):
+        order = np.lexsort((~e2[r], t2[r]))  # by time, events first among ties
+        ts, es = t2[r, order], e2[r, order]
+        # Tied events telescope: prod_m (1 - 1/(n_i - m)) = 1 - d/n_i, so one factor per
+        # sorted subject gives the product-limit estimate.
+        at_risk = n - np.arange(n)
+        s = np.cumprod(np.where(es, 1.0 - 1.0 / at_risk, 1.0))
+        k = np.searchsorted(ts, grid, side="right")
+        out[r] = np.where(k > 0, s[np.maximum(k - 1, 0)], 1.0)
+    return out.reshape(lead + (grid.size,))
+
+
+def km_statistics(time_obs, event_obs, time_sim, event_sim, grid, ci, *, strata=None):
+    """The Kaplan-Meier VPC's table: per stratum and grid time the observed KM estimate
+    and the (1-ci)/2, 0.5, (1+ci)/2 quantiles of the simulated replicates' KM estimates.
+
+    Args:
+        time_obs, event_obs: per subject [N]; time_sim, event_sim: [n, N] per replicate.
+        grid: [G] times; ci: the band's level.
+        strata: per subject stratum (default one, "all"), for observed and simulated.
+    """
+    strata = np.full(np.shape(time_obs), "all", dtype=object) if strata is None else np.asarray(strata, dtype=object)
+    lo_q, hi_q = (1.0 - ci) / 2.0, (1.0 + ci) / 2.0
+    rows = []
+    for s in pd.unique(strata):
+        sel = strata == s
+        obs = kaplan_meier(np.asarray(time_obs)[sel], np.asarray(event_obs)[sel], grid)
+        sim = kaplan_meier(np.asarray(time_sim)[:, sel], np.asarray(event_sim)[:, sel], grid)  # [n, G]
+        band = np.quantile(sim, [lo_q, 0.5, hi_q], axis=0)
+        rows.append(pd.DataFrame({"stratum": s, "time": grid, "n_subjects": int(sel.sum()), "observed": obs,
+                                  "sim_lower": band[0], "sim_median": band[1], "sim_upper": band[2]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def proportion_statistics(times, y_obs, y_sim, edges, categories, ci, *, strata=None):
+    """The VPC of proportions: per stratum, time bin and category, the observed fraction
+    of records in the category and the band of the simulated fraction. The fractions
+    come from ``vpc_statistics`` (its fraction-below table, with the flag "in the
+    category"), so binning and bands are the continuous VPC's.
+
+    Returns:
+        (bins table of ``vpc_statistics``, proportions: one row per (stratum, bin,
+        category) with ``time``, ``category``, ``observed``, ``sim_lower``,
+        ``sim_median``, ``sim_upper``).
+    """
+    y_obs = np.asarray(y_obs, dtype=float)
+    y_sim = np.asarray(y_sim, dtype=float)
+    tables, bins_table = [], None
+    for c in categories:
+        bins_c, _, frac = vpc_statistics(times, y_obs, y_obs == c, y_sim, y_sim == c, edges, (0.5,), ci,
+                                         strata=strata, has_lloq=True)
+        bins_table = bins_c if bins_table is None else bins_table
+        frac.insert(3, "category", c)
+        tables.append(frac)
+    props = pd.concat(tables, ignore_index=True).sort_values(["stratum", "bin", "category"], kind="stable")
+    return bins_table, props.reset_index(drop=True)
+
+
+def _vpc_inputs(name, result_or_model, data, params, ci):
+    """(model, values, data) of a VPC from a ``FitResult`` or a model, checked."""
+    require_x64()
+    if hasattr(result_or_model, "ofv") and hasattr(result_or_model, "model"):
+        model = result_or_model.model
+        values = result_or_model.values if params is None else _resolve_values(model, params)
+        data = result_or_model.dataset if data is None else data
+    else:
+        model = result_or_model
+        values = _resolve_values(model, params)
+    if data is None:
+        raise ValueError(f"{name}: give the observed data")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    _check_simulable(model)
+    return model, values, data
+
+
+def _strata_of(frame, rows, stratify):
+    """Per selected row (boolean ``rows``): the value of the ``stratify`` column, or "all"."""
+    if stratify is None:
+        return np.full(int(np.sum(rows)), "all", dtype=object)
+    column = next((c for c in frame.columns if c.upper() == str(stratify).upper()), None)
+    if column is None:
+        raise ValueError(f"stratify: {stratify!r} is not a column of the data ({list(frame.columns)})")
+    return frame[column].to_numpy()[rows]
+
+
+def _endpoint_records(model, batch, kind, dvid, what):
+    """[S, rec] mask of the observation records of the endpoint a non-Gaussian VPC
+    draws: every observation of a model of ``kind`` (a tuple of likelihood classes), or
+    those of DVID ``dvid`` in a multi-endpoint model (which must be of that kind)."""
+    from ._model.likelihoods import Endpoints
+
+    error = model.error
+    obs = np.asarray(batch.obs_mask)
+    if isinstance(error, Endpoints):
+        candidates = [v for v, m in zip(error.values, error.models) if isinstance(m, kind)]
+        if dvid is None:
+            if len(candidates) != 1:
+                raise ValueError(f"{what}: the model has endpoints {list(error.values)}; name the one to draw "
+                                 f"with dvid= (one of {candidates})")
+            dvid = candidates[0]
+        if dvid not in candidates:
+            raise ValueError(f"{what}: DVID {dvid} is not a {_kind_name(kind)} endpoint (those are {candidates})")
+        column = np.asarray(batch.covariates)[..., batch.covariate_names.index(error.column)]
+        return obs & (column == dvid)
+    if not isinstance(error, kind):
+        raise ValueError(f"{what}: the model's observations are {type(error).__name__}, not {_kind_name(kind)}")
+    return obs
+
+
+def _kind_name(kind):
+    return " or ".join(k.__name__ for k in kind)
+
+
 def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05, 0.5, 0.95), ci: float = 0.95,
         pred_corrected: bool = False, stratify: str | None = None, seed: int = 0, lloq: float | None = None, *,
         covariate_rule: str = "nonmem", progress: bool | None = None) -> VPCResult:
@@ -725,18 +1008,7 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
     Returns:
         A ``VPCResult`` (its docstring describes the tables).
     """
-    require_x64()
-    if hasattr(result_or_model, "ofv") and hasattr(result_or_model, "model"):
-        model = result_or_model.model
-        values = result_or_model.values if params is None else _resolve_values(model, params)
-        data = result_or_model.dataset if data is None else data
-    else:
-        model = result_or_model
-        values = _resolve_values(model, params)
-    if data is None:
-        raise ValueError("vpc: give the observed data")
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    model, values, data = _vpc_inputs("vpc", result_or_model, data, params, ci)
     levels = np.asarray(pi, dtype=float)
     if np.any((levels <= 0) | (levels >= 1)):
         raise ValueError(f"pi must be fractions in (0, 1), got {pi}")
@@ -750,7 +1022,7 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
     times = frame["TIME"].to_numpy()[obs]
     y_obs = frame["DV"].to_numpy()[obs]
     blq_obs = (frame["BLQ"].to_numpy()[obs] == 1)
-    y_sim = sims[0][:, obs_rec]  # [n, N_obs] in frame order (row-major = frame order)
+    y_sim = sims.dv[:, obs_rec]  # [n, N_obs] in frame order (row-major = frame order)
     lloq_rec = tpl.lloq[obs_rec]
     has_lloq = bool(np.any(lloq_rec > 0)) or bool(np.any(blq_obs))
     lloq_rec = np.where(lloq_rec > 0, lloq_rec, -np.inf)
@@ -766,13 +1038,7 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
 
     edges = _bin_edges(times, bins)
     bin_idx = _assign(times, edges)
-    if stratify is None:
-        strata = np.full(times.shape, "all", dtype=object)
-    else:
-        column = next((c for c in frame.columns if c.upper() == str(stratify).upper()), None)
-        if column is None:
-            raise ValueError(f"stratify: {stratify!r} is not a column of the data ({list(frame.columns)})")
-        strata = frame[column].to_numpy()[obs]
+    strata = _strata_of(frame, obs, stratify)
 
     y_obs_c = y_obs.astype(float).copy()
     y_sim_c = y_sim.copy()
@@ -804,5 +1070,169 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
     )
 
 
-__all__ = ["simulate", "vpc", "vpc_statistics", "Replicates", "VPCResult", "TrialDesign", "Arm", "Dose", "Normal", "LogNormal",
+# ------------------------------------------------------------- non-Gaussian VPCs
+@dataclass
+class ProportionVPCResult:
+    """VPC of proportions (binary, ordinal or count data).
+
+    * ``bins``: one row per (stratum, bin), as ``VPCResult.bins``.
+    * ``proportions``: one row per (stratum, bin, category): ``time``, ``category``,
+      ``observed`` (the fraction of the bin's observations in the category),
+      ``sim_lower``, ``sim_median``, ``sim_upper`` (the ``ci`` band of the simulated
+      fraction across the ``n`` replicates).
+    * ``observations``: ``ID``, ``TIME``, ``DV``, ``bin``, ``stratum``.
+
+    Attributes ``categories``, ``ci``, ``n``, ``stratify``, ``edges`` record the settings.
+    """
+
+    bins: pd.DataFrame
+    proportions: pd.DataFrame
+    observations: pd.DataFrame
+    categories: tuple
+    ci: float
+    n: int
+    stratify: str | None
+    edges: np.ndarray
+
+    def coverage(self) -> float:
+        """Fraction of the observed proportions inside their simulated band."""
+        p = self.proportions
+        return float(np.mean((p["observed"] >= p["sim_lower"]) & (p["observed"] <= p["sim_upper"])))
+
+
+def vpc_proportions(result_or_model, data=None, params=None, n: int = 200, bins=10, ci: float = 0.95,
+                    stratify: str | None = None, seed: int = 0, *, categories=None, dvid: int | None = None,
+                    covariate_rule: str = "nonmem", progress: bool | None = None) -> ProportionVPCResult:
+    """VPC of proportions: per time bin, the observed fraction of records in each
+    category against the band of that fraction over data sets simulated from the model
+    (the data's design, ``n`` replicates). The binning and bands are ``vpc``'s.
+
+    Args:
+        result_or_model, data, params, n, bins, ci, stratify, seed, covariate_rule,
+            progress: as ``vpc``.
+        categories: the DV values shown (default: 1 for Bernoulli data, every category
+            0..K-1 of ordinal data; give them for counts).
+        dvid: in a multi-endpoint model, the endpoint drawn (default: its only
+            Bernoulli/ordinal/count endpoint).
+
+    Returns:
+        A ``ProportionVPCResult``.
+    """
+    from ._model import likelihoods as lk
+
+    model, values, data = _vpc_inputs("vpc_proportions", result_or_model, data, params, ci)
+    tpl = _template(model, data)
+    kind = (lk.Binomial, lk.Ordinal, lk.Poisson, lk.NegativeBinomial)
+    records = _endpoint_records(model, tpl.batch, kind, dvid, "vpc_proportions")
+    endpoint = model.error if not isinstance(model.error, lk.Endpoints) else model.error.model_for(
+        dvid if dvid is not None else next(v for v, m in zip(model.error.values, model.error.models)
+                                           if isinstance(m, kind)))
+    if categories is None:
+        if isinstance(endpoint, lk.Ordinal):
+            categories = tuple(range(endpoint.n_categories))
+        elif isinstance(endpoint, lk.Binomial) and endpoint.trials is None:
+            categories = (1,)
+        else:
+            raise ValueError("vpc_proportions: give categories= (the DV values to show) for count data")
+    categories = tuple(float(c) for c in categories)
+    sims = _simulate_arrays(model, tpl, values, int(n), seed, False, covariate_rule,
+                            chunk_size=max(1, min(int(n), 500)), progress=progress)
+    frame, batch = tpl.dataset.frame, tpl.batch
+    rows = batch.rows(records)
+    times = frame["TIME"].to_numpy(dtype=float)[rows]
+    y_obs = frame["DV"].to_numpy(dtype=float)[rows]
+    y_sim = sims.dv[:, records]  # [n, N] in frame order
+    edges = _bin_edges(times, bins)
+    strata = _strata_of(frame, rows, stratify)
+    bins_table, props = proportion_statistics(times, y_obs, y_sim, edges, categories, ci, strata=strata)
+    observations = pd.DataFrame({"ID": frame["ID"].to_numpy()[rows], "TIME": times, "DV": y_obs,
+                                 "bin": _assign(times, edges), "stratum": strata})
+    return ProportionVPCResult(bins=bins_table, proportions=props, observations=observations,
+                               categories=tuple(c if not float(c).is_integer() else int(c) for c in categories),
+                               ci=float(ci), n=int(n), stratify=stratify, edges=edges)
+
+
+@dataclass
+class KMVPCResult:
+    """Kaplan-Meier VPC of time-to-event data (time to each subject's first event).
+
+    * ``curves``: one row per (stratum, time): ``n_subjects``, ``observed`` (the
+      observed Kaplan-Meier estimate S(t)), ``sim_lower``, ``sim_median``,
+      ``sim_upper`` (the ``ci`` band of the simulated replicates' estimates at t).
+    * ``subjects``: the observed ``ID``, ``TIME`` (first event, else the last
+      time-to-event record: censored there), ``EVENT`` (1/0), ``stratum``.
+
+    Attributes ``ci``, ``n``, ``stratify`` record the settings.
+    """
+
+    curves: pd.DataFrame
+    subjects: pd.DataFrame
+    ci: float
+    n: int
+    stratify: str | None
+
+    def coverage(self) -> float:
+        """Fraction of the grid times where the observed curve lies inside the band."""
+        c = self.curves
+        return float(np.mean((c["observed"] >= c["sim_lower"]) & (c["observed"] <= c["sim_upper"])))
+
+
+def _first_events(records, dv, time, keep=None):
+    """Per subject (leading axes kept): (time of the first event, else of the last
+    record; event flag) over the [..., S, rec] record mask ``records``."""
+    ev = records & (dv > 0.5) & (True if keep is None else keep)
+    has = ev.any(axis=-1)
+    first = np.argmax(ev, axis=-1)
+    last = records.shape[-1] - 1 - np.argmax(records[..., ::-1], axis=-1)
+    at = np.where(has, first, last)
+    return np.take_along_axis(time, at[..., None], axis=-1)[..., 0], has
+
+
+def km_vpc(result_or_model, data=None, params=None, n: int = 200, ci: float = 0.95, stratify: str | None = None,
+           seed: int = 0, *, times=None, dvid: int | None = None, covariate_rule: str = "nonmem",
+           progress: bool | None = None) -> KMVPCResult:
+    """Kaplan-Meier VPC: the observed Kaplan-Meier curve of the time to each subject's
+    first event against the band of the curves of ``n`` data sets simulated from the
+    model (the data's design; simulated subjects are censored at their last
+    time-to-event record, the end of follow-up).
+
+    Args:
+        result_or_model, data, params, n, ci, stratify, seed, covariate_rule, progress:
+            as ``vpc`` (``stratify`` reads each subject's first record).
+        times: the times the curves are evaluated at (default 101 points from 0 to the
+            last follow-up time, and every observed time).
+        dvid: in a multi-endpoint model, the time-to-event endpoint (default its only one).
+
+    Returns:
+        A ``KMVPCResult``.
+    """
+    from ._model.tte import TimeToEvent
+
+    model, values, data = _vpc_inputs("km_vpc", result_or_model, data, params, ci)
+    tpl = _template(model, data)
+    batch = tpl.batch
+    records = _endpoint_records(model, batch, (TimeToEvent,), dvid, "km_vpc")
+    sims = _simulate_arrays(model, tpl, values, int(n), seed, False, covariate_rule,
+                            chunk_size=max(1, min(int(n), 500)), progress=progress)
+    with_records = records.any(axis=1)
+    t_obs, e_obs = _first_events(records, np.asarray(batch.dv), np.asarray(batch.time))
+    t_sim, e_sim = _first_events(records[None], sims.dv, sims.time, sims.keep)
+    t_obs, e_obs, t_sim, e_sim = t_obs[with_records], e_obs[with_records], t_sim[:, with_records], e_sim[:, with_records]
+    frame = tpl.dataset.frame
+    first_rows = ~frame["ID"].duplicated().to_numpy()
+    strata = _strata_of(frame, first_rows, stratify)[with_records]
+    ids = frame["ID"].to_numpy()[first_rows][with_records]
+    if times is None:
+        grid = np.unique(np.concatenate([np.linspace(0.0, float(np.max(t_obs)), 101), t_obs]))
+    else:
+        grid = np.asarray(times, dtype=float)
+        if grid.ndim != 1 or grid.size < 1 or np.any(np.diff(grid) <= 0):
+            raise ValueError("km_vpc: times must be an increasing sequence")
+    curves = km_statistics(t_obs, e_obs, t_sim, e_sim, grid, ci, strata=strata)
+    subjects = pd.DataFrame({"ID": ids, "TIME": t_obs, "EVENT": e_obs.astype(int), "stratum": strata})
+    return KMVPCResult(curves=curves, subjects=subjects, ci=float(ci), n=int(n), stratify=stratify)
+
+
+__all__ = ["simulate", "vpc", "vpc_statistics", "vpc_proportions", "km_vpc", "kaplan_meier", "ProportionVPCResult",
+           "KMVPCResult", "Replicates", "VPCResult", "TrialDesign", "Arm", "Dose", "Normal", "LogNormal",
            "Uniform", "Categorical"]
