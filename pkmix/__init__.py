@@ -64,6 +64,10 @@ from .report import write_report as write_report  # noqa: E402
 from .batch import fit_batch as fit_batch  # noqa: E402
 from ._simulate import simulate as simulate  # noqa: E402
 from ._simulate import vpc as vpc  # noqa: E402
+from ._simulate import vpc_proportions as vpc_proportions  # noqa: E402
+from ._simulate import km_vpc as km_vpc  # noqa: E402
+from ._simulate import ProportionVPCResult as ProportionVPCResult  # noqa: E402
+from ._simulate import KMVPCResult as KMVPCResult  # noqa: E402
 from ._simulate import TrialDesign as TrialDesign  # noqa: E402
 from ._simulate import Arm as Arm  # noqa: E402
 from ._simulate import Dose as Dose  # noqa: E402
