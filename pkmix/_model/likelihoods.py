@@ -121,6 +121,11 @@ class AbstractLikelihood(AbstractErrorModel):
                                     "BLQ only on Gaussian endpoints (M3)", f"censored {self.label} record")
         return out
 
+    def gaussian_observations(self, frame) -> int:
+        """How many observations of the read dataset ``frame`` have a Gaussian term (whose
+        OFV term leaves out log 2 pi): none."""
+        return 0
+
     def _variance(self, f, sds):
         # No residual variance: Gaussian-only code (FO/FOCE/FOCE-I, weighted residuals)
         # sees a unit variance, and the estimators refuse or skip these models.
@@ -391,6 +396,11 @@ class Endpoints(AbstractLikelihood):
     def gaussian_values(self) -> tuple[int, ...]:
         """The DVID values whose records are Gaussian (their OFV terms leave out log 2 pi)."""
         return tuple(v for v, m in zip(self.values, self.models) if not m.non_gaussian)
+
+    def gaussian_observations(self, frame) -> int:
+        obs = (frame["EVID"].to_numpy() == 0) & (frame["MDV"].to_numpy() == 0)
+        col = next(c for c in frame.columns if str(c).upper() == self.column.upper())
+        return int(np.sum(obs & np.isin(frame[col].to_numpy(), self.gaussian_values)))
 
     def model_for(self, value):
         return self.models[self.values.index(value)]
