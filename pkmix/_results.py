@@ -57,8 +57,12 @@ class FitResult:
     # ------------------------------------------------------------------ summaries
     @property
     def minus2ll(self) -> float:
-        """-2 log-likelihood with the constant n log(2 pi)."""
-        return self.ofv + self.n_observations * LOG_2PI
+        """-2 log-likelihood with the constant n log(2 pi), n the Gaussian observations
+        (a likelihood record's term, ``pkmix.bernoulli`` ..., has all its constants)."""
+        error = getattr(self.model, "error", None)
+        if error is None or not error.non_gaussian or self.dataset is None:
+            return self.ofv + self.n_observations * LOG_2PI
+        return self.ofv + error.gaussian_observations(self.dataset.frame) * LOG_2PI
 
     @property
     def estimated(self) -> bool:
