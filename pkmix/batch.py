@@ -58,16 +58,9 @@ def _chunk_program(model, method, opts, settings, varying_names, width, x0, base
     """``engine.fit_program`` over the replicates of one device's share of a chunk:
     vmapped in groups of ``width`` replicates, the groups one after another (``lax.map``)."""
 
-    # A field with no elements (the covariates of a model that uses none) is the same in
-    # every replicate and cannot be split into groups (lax.map reshapes each argument to
-    # [groups, width, ...], which for a zero-size array divides by zero): built inside.
-    empty = {k: v.shape[1:] + (v.dtype,) for k, v in zip(varying_names, varying) if v.size == 0}
-    mapped_names = tuple(k for k in varying_names if k not in empty)
-    mapped = tuple(v for k, v in zip(varying_names, varying) if k not in empty)
-
     def one(args):
         x0_r, etas_r, fields, limit_r = args
-        fields = dict(zip(mapped_names, fields), **{k: jnp.zeros(s[:-1], s[-1]) for k, s in empty.items()})
+        fields = dict(zip(varying_names, fields))
         if SUBJECTS in fields:
             # Replicate r is the shared dataset's subjects at these indices (a bootstrap
             # draw): gathered here, so the data are held once, not once per replicate.
@@ -78,10 +71,26 @@ def _chunk_program(model, method, opts, settings, varying_names, width, x0, base
         return fit_program(model, method, opts, settings, False, x0_r, base, etas_r, batch, limit_r,
                            with_covariance)
 
+    xs = (x0, etas0, varying, limit)
     n = x0.shape[0]
     if width >= n:
-        return jax.vmap(lambda *a: one(a))(x0, etas0, mapped, limit)
-    return jax.lax.map(one, (x0, etas0, mapped, limit), batch_size=width if width > 1 else None)
+        return jax.vmap(one)(xs)
+    if width == 1:
+        return jax.lax.map(one, xs)
+    return _grouped(one, xs, n, width)
+
+
+def _grouped(f, xs, n, width):
+    """``f`` vmapped over groups of ``width`` of the n leading entries, the groups one
+    after another (``lax.scan``). As ``lax.map(f, xs, batch_size=width)`` for n a
+    multiple of width, but with every reshape's shape written out: lax.map reshapes with
+    -1, which divides by zero on an array with no elements (unused covariates, no IOV,
+    no kept history)."""
+    groups = n // width
+    assert groups * width == n, (n, width)
+    grouped = jax.tree_util.tree_map(lambda a: a.reshape((groups, width) + a.shape[1:]), xs)
+    _, ys = jax.lax.scan(lambda carry, x: (carry, jax.vmap(f)(x)), (), grouped)
+    return jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), ys)
 
 
 _PROGRAMS: dict = {}
@@ -557,8 +566,8 @@ def _starts(model, transform, params, R):
         raise ValueError(f"params: {len(sets)} parameter sets for {R} replicates (one set, or one a replicate)")
     base = sets[0]
     s = model.spec
-    fixed = [("theta", i, t.name) for i, t in enumerate(s.thetas) if t.fixed] + \
-        [("sigma", i, g.name) for i, g in enumerate(s.sigmas) if g.fixed]
+    fixed = [("theta", i, s.theta_names[i]) for i, t in enumerate(s.thetas) if t.fixed] + \
+        [("sigma", i, s.sigma_names[i]) for i, g in enumerate(s.sigmas) if g.fixed]
     for r, v in enumerate(sets):
         for field, i, name in fixed:
             if float(np.asarray(getattr(v, field))[i]) != float(np.asarray(getattr(base, field))[i]):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
 
 import pkmix
-from pkmix.batch import BatchFitResult, _stack, fit_batch, likelihood_ratio_test
+from pkmix.batch import BatchFitResult, _grouped, _stack, boundary_flags, fit_batch, likelihood_ratio_test
 from pkmix._simulate import Arm, Dose, TrialDesign, simulate
 
 TIMES = (0.5, 2.0, 6.0, 12.0, 24.0)
@@ -98,6 +99,66 @@ def test_input_errors(model, reps):
                                structure=pkmix.one_compartment(), observe=lambda a, p: a.central / p.v,
                                error=pkmix.proportional("s"), covariates=["WT"])
         fit_batch(needs_wt, reps)
+
+
+def test_subject_index_input_errors(model, reps):
+    data = reps.dataset_of(0)
+    with pytest.raises(ValueError, match=r"subjects\[1, 2\] = 20: .* indexed 0..19"):
+        fit_batch(model, data, subjects=np.array([[0, 1, 2], [3, 4, 20]]))
+    with pytest.raises(ValueError, match=r"\[R, N\] array of integer"):
+        fit_batch(model, data, subjects=np.arange(5))
+    with pytest.raises(ValueError, match=r"\[R, N\] array of integer"):
+        fit_batch(model, data, subjects=np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="one dataset"):
+        fit_batch(model, reps, subjects=np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match=r"etas: expected shape \(2, 3, 2\)"):
+        fit_batch(model, data, subjects=np.zeros((2, 3), int), etas=np.zeros((2, 3, 1)))
+    with pytest.raises(ValueError, match="3 parameter sets for 2 replicates"):
+        fit_batch(model, data, subjects=np.zeros((2, 3), int), params=[START] * 3)
+    fixed = _model(True, fixed_effect=True)
+    with pytest.raises(ValueError, match=r"params\[1\]: the fixed parameter beta"):
+        fit_batch(fixed, data, subjects=np.zeros((2, 3), int), params=[{}, {"beta": 0.5}])
+
+
+def test_grouped_map_with_empty_outputs():
+    # fit_batch's groups of vmap_width replicates (vmap_width below a device's share):
+    # lax.map(batch_size=w) reshaped every output with -1, which divides by zero on an
+    # output without elements (the fit program's empty iteration history in batch fits:
+    # the ZeroDivisionError of theophylline at vmap_width 16). _grouped must equal a
+    # plain vmap, empty outputs included.
+    def f(args):
+        x, y = args
+        return {"sum": x @ y, "none": jnp.zeros((0, x.shape[0])), "scaled": 2.0 * y}
+
+    xs = (jnp.arange(24.0).reshape(8, 3), jnp.linspace(0.0, 1.0, 24).reshape(8, 3))
+    got = _grouped(f, xs, 8, 2)
+    want = jax.vmap(f)(xs)
+    assert got["none"].shape == (8, 0, 3)
+    np.testing.assert_array_equal(got["sum"], want["sum"])
+    np.testing.assert_array_equal(got["scaled"], want["scaled"])
+
+
+def test_boundary_flags_by_rule():
+    m = pkmix.Model(theta={"tcl": pkmix.Theta(1.0, lower=0.0, upper=10.0), "tv": 3.0},
+                    omega={"eta_cl": 0.1, "eta_v": 0.1}, sigma={"s": 0.1},
+                    individual=lambda p: {"cl": p.tcl * jnp.exp(p.eta_cl), "v": jnp.exp(p.tv + p.eta_v)},
+                    structure=pkmix.one_compartment(), observe=lambda a, p: a.central / p.v,
+                    error=pkmix.proportional("s"))
+    names = ["tcl", "tv", "omega(eta_cl,eta_cl)", "omega(eta_v,eta_v)", "s"]
+    ref = np.array([[1.0, 3.0, 0.1, 0.1, 0.1]])
+    table = pd.DataFrame({
+        "tcl": [1.0, 0.005, 9.995, 1.0, 1.0],  # bounded (0, 10): within 1e-3 of the range = 0.01
+        "tv": [3.0, 3.0, 3.0, 3.0, 3.0],
+        "omega(eta_cl,eta_cl)": [0.1, 0.1, 0.1, 5e-5, 0.1],  # below 1e-3 of the start's 0.1
+        "omega(eta_v,eta_v)": [0.1, 0.1, 0.1, 0.1, 0.1], "s": [0.1] * 5})
+    assert boundary_flags(m, table, names, ref).tolist() == [False, True, True, True, False]
+    # An OMEGA correlation beyond pkmix.fit's 0.99.
+    block = pkmix.Model(theta={"tcl": 1.0, "tv": 3.0}, omega=pkmix.Block(["eta_cl", "eta_v"], [0.1, 0.0, 0.1]),
+                        sigma={"s": 0.1}, individual=m.individual, structure=pkmix.one_compartment(),
+                        observe=lambda a, p: a.central / p.v, error=pkmix.proportional("s"))
+    corr = pd.DataFrame({"omega(eta_cl,eta_cl)": [0.1, 0.1], "omega(eta_cl,eta_v)": [0.0995, 0.05],
+                         "omega(eta_v,eta_v)": [0.1, 0.1]})
+    assert boundary_flags(block, corr, list(corr.columns), np.full((1, 3), 0.1)).tolist() == [True, False]
 
 
 def _fake(ofv, converged, n_est, estimates=None):

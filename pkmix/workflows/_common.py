@@ -138,12 +138,12 @@ def valid_values(model, values) -> str | None:
     """Why ``values`` lie outside the model's parameter space (a theta or sigma beyond
     its bounds, OMEGA not positive definite, an IOV variance not above 0), or None."""
     s = model.spec
-    for t, v in zip(s.thetas, np.asarray(values.theta)):
+    for name, t, v in zip(s.theta_names, s.thetas, np.asarray(values.theta)):
         if not (t.fixed or t.lower < v < t.upper):
-            return f"theta {t.name} = {v:g} outside ({t.lower:g}, {t.upper:g})"
-    for sg, v in zip(s.sigmas, np.asarray(values.sigma)):
+            return f"theta {name} = {v:g} outside ({t.lower:g}, {t.upper:g})"
+    for name, sg, v in zip(s.sigma_names, s.sigmas, np.asarray(values.sigma)):
         if not (sg.fixed or sg.lower < v < sg.upper):
-            return f"sigma {sg.name} = {v:g} outside ({sg.lower:g}, {sg.upper:g})"
+            return f"sigma {name} = {v:g} outside ({sg.lower:g}, {sg.upper:g})"
     omega = np.asarray(values.omega)
     if omega.size and np.min(np.linalg.eigvalsh(omega)) <= 0:
         return "OMEGA not positive definite"
