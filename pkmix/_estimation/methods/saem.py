@@ -516,12 +516,14 @@ def saem_program(model, opts, method: SAEM, layout: Layout, transform, values0, 
 
 
 def _posthoc_program(model, method, opts, values, etas0, batch):
-    """The conditional modes (FOCE-I's inner solve) and each subject's OFV there by
-    ``method`` (IMP)."""
+    """The conditional modes (FOCE-I's inner solve), each subject's OFV there by
+    ``method`` (IMP) and its Monte Carlo SE, in one program."""
     from ..objective import solve_modes, subject_ofvs
+    from .imp import mc_standard_errors
 
     modes = solve_modes(model, method, opts, values, etas0, batch)
-    return modes.eta, modes.converged, subject_ofvs(model, method, opts, values, modes.eta, batch)
+    return (modes.eta, modes.converged, subject_ofvs(model, method, opts, values, modes.eta, batch),
+            mc_standard_errors(model, method, opts, values, modes.eta, batch))
 
 
 def _information_program(model, method, opts, transform, x, base, etas, batch):
@@ -579,7 +581,7 @@ def fit_saem(model, data, method: SAEM, *, params=None, covariance: str = "sandw
     from ..._results import build_result
     from ..covariance import natural_names, summarize
     from ..engine import transform_for
-    from ..fit import _diagnostics, _imp_standard_error, _omega_near_boundary, _require_observations
+    from ..fit import _diagnostics, _omega_near_boundary, _require_observations
     from ..fit import likelihood_options
     from ..inner import InnerResult
     from ..settings import COVARIANCE_KINDS
@@ -627,11 +629,11 @@ def fit_saem(model, data, method: SAEM, *, params=None, covariance: str = "sandw
     imp_opts = likelihood_options(imp, batch, covariate_rule)
     etas0 = np.asarray(jnp.mean(out.etas, axis=0))
     t_post = time.perf_counter()
-    (eta_hat, eta_ok, ofvs), post_compile, post_run = _compile.run(_posthoc_program, (model, imp, imp_opts), values,
-                                                                   etas0, batch)
+    (eta_hat, eta_ok, ofvs, subject_se), post_compile, _ = _compile.run(
+        _posthoc_program, (model, imp, imp_opts), values, etas0, batch)
     ofvs = np.asarray(ofvs)
     ofv = float(np.sum(ofvs))
-    mc_se = _imp_standard_error(model, imp, imp_opts, values, eta_hat, batch)
+    mc_se = float(np.sqrt(np.sum(np.asarray(subject_se) ** 2)))  # the subjects' in quadrature, as fit's
     posthoc_s = time.perf_counter() - t_post
 
     cov_result, cov_s, cov_compile = None, 0.0, 0.0
