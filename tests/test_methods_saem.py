@@ -188,6 +188,29 @@ def test_fit_saem_result(small_data, start_model):
     assert "64 draws" in r.message and r.mu_referenced == {"eta_cl": "tcl", "eta_v": "tv", "eta_ka": "tka"}
 
 
+def test_convergence_plot(problem, tmp_path):
+    pytest.importorskip("matplotlib")
+    from types import SimpleNamespace
+
+    import pkmix.plots as pp
+
+    model, _, _, run = problem
+    history = history_frame(model, FAST, run(0).history)
+    result = SimpleNamespace(history=history, model_name=model.name, method="saem")
+    fig = pp.convergence_plot(result)
+    titles = [ax.get_title() for ax in fig.axes]
+    # The objective, 4 thetas, the block's 3 elements (eta_ka's fixed variance and the
+    # zero covariances are constant: no panel), 2 sigmas.
+    assert titles == ["-2LL (complete data)", "tka", "tcl", "tv", "beta_wt", "omega(eta_cl,eta_cl)",
+                      "omega(eta_v,eta_cl)", "omega(eta_v,eta_v)", "add_sd", "prop_sd"]
+    first_smoothing = FAST.exploratory + 1
+    assert all(any(np.allclose(line.get_xdata(), first_smoothing) for line in ax.get_lines()) for ax in fig.axes)
+    fig.savefig(tmp_path / "convergence.png")
+    assert (tmp_path / "convergence.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no iteration history"):
+        pp.convergence_plot(SimpleNamespace(history=None))
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="exploratory must be an integer >= 1"):
         SAEM(exploratory=0)

@@ -1,4 +1,5 @@
-"""Diagnostic plots of a fit: goodness of fit, individual fits, eta diagnostics, VPC.
+"""Diagnostic plots of a fit: goodness of fit, individual fits, eta diagnostics, VPC,
+convergence (every parameter per iteration).
 
 Every function returns a matplotlib ``Figure`` (``individual_fits`` a list, one per
 page) that saves as PNG or SVG with ``fig.savefig(path)``. matplotlib is imported only
@@ -14,6 +15,7 @@ Example:
 """
 
 from ._common import smooth as smooth
+from .convergence import convergence_plot as convergence_plot
 from .eta import eta_histograms as eta_histograms
 from .eta import eta_vs_covariates as eta_vs_covariates
 from .eta import subject_covariates as subject_covariates
@@ -32,10 +34,13 @@ from .vpc import vpc_from_result as vpc_from_result
 from .vpc import vpc_layouts as vpc_layouts
 from .vpc import vpc_plot as vpc_plot
 from .vpc import vpc_summary as vpc_summary
+from .vpc_discrete import km_vpc_plot as km_vpc_plot
+from .vpc_discrete import proportion_vpc_plot as proportion_vpc_plot
 
 __all__ = [
-    "abs_iwres_vs_ipred", "cwres_vs_pred", "cwres_vs_time", "dv_vs_ipred", "dv_vs_pred", "eta_histograms",
-    "eta_vs_covariates", "gof_panel", "grid_dataset", "individual_fits", "individual_predictions", "qq_cwres",
+    "abs_iwres_vs_ipred", "convergence_plot", "cwres_vs_pred", "cwres_vs_time", "dv_vs_ipred", "dv_vs_pred", "eta_histograms",
+    "eta_vs_covariates", "gof_panel", "grid_dataset", "individual_fits", "individual_predictions", "km_vpc_plot",
+    "proportion_vpc_plot", "qq_cwres",
     "smooth", "subject_covariates", "time_bins", "vpc_from_result", "vpc_layouts", "vpc_plot",
     "vpc_summary",
 ]
