@@ -184,9 +184,14 @@ def test_kaplan_meier_against_scipy():
 
 
 # ----------------------------------------------------------------------- VPCs
-def test_km_vpc_covers_data_simulated_from_the_model(tte_model, tte_sim, tte_design):
+@pytest.fixture(scope="module")
+def km_result(tte_model, tte_sim):
     observed = tte_sim[tte_sim["REP"] == 2].drop(columns="REP")
-    v = pkmix.km_vpc(tte_model, observed, n=100, seed=5)
+    return pkmix.km_vpc(tte_model, observed, n=100, seed=5)
+
+
+def test_km_vpc_covers_data_simulated_from_the_model(km_result):
+    v = km_result
     c = v.curves
     assert list(c.columns[:3]) == ["stratum", "time", "n_subjects"] and c["n_subjects"].iloc[0] == 400
     assert np.all(np.diff(c["observed"].to_numpy()) <= 0) and c["observed"].iloc[0] == 1.0
@@ -199,15 +204,24 @@ def test_km_vpc_covers_data_simulated_from_the_model(tte_model, tte_sim, tte_des
     assert len(v.subjects) == 400 and set(v.subjects["EVENT"]) <= {0, 1}
 
 
-def test_vpc_of_proportions_covers_data_simulated_from_the_model():
-    theta, slope = -1.0, 0.5
+SLOPE_THETA = (-1.0, 0.5)
+
+
+@pytest.fixture(scope="module")
+def binary_result():
+    theta, slope = SLOPE_THETA
     # The probability rises with a covariate that changes over time (X = TIME here).
     model = _model(pkmix.bernoulli(), {"a": theta, "b": slope}, {"eta": 0.5}, lambda p: p.a + p.b * p.X + p.eta,
                    covariates=["X"])
     design = _design(n=200)
     design["X"] = design["TIME"]
     observed = pkmix.simulate(model, design, n=1, seed=21).drop(columns="REP")
-    v = pkmix.vpc_proportions(model, observed, n=100, bins=len(TIMES), seed=2)
+    return observed, pkmix.vpc_proportions(model, observed, n=100, bins=len(TIMES), seed=2)
+
+
+def test_vpc_of_proportions_covers_data_simulated_from_the_model(binary_result):
+    theta, slope = SLOPE_THETA
+    observed, v = binary_result
     p = v.proportions
     assert v.categories == (1,) and set(p["category"]) == {1.0}
     assert list(p["time"]) == list(TIMES)
@@ -231,3 +245,27 @@ def test_vpc_of_proportions_of_ordinal_data_and_errors(tte_model, tte_sim):
         pkmix.vpc_proportions(tte_model, tte_sim[tte_sim["REP"] == 1].drop(columns="REP"), n=2)
     with pytest.raises(ValueError, match="not TimeToEvent"):
         pkmix.km_vpc(model, observed, n=2)
+
+
+# ---------------------------------------------------------------------- plots
+def test_km_and_proportion_vpc_plots(km_result, binary_result, tmp_path):
+    pytest.importorskip("matplotlib")
+    import pkmix.plots as pp
+
+    fig = pp.km_vpc_plot(km_result)
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("Kaplan-Meier VPC (100 simulations)")
+    assert ax.get_ylim() == (0.0, 1.02)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "observed (Kaplan-Meier)" in labels and "censored" in labels
+    fig.savefig(tmp_path / "km.png")
+    assert (tmp_path / "km.png").stat().st_size > 1000
+
+    fig = pp.proportion_vpc_plot(binary_result[1])
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "DV = 1"
+    line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "observed")
+    np.testing.assert_allclose(line.get_ydata(), binary_result[1].proportions["observed"])
+    fig.savefig(tmp_path / "proportions.svg")
+    assert (tmp_path / "proportions.svg").stat().st_size > 1000
+    with pytest.raises(TypeError, match="km_vpc"):
+        pp.km_vpc_plot(binary_result[1])
