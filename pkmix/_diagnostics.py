@@ -11,7 +11,9 @@
   decorrelated observation, npde = Phi^-1(pde) (pde clipped to [1/2K, 1 - 1/2K]).
 
 Residuals are on the scale the error model compares (log scale for log-transform-both-
-sides). BLQ records get NaN weighted residuals and NPDE (M3 has no residual).
+sides). BLQ records get NaN weighted residuals and NPDE (M3 has no residual), and so do
+the records of a model whose observations follow a likelihood (``pkmix.bernoulli``, ...,
+``pkmix.endpoints``): they have no residual variance.
 
 NPDE simulates ``n_sim`` replicates of every subject: a program that compiles as long as
 the rest of the table and can run longer than the estimation, so it is compiled only
@@ -41,7 +43,7 @@ def _inverse_sqrt_weighted(C, r, mask):
 
 def subject_diagnostics(model, values, eta, subject, opts: Options, omega, key, n_sim: int):
     """Diagnostics for one subject (vmapped by the caller); NPDE only when ``n_sim > 0``."""
-    obs = subject.obs_mask & ~subject.blq
+    obs = subject.obs_mask & ~subject.blq & (not model.non_gaussian)
     y = model.error.transform(jnp.where(obs, subject.dv, 1.0))
     # Both linearisation points in one vmapped call (one compiled copy of the model's
     # derivatives); at eta = 0 the residual variance is R(0) with or without interaction.
