@@ -297,3 +297,40 @@ def test_imp_agrees_with_agq_within_monte_carlo_error(binary, binary_model):
     agq = -2 * r_value("binary", "agq20", "logLik")
     assert imp.ofv_mc_se > 0
     assert abs(imp.ofv - agq) < 3 * imp.ofv_mc_se
+
+
+@pytest.mark.slow
+def test_pk_and_binary_endpoints_fit_recovers_simulation():
+    """Concentrations (proportional error) and a 0/1 response driven by them, by DVID, in
+    one fit with the default sandwich covariance and the diagnostics table: estimates
+    within 3 standard errors of the simulation's values, weighted residuals NaN (no
+    residual variance for a likelihood model)."""
+    rng = np.random.default_rng(7)
+    n, times = 60, np.array([0.5, 1, 2, 4, 6, 8, 12.0])
+    truth = {"tcl": np.log(2.0), "tv": np.log(20.0), "e0": -2.0, "slope": 0.8, "eta_cl": 0.09, "prop": 0.15}
+    rows = []
+    for i in range(1, n + 1):
+        cl = np.exp(truth["tcl"] + rng.normal(0, np.sqrt(truth["eta_cl"])))
+        conc = 500 / np.exp(truth["tv"]) * np.exp(-cl / np.exp(truth["tv"]) * times)
+        rows.append({"ID": i, "TIME": 0.0, "AMT": 500, "EVID": 1, "DV": np.nan, "DVID": np.nan})
+        for t, c in zip(times, conc):
+            rows.append({"ID": i, "TIME": t, "AMT": 0, "EVID": 0, "DV": c * (1 + truth["prop"] * rng.normal()),
+                         "DVID": 1})
+            p = expit(truth["e0"] + truth["slope"] * c)
+            rows.append({"ID": i, "TIME": t, "AMT": 0, "EVID": 0, "DV": float(rng.uniform() < p), "DVID": 2})
+    model = pkmix.Model(
+        theta={"tcl": 0.5, "tv": 3.2, "e0": -1.0, "slope": 0.5}, omega={"eta_cl": 0.2}, sigma={"prop": 0.2},
+        individual=lambda p: {"cl": jnp.exp(p.tcl + p.eta_cl), "v": jnp.exp(p.tv)},
+        structure=pkmix.one_compartment(),
+        observe=lambda a, p: jnp.where(p.DVID == 1, a.central / p.v, p.e0 + p.slope * a.central / p.v),
+        error=pkmix.endpoints({1: pkmix.proportional("prop"), 2: pkmix.bernoulli()}))
+    result = pkmix.fit(model, pd.DataFrame(rows), method="laplace")
+    assert result.converged, result.message
+    for name in ("tcl", "tv", "e0", "slope"):
+        assert abs(result.theta[name] - truth[name]) < 3 * result.se[name], name
+    assert abs(result.omega.values[0, 0] - truth["eta_cl"]) < 3 * result.se["omega(eta_cl,eta_cl)"]
+    assert abs(result.sigma["prop"] - truth["prop"]) < 3 * result.se["prop"]
+    table = result.table()
+    assert table.loc[table.DV.notna(), "CWRES"].isna().all()
+    # -2LL adds log 2 pi for the concentrations only.
+    assert result.minus2ll - result.ofv == pytest.approx(n * len(times) * np.log(2 * np.pi))
