@@ -484,6 +484,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     covariance = covariance.lower()
     if covariance not in ("sandwich", "none"):
         raise ValueError(f"covariance must be 'sandwich' or 'none' for batch fits, got {covariance!r}")
+    model.check_estimable()  # an estimated theta that nothing reads: refused, named (as by pkmix.fit)
     t_start = time.perf_counter()
     method = get_method(method)
     stack = _stack(model, datasets) if subjects is None else _stack_subjects(model, datasets, subjects)
