@@ -344,25 +344,21 @@ def _parameter_names(cs: ControlStream, covariates: set):
                 return name
         return None
 
-    thetas = []
-    for i in range(1, len(cs.thetas) + 1):
-        o = owner("theta", i)
-        cand = ("t" + o.lower()) if o else f"theta{i}"
-        if not re.match(r"^[a-z][a-z0-9_]*$", cand) or cand in taken:
-            cand = f"theta{i}"
-        cand = _pyname(cand, taken)
-        taken.add(cand)
-        thetas.append(cand)
-    n_eta = sum(b.size for b in cs.omegas)
-    etas = []
-    for i in range(1, n_eta + 1):
-        o = owner("eta", i)
-        cand = ("eta_" + o.lower()) if o else f"eta{i}"
-        if not re.match(r"^[a-z][a-z0-9_]*$", cand) or cand in taken:
-            cand = f"eta{i}"
-        cand = _pyname(cand, taken)
-        taken.add(cand)
-        etas.append(cand)
+    def named(kind, count, prefix):
+        """``prefix + owner`` for each THETA/ETA (``kind``), else ``kind<n>``."""
+        out = []
+        for i in range(1, count + 1):
+            o = owner(kind, i)
+            cand = (prefix + o.lower()) if o else f"{kind}{i}"
+            if not re.match(r"^[a-z][a-z0-9_]*$", cand) or cand in taken:
+                cand = f"{kind}{i}"
+            cand = _pyname(cand, taken)
+            taken.add(cand)
+            out.append(cand)
+        return out
+
+    thetas = named("theta", len(cs.thetas), "t")
+    etas = named("eta", sum(b.size for b in cs.omegas), "eta_")
     n_eps = sum(b.size for b in cs.sigmas)
     eps = []
     for i in range(1, n_eps + 1):
@@ -624,6 +620,17 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         returned[key] = _v(name)
         export_key[name] = key
 
+    def indexed(e, kinds):
+        """THETA(n), ETA(n), EPS(n) or A(n), those of ``kinds`` (what the section may read), as the
+        model file names them."""
+        if e[0] not in kinds:
+            raise AssertionError(e)
+        if e[0] == "a":
+            return f"a.{comps[e[1] - 1]}"
+        if e[0] == "eps":
+            return f"eps.{eps_names[e[1] - 1]}"
+        return f"p.{(theta_names if e[0] == 'theta' else eta_names)[e[1] - 1]}"
+
     def pk_leaf(e):
         if e[0] == "var" and e[1].startswith("__IOV_"):
             return f"p.{e[1][6:]}"
@@ -631,11 +638,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
             if e in pk_defined_now:
                 return local[e[1]]
             return f"p.{data_item(e[1])}"
-        if e[0] == "theta":
-            return f"p.{theta_names[e[1] - 1]}"
-        if e[0] == "eta":
-            return f"p.{eta_names[e[1] - 1]}"
-        raise AssertionError(e)
+        return indexed(e, ("theta", "eta"))
 
     lines = []
     lines.append("def individual(p):")
@@ -673,13 +676,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                 if e[1] in export_key:
                     return f"p.{export_key[e[1]]}"
                 return f"p.{data_item(e[1])}"
-            if e[0] == "theta":
-                return f"p.{theta_names[e[1] - 1]}"
-            if e[0] == "a":
-                return f"a.{comps[e[1] - 1]}"
-            if e[0] == "eps":
-                return f"eps.{eps_names[e[1] - 1]}"
-            raise AssertionError(e)
+            return indexed(e, ("theta", "a", "eps"))
         return leaf
 
     obs_cmt = comps[cs.observed - 1]
@@ -699,11 +696,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     def y_leaf(e):
         if e == f_sym:
             return "f"
-        if e[0] == "theta":
-            return f"p.{theta_names[e[1] - 1]}"
-        if e[0] == "eps":
-            return f"eps.{eps_names[e[1] - 1]}"
-        raise AssertionError(e)
+        return indexed(e, ("theta", "eps"))
 
     y_text = " ".join(ln.code.strip() for ln in rec_err.lines if ln.number == y_line)
     err_src = "\n".join([
@@ -730,11 +723,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                 return f"p.{export_key[e[1]]}"
             if e[0] == "dadt":
                 return f"dadt_{e[1]}"
-            if e[0] == "a":
-                return f"a.{comps[e[1] - 1]}"
-            if e[0] == "theta":
-                return f"p.{theta_names[e[1] - 1]}"
-            raise AssertionError(e)
+            return indexed(e, ("a", "theta"))
 
         lines = ["def des(t, a, p):", '    """$DES: the amounts\' derivatives."""']
         for s in cs.des:
