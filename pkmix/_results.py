@@ -171,6 +171,8 @@ class FitResult:
             "n_subjects": self.n_subjects,
             "n_observations": self.n_observations,
             "ofv": clean(self.ofv),
+            # IMP's Monte Carlo standard error of the OFV (null for the other methods).
+            "ofv_mc_se": clean(getattr(self, "ofv_mc_se", None)),
             "minus2ll": clean(self.minus2ll),
             "aic": clean(self.aic),
             "bic": clean(self.bic),
@@ -207,12 +209,14 @@ class FitResult:
         return text
 
     def __str__(self) -> str:
+        se = getattr(self, "ofv_mc_se", None)
+        mc_se = f" (Monte Carlo SE {se:.4f})" if se is not None and math.isfinite(se) else ""
         lines = [
             f"pkmix {self.method.upper()} {'fit' if self.estimated else 'evaluation'} of {self.model_name}: "
             f"{self.n_subjects} subjects, {self.n_observations} observations",
             f"  {self.message} after {self.iterations} iterations" if self.estimated
             else "  evaluated at the given parameters (no estimation, as MAXEVAL=0)",
-            f"  OFV {self.ofv:.4f}   -2LL {self.minus2ll:.4f}   AIC {self.aic:.4f}   BIC {self.bic:.4f}",
+            f"  OFV {self.ofv:.4f}{mc_se}   -2LL {self.minus2ll:.4f}   AIC {self.aic:.4f}   BIC {self.bic:.4f}",
             f"  covariance: {self.covariance_message}",
             "",
         ]
