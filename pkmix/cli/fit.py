@@ -51,9 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("fit", help="estimate a population model (FO, FOCE, FOCE-I, Laplace)",
                                    description="Estimate a model and write the results.")
     _common_arguments(parser)
-    parser.add_argument("--max-iter", type=nonnegative_int, default=500, help="outer iteration limit (default 500)")
-    parser.add_argument("--covariance", choices=("sandwich", "r", "s", "none"), default="sandwich",
-                        help="covariance step: R^-1 S R^-1 (default), R-only, S-only, or none")
+    parser.add_argument("--max-iter", type=nonnegative_int, default=None,
+                        help="outer iteration limit (default 500; a control stream's MAXEVAL=0 evaluates)")
+    parser.add_argument("--covariance", choices=("sandwich", "r", "s", "none"), default=None,
+                        help="covariance step: R^-1 S R^-1 (default), R-only, S-only, or none (default for a "
+                             "control stream: its $COVARIANCE, none without one)")
     parser.add_argument("--report", action="store_true", help="also write DIR/report.html")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 also when the fit converged with a warning (eta modes that did not "
@@ -72,8 +74,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _inputs(args):
     model, _, module = load_model_module(args.model)
+    estimation = getattr(module, "ESTIMATION", {})  # an imported control stream's $ESTIMATION and $COVARIANCE
     if args.method is None:
-        args.method = getattr(module, "ESTIMATION", {}).get("method", "focei")
+        args.method = estimation.get("method", "focei")
+    if getattr(args, "covariance", "") is None:
+        args.covariance = estimation.get("covariance", "sandwich")
+    if getattr(args, "max_iter", "") is None:
+        args.max_iter = 0 if estimation.get("maxeval") == 0 else 500
     data = args.data or (module.load_data() if hasattr(module, "load_data") else default_data_for(args.model))
     if data is None:
         raise CLIError(f"no DATA given and no single CSV next to {args.model}")
@@ -134,6 +141,8 @@ def _run(args, estimate: bool) -> int:
                 raise CLIError("--report writes DIR/report.html: give the folder with --out DIR")
             check_output(Path(args.out) / "report.html", folder=False)
         model, data, params = _inputs(args)
+        # MAXEVAL=0 (or --max-iter 0): the OFV, EBEs and diagnostics at the initial values, as NONMEM's.
+        estimate = estimate and args.max_iter != 0
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if estimate:
