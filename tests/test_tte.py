@@ -270,33 +270,36 @@ def test_a_time_to_event_endpoint_beside_concentrations():
 
 @pytest.mark.slow
 def test_weibull_frailty_parameters_recovered_from_numpy_simulated_data():
-    """400 subjects, Weibull hazard with a log-normal frailty, follow-up 10 with a visit
-    at 5 (interval-censored events before it: the event is known to lie in (0, 5]),
-    simulated with numpy; Laplace and AGQ estimates within 3.5 standard errors of
-    the truth."""
+    """400 subjects with repeated events (a Weibull hazard in calendar time with a
+    log-normal frailty: events of a Poisson process with cumulative hazard lam t^k),
+    followed to 10 and simulated with numpy; Laplace and AGQ estimates within 3.5
+    standard errors of the truth. Repeated events identify the frailty variance: with
+    one event a subject it trades off against the Weibull shape (a fit of such data
+    found k 2.8 and omega 4 at a higher marginal likelihood than near the truth)."""
     import pandas as pd
 
     import pkmix
 
     rng = np.random.default_rng(2024)
     true = {"tlam": -3.0, "k": 1.5, "eta_frail": 0.4}
+    follow_up = 10.0
     rows = []
     for i in range(1, 401):
         lam = np.exp(true["tlam"] + rng.normal(0, np.sqrt(true["eta_frail"])))
-        t = (rng.exponential() / lam) ** (1 / true["k"])  # S(t) = exp(-lam t^k)
-        rows.append(dict(ID=i, TIME=0.0, DV=0, TLO=0.0))
-        if t <= 5.0:  # seen at the visit at 5 only
-            rows.append(dict(ID=i, TIME=5.0, DV=1, TLO=0.0))
-        elif t <= 10.0:
-            rows += [dict(ID=i, TIME=5.0, DV=0, TLO=5.0), dict(ID=i, TIME=round(t, 6), DV=1, TLO=round(t, 6))]
-        else:
-            rows += [dict(ID=i, TIME=5.0, DV=0, TLO=5.0), dict(ID=i, TIME=10.0, DV=0, TLO=10.0)]
+        rows.append(dict(ID=i, TIME=0.0, DV=0))
+        t = 0.0
+        while True:  # H(t_next) = H(t) + Exp(1), H(t) = lam t^k
+            t = (t ** true["k"] + rng.exponential() / lam) ** (1 / true["k"])
+            if t > follow_up:
+                rows.append(dict(ID=i, TIME=follow_up, DV=0))
+                break
+            rows.append(dict(ID=i, TIME=round(t, 6), DV=1))
     data = pd.DataFrame(rows).assign(EVID=0, MDV=0)
     model = pkmix.Model(
         theta={"tlam": -2.0, "k": pkmix.Theta(1.0, lower=0.1, upper=5.0)}, omega={"eta_frail": 0.2}, sigma={},
         individual=lambda p: {"lam": jnp.exp(p.tlam + p.eta_frail), "cl": 1.0, "v": 1.0},
         structure=pkmix.one_compartment(), observe=lambda a, p: p.lam,
-        error=pkmix.time_to_event("weibull", theta=["k"], interval_start="TLO"))
+        error=pkmix.time_to_event("weibull", theta=["k"]))
     for method in ("laplace", pkmix.AGQ(nodes=7)):
         fit = pkmix.fit(model, data, method=method)
         assert fit.converged
