@@ -307,3 +307,4 @@ def test_weibull_frailty_parameters_recovered_from_numpy_simulated_data():
             est = fit.theta[name] if name in fit.theta else fit.omega.loc[name, name]
             se = fit.se[name if name in fit.theta else f"omega({name},{name})"]
             assert abs(est - value) < 3.5 * se, f"{method}: {name} {est:.4f} (SE {se:.4f}), truth {value}"
+            assert se < 0.25 * abs(value), f"{method}: {name} SE {se:.4f} (the data should pin it down)"
