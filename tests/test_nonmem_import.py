@@ -126,17 +126,11 @@ def test_iov_import_matches_the_hand_written_model():
         assert evaluate(module, None, method) == pytest.approx(expected, abs=1e-6)
 
 
-ESTIMATION_GAP = ("pkmix's estimator does not reach NONMEM's optimum from this stream's initial values (an "
-                  "estimation issue, not the import: the OFV at NONMEM's estimates matches)")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
     "pheno_real.mod", "pheno_trans1.mod", "pheno_advan3_trans1.mod",
-    # $SIGMA 1e-7 initial: the fit stops at the iteration limit with OFV ~6.8e6
-    pytest.param("pheno_noifs.mod", marks=pytest.mark.xfail(strict=True, reason=ESTIMATION_GAP)),
-    # FO from CL 10, V 100: converges to OFV -1070.2 with OMEGA(VC) -> 0 (NONMEM: -1292.19)
-    pytest.param("mox2.mod", marks=pytest.mark.xfail(strict=True, reason=ESTIMATION_GAP)),
+    "pheno_noifs.mod",  # from $SIGMA 1e-7: OFV 6.8e6 at the initial values
+    "mox2.mod",  # FO from CL 10, V 100, MAT 3
 ])
 def test_refit_reaches_nonmem_optimum(name):
     module = nonmem.load(HERE / name)
@@ -144,8 +138,16 @@ def test_refit_reaches_nonmem_optimum(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = pkmix.fit(module.model, module.load_data(), method=module.ESTIMATION["method"],
-                           covariance="none", progress=False, npde_samples=10)
-    assert result.ofv == pytest.approx(ext["OBJ"], abs=0.1)
+                           covariance="none", progress=False, diagnostics=False)
+    assert result.converged
+    if name == "mox2.mod":
+        # NONMEM's run ended ("MINIMIZATION SUCCESSFUL", Pharmpy's mox2.lst) at OMEGA(MAT) = 1.3e-4, where
+        # pkmix's OFV is NONMEM's (test_ofv_at_nonmem_estimates); pkmix goes on to a lower OFV of the same
+        # objective (-1299.71, OMEGA(MAT) 0.32).
+        assert result.ofv < ext["OBJ"] - 1.0
+        assert result.omega.to_numpy()[2, 2] > 100 * ext["OMEGA(3,3)"]
+    else:
+        assert result.ofv == pytest.approx(ext["OBJ"], abs=0.1)
 
 
 @pytest.mark.slow
@@ -158,6 +160,23 @@ def test_refit_theta_in_error():
     assert result.ofv == pytest.approx(586.27605628, abs=0.1)
     prop_sd = result.values.theta[module.model.theta_names.index("prop_sd")]
     assert float(prop_sd) == pytest.approx(math.sqrt(0.013241), rel=0.02)
+
+
+def test_unused_theta_is_refused_by_fit_and_fit_batch(tmp_path):
+    """A $THETA that no code reads (as in Pharmpy's pheno_block.mod): its estimate is undetermined, so both
+    fit and fit_batch refuse the model and name the theta, before anything is compiled."""
+    from pkmix.batch import fit_batch
+
+    stream = tmp_path / "unused.mod"
+    stream.write_text((HERE / "pheno_real.mod").read_text().replace("$THETA (-.99,.1)", "$THETA (-.99,.1)\n$THETA 0.5")
+                      .replace("'pheno.dta'", repr(str(HERE / "pheno.dta"))))
+    module = nonmem.load(stream)
+    assert module.model.unused_thetas == ("theta4",)
+    data = module.load_data()
+    with pytest.raises(pkmix.ModelError, match=r"theta \['theta4'\] declared but not used"):
+        pkmix.fit(module.model, data)
+    with pytest.raises(pkmix.ModelError, match=r"theta \['theta4'\] declared but not used"):
+        fit_batch(module.model, [data, data])
 
 
 def test_cli_import_writes_a_model_file_that_loads(tmp_path):
@@ -182,6 +201,39 @@ def test_cli_fit_runs_a_control_stream(tmp_path, capsys):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["ofv"] == pytest.approx(586.27605628, abs=0.1)
     assert Path(results["data_path"]) == (HERE / "pheno.dta").resolve()
+    assert json.loads((tmp_path / "run.json").read_text())["options"]["covariance"] == "sandwich"
+    assert results["se"]
+
+
+@pytest.mark.slow
+def test_cli_fit_acts_on_covariance_matrix(tmp_path):
+    """$COVARIANCE MATRIX=R: the R-only covariance step; no $COVARIANCE: none (as NONMEM)."""
+    import json
+
+    text = (HERE / "pheno_real.mod").read_text().replace("'pheno.dta'", repr(str(HERE / "pheno.dta")))
+    for cov, expected in (("$COVARIANCE MATRIX=R", "r"), ("", "none")):
+        stream = tmp_path / f"pheno_{expected}.mod"
+        stream.write_text(text.replace("$COVARIANCE UNCONDITIONAL", cov))
+        out = tmp_path / expected
+        assert main(["fit", str(stream), "--out", str(out), "--quiet", "--no-diagnostics"]) == 0
+        assert json.loads((out / "run.json").read_text())["options"]["covariance"] == expected
+        assert bool(json.loads((out / "results.json").read_text())["se"]) == (expected != "none")
+
+
+def test_cli_fit_acts_on_maxeval_0(tmp_path, capsys):
+    """$ESTIMATION ... MAXEVAL=0: pkmix fit evaluates at the initial values (NONMEM's iteration 0 of
+    pheno_real.ext, whose $SIGMA was 0.0130865) and exits 0."""
+    import json
+
+    stream = tmp_path / "pheno0.mod"
+    text = (HERE / "pheno_real.mod").read_text().replace("$SIGMA 0.013241", "$SIGMA 0.0130865")
+    stream.write_text(text.replace("METHOD=1 INTERACTION", "METHOD=1 INTERACTION MAXEVAL=0")
+                      .replace("'pheno.dta'", repr(str(HERE / "pheno.dta"))))
+    assert main(["fit", str(stream), "--out", str(tmp_path / "out"), "--quiet", "--no-diagnostics"]) == 0
+    assert "evaluated at the given parameters" in capsys.readouterr().out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["ofv"] == pytest.approx(587.36644134661617, abs=0.01)
+    assert results["iterations"] == 0
 
 
 def test_cli_refuses_unsupported_streams(tmp_path, capsys):
