@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLIError, check_output, error_exit, nonnegative_int, output_dir, positive_float, positive_int
+from ._common import CLIError, check_output, positive_float, positive_int
+from ._replicates import add_run_dir, add_seed_and_out, load_run_dir, run_workflow
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,14 +20,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "sir", help="sampling importance resampling of a fit's parameter uncertainty",
         description="SIR: proposals from the covariance step, OFVs in one batched program, resampled by "
                     "importance ratio.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of `pkmix fit` (holds results.json)")
+    add_run_dir(parser)
     parser.add_argument("--samples", type=positive_int, default=1000, help="proposals (default 1000)")
     parser.add_argument("--resamples", type=positive_int, help="resamples (default samples / 5)")
     parser.add_argument("--inflation", type=positive_float, default=1.0,
                         help="factor on the proposal's covariance (default 1)")
     parser.add_argument("--df", type=positive_float, help="a multivariate t proposal with these degrees of freedom")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", metavar="DIR", type=output_dir, help="output folder (default RUN_DIR/sir)")
+    add_seed_and_out(parser, "output folder (default RUN_DIR/sir)")
     parser.set_defaults(run=run)
     return parser
 
@@ -34,19 +34,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .. import DatasetError, ModelError
     from ..workflows import sir
-    from ._replicates import load_run_dir
 
-    try:
+    def work():
         fit = load_run_dir(args.run_dir)
         out = check_output(args.out or Path(args.run_dir) / "sir", folder=True)
         if args.resamples is not None and args.resamples > args.samples:
             raise CLIError(f"--resamples ({args.resamples}) must not exceed --samples ({args.samples})")
         result = sir(fit, samples=args.samples, resamples=args.resamples, inflation=args.inflation, df=args.df,
                      seed=args.seed, out=out)
-    except (CLIError, DatasetError, ModelError, ValueError) as e:
-        return error_exit(str(e))
-    print(result)
-    print(f"written to {out}")
-    return 0
+        return result, out
+
+    return run_workflow(work)

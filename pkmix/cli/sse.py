@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLIError, error_exit, fraction, load_model, nonnegative_int, output_dir, positive_int
+from ._common import CLIError, fraction, load_model, positive_int
+from ._replicates import BATCH_METHODS, add_seed_and_out, run_workflow
 
 
 def _sizes(text: str) -> list:
@@ -39,21 +40,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--n-subjects", type=_sizes, metavar="N1,N2,...",
                         help="sample sizes for a power curve (needs a design file defining a TrialDesign)")
     parser.add_argument("--params", metavar="FILE", help="true parameter values: JSON {name: value} or results.json")
-    parser.add_argument("--method", choices=("fo", "foce", "focei", "laplace"), default="focei")
+    parser.add_argument("--method", choices=BATCH_METHODS, default="focei",
+                        help="estimation method of the replicate fits (default focei)")
     parser.add_argument("--alpha", type=fraction, default=0.05, help="the LRT's level (default 0.05)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
-    parser.add_argument("--out", metavar="DIR", type=output_dir, default="sse", help="output folder (default ./sse)")
+    add_seed_and_out(parser, "output folder (default ./sse)", out_default="sse")
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import DatasetError, ModelError
     from ..workflows import sse
     from .predict import read_params
     from .simulate import load_design
 
-    try:
+    def work():
         model = load_model(args.model)
         alt = load_model(args.alt) if args.alt else None
         design = load_design(args.design)
@@ -62,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("--n: an SSE needs at least 2 replicates")
         result = sse(model, design, n=args.n, alt=alt, params=params, n_subjects=args.n_subjects, seed=args.seed,
                      method=args.method, alpha=args.alpha, out=args.out)
-    except (CLIError, DatasetError, ModelError, ValueError) as e:
-        return error_exit(str(e))
-    print(result)
-    print(f"written to {args.out}")
-    return 0
+        return result, args.out
+
+    return run_workflow(work)
