@@ -441,7 +441,8 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
             with a REP column (e.g. ``pkmix.simulate``'s default output), or a list of
             datasets (``Dataset``, DataFrames or paths) with equal numbers of subjects;
             with ``subjects``, one dataset.
-        method: "fo", "foce", "focei" (default) or "laplace".
+        method: "fo", "foce", "focei" (default), "laplace", "agq" or "imp" (or a
+            method object, e.g. ``pkmix.IMP(samples=256)``).
         params: initial values (default the model's): one set for every replicate, or a
             sequence of R sets (``ParameterValues`` or dicts by name), one a replicate.
             Fixed parameters take the first set's values (the others must agree).
@@ -495,6 +496,8 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     R = stack.n
     base, x0, starts = _starts(model, transform, params, R)
     n_eta = model.n_eta_total(stack.shared.n_occasions)
+    method.check_etas(n_eta)  # as pkmix.fit: AGQ takes at most 3 etas a subject
+    method.check_model(model)
     n_subj = int(stack.varying[SUBJECTS].shape[1] if SUBJECTS in stack.varying else stack.shared.time.shape[0])
     etas0 = _etas(etas, R, n_subj, n_eta)
     # As in pkmix.fit: max_iter is a run-time argument (changing it compiles nothing).

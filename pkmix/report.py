@@ -11,6 +11,11 @@ Every number in the report comes from the results dictionary (``FitResult.to_dic
 which is what results.json holds). Each number's cell carries its full-precision value
 in a ``data-value`` attribute and what it is in ``data-key`` (e.g. ``theta.tka``,
 ``se.omega(eta_cl,eta_cl)``, ``ofv``), so a script can read the report back.
+
+A run folder's bootstrap and SIR results (``pkmix bootstrap RUN_DIR`` and ``pkmix sir
+RUN_DIR`` write them to RUN_DIR/bootstrap and RUN_DIR/sir) appear in a section of their
+own: the intervals per parameter (keys ``bootstrap.pct_lower.NAME``, ``sir.median.NAME``,
+...) and the plots those commands drew.
 """
 
 from __future__ import annotations
@@ -366,6 +371,72 @@ def _figure_html(fig, caption: str, fig_id: str) -> str:
             f"<figcaption>{_esc(caption)}</figcaption></figure>")
 
 
+# ----------------------------------------------------------------------------- bootstrap and SIR
+# What `pkmix bootstrap RUN_DIR` and `pkmix sir RUN_DIR` write into the run folder by
+# default: (folder, JSON file, images, heading).
+_UNCERTAINTY = (("bootstrap", "bootstrap.json", ("bootstrap_distributions.png",), "Bootstrap"),
+                ("sir", "sir.json", ("sir_dofv.png", "sir_distributions.png"), "Sampling importance resampling"))
+# Columns of each summary table: (JSON field, header, data-key prefix).
+_UNCERTAINTY_COLUMNS = {
+    "bootstrap": (("estimate", "estimate"), ("median", "median"), ("sd", "SD"), ("bias", "bias"),
+                  ("relative_bias_percent", "bias %"), ("pct_lower", "percentile lower"),
+                  ("pct_upper", "percentile upper"), ("bca_lower", "BCa lower"), ("bca_upper", "BCa upper"),
+                  ("n", "n")),
+    "sir": (("estimate", "estimate"), ("se_covariance", "SE (covariance step)"), ("sir_se", "SE (SIR)"),
+            ("median", "median"), ("pct_lower", "percentile lower"), ("pct_upper", "percentile upper")),
+}
+
+
+def _uncertainty_sections(run_dir) -> list[str]:
+    """HTML of the bootstrap and SIR results found in a run folder (their default
+    output folders RUN_DIR/bootstrap and RUN_DIR/sir): a line of settings and shares,
+    the per-parameter table (intervals at the stored level) and the stored plots."""
+    if run_dir is None:
+        return []
+    out = []
+    for folder, name, images, heading in _UNCERTAINTY:
+        path = Path(run_dir) / folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            rows = data["summary"]
+        except (OSError, ValueError, KeyError) as e:
+            out.append(f"<h3>{_esc(heading)}</h3><p class='note'>{_esc(path)} could not be read: {_esc(e)}</p>")
+            continue
+        settings = data.get("settings") or {}
+        level = data.get("level")
+        if folder == "bootstrap":
+            shares = data.get("shares") or {}
+            parts = [f"{settings.get('n', '?')} replicates ({_esc(settings.get('method', ''))})"]
+            parts += [f"{label} {fmt(100 * shares[k], 'pct')} %" for k, label in
+                      (("successful", "successful"), ("boundary", "at a boundary"),
+                       ("covariance_failed", "covariance step failed")) if _is_num(shares.get(k))]
+            parts.append(f"BCa acceleration: {_esc(settings.get('acceleration') or 'none')}")
+        else:
+            parts = [f"{settings.get('samples', '?')} proposals, {settings.get('resamples', '?')} resamples",
+                     f"inflation {fmt(settings.get('inflation'))}",
+                     f"effective sample size {fmt(data.get('effective_samples'))}"]
+        level_text = f"{fmt(100 * level, 'pct')} % intervals" if _is_num(level) else "intervals"
+        head = "<tr><th class='l'>parameter</th>" + "".join(
+            f"<th>{_esc(h)}</th>" for _, h in _UNCERTAINTY_COLUMNS[folder]) + "</tr>"
+        body = []
+        for r in rows:
+            p = r.get("parameter", "")
+            body.append(f"<tr><td class='l'>{_esc(p)}</td>" + "".join(
+                _td(r.get(k), f"{folder}.{k}.{p}", "int" if k == "n" else "g")
+                for k, _ in _UNCERTAINTY_COLUMNS[folder]) + "</tr>")
+        out.append(f"<h3>{_esc(heading)}</h3><p class='sub'>{'; '.join(parts)}; {level_text}.</p>"
+                   f"<table id='{folder}-summary'>{head}{''.join(body)}</table>")
+        for image in images:
+            img = Path(run_dir) / folder / image
+            if img.is_file():
+                data64 = base64.b64encode(img.read_bytes()).decode("ascii")
+                out.append(f"<figure id='{_esc(img.stem)}'><img alt='{_esc(image)}' "
+                           f"src='data:image/png;base64,{data64}'><figcaption>{_esc(image)}</figcaption></figure>")
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def write_report(result_or_run_dir, path=None, *, vpc: bool = True, vpc_data=None, n_sim: int = 200,
                  seed: int = 0, per_page: int = 12, title: str | None = None, model_path=None) -> Path:
@@ -525,6 +596,8 @@ def render_report(result, summary: dict, *, notes=None, model_path=None, vpc=Tru
         "<h2 id='summary'>Summary</h2><div class='cards'>",
         _status_card(conv, s.get("message") or ""),
         _card("OFV", fmt(s.get("ofv"), "ofv"), "ofv", s.get("ofv")),
+        (_card("OFV Monte Carlo SE", fmt(s.get("ofv_mc_se"), "ofv"), "ofv_mc_se", s.get("ofv_mc_se"))
+         if _is_num(s.get("ofv_mc_se")) else ""),
         _card("-2LL", fmt(s.get("minus2ll"), "ofv"), "minus2ll", s.get("minus2ll")),
         _card("AIC", fmt(s.get("aic"), "ofv"), "aic", s.get("aic")),
         _card("BIC", fmt(s.get("bic"), "ofv"), "bic", s.get("bic")),
@@ -564,6 +637,11 @@ def render_report(result, summary: dict, *, notes=None, model_path=None, vpc=Tru
     if corr and corr.get("names"):
         parts.append("<h3>Correlation of the estimates</h3>")
         parts.append(_matrix_table(corr["names"], corr["matrix"], "correlation", "correlation-matrix"))
+
+    uncertainty = _uncertainty_sections(getattr(result, "run_dir", None))
+    if uncertainty:
+        parts.append("<h2 id='uncertainty'>Bootstrap and SIR</h2>")
+        parts.extend(uncertainty)
 
     parts.append("<h2 id='model'>Model</h2>")
     model = getattr(result, "model", None)

@@ -311,3 +311,83 @@ def test_two_processes_give_the_one_process_bootstrap(tmp_path):
     assert [p.wait(timeout=600) for p in procs] == [0, 0]
     a, b = pd.read_csv(one), pd.read_csv(two)
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-8)
+
+
+def test_report_shows_bootstrap_and_sir_of_the_run(theo_fit, theo_boot, tmp_path):
+    from pkmix.report import read_report_numbers, render_report
+
+    run = tmp_path / "run"
+    theo_boot.write(run / "bootstrap")
+    # A sir.json as pkmix.sir writes it (SIRResult.to_dict), one parameter.
+    sir = {"kind": "sir", "level": 0.9, "effective_samples": 812.5, "settings": {"samples": 1000, "resamples": 200,
+                                                                                 "inflation": 1.5},
+           "summary": [{"parameter": "tcl", "estimate": 1.01, "se_covariance": 0.08, "sir_se": 0.09, "median": 1.02,
+                        "pct_lower": 0.87, "pct_upper": 1.16}]}
+    (run / "sir").mkdir()
+    (run / "sir" / "sir.json").write_text(json.dumps(sir))
+    theo_fit.run_dir = run
+    try:
+        text = render_report(theo_fit, theo_fit.to_dict(), vpc=False)
+    finally:
+        del theo_fit.run_dir
+    got = read_report_numbers(text)
+    for name in theo_boot.names:
+        for col in ("estimate", "pct_lower", "pct_upper", "bca_lower", "bca_upper", "bias"):
+            want = theo_boot.summary.loc[name, col]
+            if np.isfinite(want):
+                assert got[f"bootstrap.{col}.{name}"] == pytest.approx(want, rel=1e-12), (name, col)
+    assert got["sir.pct_upper.tcl"] == 1.16 and got["sir.median.tcl"] == 1.02
+    assert "90.0 % intervals" in text and "effective sample size 812.5" in text
+    assert "id='bootstrap_distributions'" in text and "data:image/png;base64," in text
+    # Without bootstrap/SIR output there is no such section; IMP's MC SE only when present.
+    plain = render_report(theo_fit, dict(theo_fit.to_dict(), ofv_mc_se=0.037), vpc=False)
+    assert "Bootstrap and SIR" not in plain
+    assert read_report_numbers(plain)["ofv_mc_se"] == 0.037
+
+
+def test_ofv_mc_se_in_results_json_and_summary(theo_fit):
+    # FOCE-I has none (null in results.json); IMP's is printed beside the OFV.
+    assert theo_fit.to_dict()["ofv_mc_se"] is None
+    assert "Monte Carlo SE" not in str(theo_fit)
+    import copy
+
+    imp_like = copy.copy(theo_fit)
+    imp_like.ofv_mc_se = 0.0371
+    assert json.loads(imp_like.to_json())["ofv_mc_se"] == 0.0371
+    assert f"OFV {theo_fit.ofv:.4f} (Monte Carlo SE 0.0371)" in str(imp_like)
+
+
+@pytest.mark.slow
+def test_fit_batch_subject_indices_groups_and_starts(theo_fit, theo):
+    import jax
+
+    from pkmix.batch import fit_batch
+
+    model, one = theo_fit.model, jax.devices()[:1]
+    draws = resample_subjects(theo, 4, seed=3)
+    kw = dict(params=theo_fit.values, covariance="none", devices=one, chunk_size=4)
+    by_index = fit_batch(model, theo, subjects=draws, **kw)
+    by_frame = fit_batch(model, replicate_frame(theo, draws), **kw)
+    cols = by_index.names + ["ofv", "iterations"]
+    # The same replicates, bound once and gathered or built as frames: the same fits.
+    np.testing.assert_allclose(by_index.estimates[cols].to_numpy(float), by_frame.estimates[cols].to_numpy(float),
+                               rtol=1e-9, atol=1e-12)
+    # Groups of 2 on a device whose share is 4 (theophylline's unused WT column): the
+    # configuration that raised ZeroDivisionError; the same fits, differently vectorised.
+    grouped = fit_batch(model, theo, subjects=draws, vmap_width=2, **kw)
+    assert grouped.timing["vmap_width"] == 2
+    np.testing.assert_allclose(grouped.estimates[cols].to_numpy(float), by_index.estimates[cols].to_numpy(float),
+                               rtol=1e-6)
+    # Per-replicate starts (each replicate's own estimates moved 10 %) and the original
+    # modes of the drawn subjects: every replicate reaches the optimum it reached before.
+    starts = [_common.values_from_vector(model, theo_fit.values, by_index.names,
+                                         by_index.estimates.loc[r, by_index.names].to_numpy(float) * 1.1)
+              for r in range(4)]
+    modes = theo_fit.etas.drop(columns="ID").to_numpy()[draws]
+    again = fit_batch(model, theo, subjects=draws, etas=modes, **dict(kw, params=starts))
+    assert again.timing["compile_s"] == 0.0  # starts and modes are run-time inputs
+    assert again.converged.all() and by_index.converged.all()
+    np.testing.assert_allclose(again.ofv, by_index.ofv, atol=1e-3)
+    np.testing.assert_allclose(again.estimates[by_index.names].to_numpy(float),
+                               by_index.estimates[by_index.names].to_numpy(float), rtol=2e-2)
+    assert not again.estimates["boundary"].any()

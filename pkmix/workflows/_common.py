@@ -198,7 +198,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def table_records(frame: pd.DataFrame) -> list:
-    return json.loads(frame.reset_index().to_json(orient="records"))
+    # Full precision: pandas keeps 10 digits by default.
+    return json.loads(frame.reset_index().to_json(orient="records", double_precision=15))
 
 
 # ------------------------------------------------------------------ processes

@@ -40,7 +40,8 @@ class BootstrapResult:
         shares: fractions of replicates: ``successful`` (converged), ``boundary``
             (an estimate at a boundary: ``fit_batch``'s ``boundary`` column, see
             ``pkmix.batch.BOUNDARY_RELATIVE``),
-            ``covariance_failed`` (no standard errors although asked for), ``used``.
+            ``covariance_failed`` (no standard errors; NaN without the covariance
+            step), ``used``.
         jackknife: leave-one-subject-out estimates (``acceleration="jackknife"`` only).
         timing: seconds: ``resample_s``, ``fit_s``, ``jackknife_s``, ``total_s``, and
             ``fits_per_second`` of the bootstrap's fits (compilation included).
@@ -81,9 +82,10 @@ class BootstrapResult:
 
     def __str__(self):
         s = self.shares
+        cov = ("covariance step not run" if not np.isfinite(s["covariance_failed"])
+               else f"covariance failed {s['covariance_failed']:.1%}")
         lines = [f"bootstrap: {self.settings['n']} replicates ({self.settings['method']}); successful "
-                 f"{s['successful']:.1%}, boundary {s['boundary']:.1%}, covariance failed "
-                 f"{s['covariance_failed']:.1%}; {self.timing['total_s']:.1f} s"]
+                 f"{s['successful']:.1%}, boundary {s['boundary']:.1%}, {cov}; {self.timing['total_s']:.1f} s"]
         cols = ["estimate", "mean", "bias", "relative_bias_percent", "pct_lower", "pct_upper", "bca_lower",
                 "bca_upper"]
         with pd.option_context("display.width", 200, "display.max_columns", None, "display.precision", 4):
@@ -151,7 +153,7 @@ def _original_modes(fit, model, dataset):
 
 def bootstrap(fit, n: int = 1000, stratify: str | None = None, seed: int = 0, *, level: float = 0.95,
               acceleration: str | None = "jackknife", converged_only: bool = True, method: str | None = None,
-              max_iter: int = 500, covariance: str = "sandwich", chunk_size: int | None = None,
+              max_iter: int = 500, covariance: str = "none", chunk_size: int | None = None,
               vmap_width: int | None = None, out=None, progress: bool | None = None) -> BootstrapResult:
     """The nonparametric bootstrap of a fit.
 
@@ -169,8 +171,10 @@ def bootstrap(fit, n: int = 1000, stratify: str | None = None, seed: int = 0, *,
         converged_only: intervals and bias from converged replicates only (PsN's default
             keeps all; the shares say how many were left out).
         method: estimation method (default the fit's).
-        max_iter, covariance, chunk_size, vmap_width: passed to ``fit_batch``
-            (``covariance="none"`` skips the 2p + 1 evaluations per replicate).
+        max_iter, chunk_size, vmap_width: passed to ``fit_batch``.
+        covariance: "none" (default: the intervals and bias need only the estimates) or
+            "sandwich": each replicate's covariance step too (2p + 1 more evaluations a
+            replicate; its SEs in ``estimates`` and the share ``covariance_failed``).
         out: a folder to write the tables and plots to (``BootstrapResult.write``).
         progress: ``fit_batch``'s progress line.
 
