@@ -93,6 +93,7 @@ def fit_program(model, method, opts, settings: FitSettings, report_progress: boo
     host callback (``PROGRESS``); a program with one is never written to JAX's
     persistent cache, so it is off unless the progress display was asked for.
     """
+    method.check_model(model)  # FO/FOCE/FOCE-I refuse a likelihood model (fit_batch's path too)
     transform = transform_for(model)
     p = x0.shape[0]
     # A padding replicate of fit_batch (max_iter 0) stops after one evaluation and skips
