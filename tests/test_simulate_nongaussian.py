@@ -4,7 +4,8 @@ Simulated frequencies and moments are compared with the model's probabilities
 computed independently (scipy's distributions, quadrature over the eta), with
 tolerances of 4.5 standard errors of the simulated statistic: for records that share a
 subject's eta, the standard error comes from the spread of the subject means. Each
-model's simulation program is compiled once (module fixtures).
+model's simulation program is compiled once (module fixtures); the samplers whose
+programs compile longest (gamma draws) and the further checks are marked slow.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def test_bernoulli_with_a_random_effect_matches_the_integrated_probability():
     _within(pairs.mean(), both, pairs.std() / np.sqrt(pairs.size), "P(y1 = y2 = 1)")
 
 
+@pytest.mark.slow
 def test_binomial_probit_frequencies():
     theta = -0.3
     model = _model(pkmix.binomial("N", link="probit"), {"a": theta}, {}, lambda p: p.a)
@@ -86,6 +88,7 @@ def test_poisson_mean_and_variance_with_a_random_effect():
     _within(centred.mean(), var, _cluster_se(centred), "Var[y]")
 
 
+@pytest.mark.slow
 def test_negative_binomial_frequencies():
     theta, alpha = 1.0, 0.5
     model = _model(pkmix.negative_binomial("alpha"), {"a": theta, "alpha": alpha}, {}, lambda p: p.a)
@@ -160,6 +163,7 @@ def test_simulated_event_times_follow_the_marginal_survival(tte_sim):
         _within(surviving, expected, np.sqrt(expected * (1 - expected) / time.size), f"S({t})")
 
 
+@pytest.mark.slow
 def test_simulated_time_to_event_data_read_back_and_evaluate(tte_model, tte_sim):
     one = tte_sim[tte_sim["REP"] == 1].drop(columns="REP")
     result = pkmix.evaluate(tte_model, one, "laplace")
@@ -233,7 +237,8 @@ def test_vpc_of_proportions_covers_data_simulated_from_the_model(binary_result):
     assert v.coverage() >= 0.75
 
 
-def test_vpc_of_proportions_of_ordinal_data_and_errors(tte_model, tte_sim):
+@pytest.mark.slow
+def test_vpc_of_proportions_of_ordinal_data():
     model = _model(pkmix.ordinal(["c1", "c2"]), {"c1": -0.5, "c2": 1.0, "b": 0.2}, {"eta": 0.3}, lambda p: p.b + p.eta)
     observed = pkmix.simulate(model, _design(n=100), n=1, seed=8).drop(columns="REP")
     v = pkmix.vpc_proportions(model, observed, n=50, bins=2, seed=1)
@@ -241,10 +246,17 @@ def test_vpc_of_proportions_of_ordinal_data_and_errors(tte_model, tte_sim):
     # The categories' observed and median simulated fractions each sum to one per bin.
     sums = v.proportions.groupby("bin")[["observed"]].sum()
     np.testing.assert_allclose(sums["observed"], 1.0)
+
+
+def test_vpcs_refuse_data_of_another_kind(tte_model, tte_sim):
     with pytest.raises(ValueError, match="not Binomial or Ordinal"):
         pkmix.vpc_proportions(tte_model, tte_sim[tte_sim["REP"] == 1].drop(columns="REP"), n=2)
+    binary = _model(pkmix.bernoulli(), {"a": 0.0}, {}, lambda p: p.a)
     with pytest.raises(ValueError, match="not TimeToEvent"):
-        pkmix.km_vpc(model, observed, n=2)
+        pkmix.km_vpc(binary, _design(n=2), n=2)
+    counts = _model(pkmix.poisson(), {"a": 0.0}, {}, lambda p: p.a)
+    with pytest.raises(ValueError, match="give categories="):
+        pkmix.vpc_proportions(counts, _design(n=2), n=2)
 
 
 # ---------------------------------------------------------------------- plots

@@ -227,6 +227,7 @@ def test_time_to_event_argument_errors():
         pkmix.time_to_event("lognormal")
 
 
+@pytest.mark.slow
 def test_a_time_to_event_endpoint_beside_concentrations():
     """PK records (additive error) between time-to-event records, one eta shared: each
     time-to-event record's interval starts at the previous record of its kind, not at
