@@ -1009,6 +1009,9 @@ def vpc(result_or_model, data=None, params=None, n: int = 500, bins=10, pi=(0.05
         A ``VPCResult`` (its docstring describes the tables).
     """
     model, values, data = _vpc_inputs("vpc", result_or_model, data, params, ci)
+    if _has_time_to_event(model):
+        raise ValueError("vpc: percentiles of time-to-event records mean nothing; use pkmix.km_vpc (a Kaplan-Meier "
+                         "VPC)")
     levels = np.asarray(pi, dtype=float)
     if np.any((levels <= 0) | (levels >= 1)):
         raise ValueError(f"pi must be fractions in (0, 1), got {pi}")

@@ -249,6 +249,8 @@ def test_vpc_of_proportions_of_ordinal_data():
 
 
 def test_vpcs_refuse_data_of_another_kind(tte_model, tte_sim):
+    with pytest.raises(ValueError, match="km_vpc"):
+        pkmix.vpc(tte_model, tte_sim[tte_sim["REP"] == 1].drop(columns="REP"), n=2)
     with pytest.raises(ValueError, match="not Binomial or Ordinal"):
         pkmix.vpc_proportions(tte_model, tte_sim[tte_sim["REP"] == 1].drop(columns="REP"), n=2)
     binary = _model(pkmix.bernoulli(), {"a": 0.0}, {}, lambda p: p.a)
