@@ -488,6 +488,11 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     model.check_estimable()  # an estimated theta that nothing reads: refused, named (as by pkmix.fit)
     t_start = time.perf_counter()
     method = get_method(method)
+    from ._estimation.methods.saem import SAEM
+
+    if isinstance(method, SAEM):
+        raise ValueError("fit_batch runs the gradient-based fit loop (fo, foce, focei, laplace, agq, imp); SAEM has "
+                         "an EM loop of its own and is not batched: fit replicates with pkmix.fit(method='saem')")
     stack = _stack(model, datasets) if subjects is None else _stack_subjects(model, datasets, subjects)
     opts = _likelihood_options(method, stack, covariate_rule)
     transform = transform_for(model)

@@ -93,6 +93,8 @@ def test_input_errors(model, reps):
         fit_batch(model, [a, b])
     with pytest.raises(ValueError, match="covariance"):
         fit_batch(model, reps, covariance="r")
+    with pytest.raises(ValueError, match="SAEM .* not batched"):
+        fit_batch(model, reps, method="saem")
     with pytest.raises(pkmix.ModelError, match="covariate"):
         needs_wt = pkmix.Model(theta={"tcl": 1.0, "tv": 3.0}, omega={"eta_cl": 0.1}, sigma={"s": 0.1},
                                individual=lambda p: {"cl": jnp.exp(p.tcl + p.eta_cl) * p.WT, "v": jnp.exp(p.tv)},
