@@ -151,6 +151,21 @@ def test_refit_reaches_nonmem_optimum(name):
 
 
 @pytest.mark.slow
+def test_mox2_nonmem_final_estimates_are_not_a_minimum():
+    """From NONMEM's final estimates of mox2 (FO) the fit descends to the optimum its refit from the control
+    stream's initial values finds: NONMEM stopped on a flat stretch of the objective, not at a minimum."""
+    module = nonmem.load(HERE / "mox2.mod")
+    ext = ext_final(HERE / "mox2.ext")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = pkmix.fit(module.model, module.load_data(), method="fo", params=params_from_ext(module.model, ext),
+                           covariance="none", progress=False, diagnostics=False)
+    assert result.converged
+    assert result.ofv < ext["OBJ"] - 1.0
+    assert result.omega.to_numpy()[2, 2] > 100 * ext["OMEGA(3,3)"]
+
+
+@pytest.mark.slow
 def test_refit_theta_in_error():
     module = nonmem.load(HERE / "pheno_theta_error.ctl")
     with warnings.catch_warnings():
