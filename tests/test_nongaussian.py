@@ -20,7 +20,11 @@ import scipy.stats as st
 from scipy.special import expit
 
 import pkmix
+from pkmix._estimation.fit import likelihood_options
 from pkmix._estimation.likelihood import Options, m2ll
+from pkmix._estimation.methods import get_method
+from pkmix._estimation.objective import solve_modes, subject_ofvs
+from pkmix._predict import parameter_values
 
 from conftest import DATA
 
@@ -70,6 +74,8 @@ CASES = {
                         lambda y, lp, th: st.bernoulli.logpmf(y, expit(lp))),
     "bernoulli-probit": (pkmix.bernoulli(link="probit"), {"b0": -0.2, "b1": 0.9}, [0, 1, 1, 0, 1, 0], {},
                          lambda y, lp, th: st.bernoulli.logpmf(y, st.norm.cdf(lp))),
+    "bernoulli-identity": (pkmix.bernoulli(link="identity"), {"b0": 0.45, "b1": 0.2}, [0, 1, 1, 0, 1, 0], {},
+                           lambda y, lp, th: st.bernoulli.logpmf(y, lp)),
     "binomial": (pkmix.binomial("N"), {"b0": -0.2, "b1": 0.9}, [0, 3, 5, 2, 1, 0], {"N": [4, 5, 5, 6, 3, 1]},
                  lambda y, lp, th: st.binom.logpmf(y, [4, 5, 5], expit(lp))),
     "poisson-log": (pkmix.poisson(), {"b0": 0.4, "b1": 0.5}, [0, 2, 3, 7, 1, 0], {},
@@ -145,6 +151,36 @@ def test_endpoints_add_gaussian_and_likelihood_records():
     np.testing.assert_allclose(l, want, rtol=1e-12)
 
 
+def test_ordinal_cutpoints_out_of_order_give_a_huge_finite_objective():
+    error = pkmix.ordinal(["c0", "c1", "c2"])
+    y, f = jnp.array([0.0, 1, 2, 3]), jnp.array([0.2, -0.1, 0.4, 1.0])
+    subject = None  # the built-in densities read only f, y and the thetas
+    terms = jax.jit(lambda c: error.m2ll_records(f, y, c, jnp.zeros(0), subject))
+    ordered, swapped = terms(jnp.array([-1.0, 0.5, 2.0])), terms(jnp.array([0.5, -1.0, 2.0]))
+    grad = jax.jit(jax.grad(lambda c: jnp.sum(terms(c))))(jnp.array([0.5, -1.0, 2.0]))
+    assert np.all(np.isfinite(ordered)) and np.all(np.isfinite(grad))
+    # Category 1 lies between the swapped cut-points (c0 > c1); the top one does not read them.
+    assert float(swapped[1]) == 1e10
+    assert float(swapped[3]) == pytest.approx(float(ordered[3]))
+
+
+def test_endpoints_gradient_is_finite_for_a_subject_without_one_endpoint():
+    """A subject with concentrations only: the Poisson endpoint (log link) is evaluated
+    at safe values, so exp of a large concentration cannot spoil the gradient."""
+    model = pkmix.Model(
+        theta={"tv": 0.0}, omega={"eta": OMEGA}, sigma={"add": 0.5},
+        individual=lambda p: {"cl": 1.0, "v": jnp.exp(p.tv + p.eta)}, structure=pkmix.one_compartment(),
+        observe=lambda a, p: a.central / p.v, error=pkmix.endpoints({1: pkmix.additive("add"), 2: pkmix.poisson()}))
+    data = pkmix.read_nonmem(pd.DataFrame({"ID": [1] * 3, "TIME": [0, 1, 2.0], "AMT": [5000, 0, 0],
+                                           "EVID": [1, 0, 0], "DV": [".", 3000, 1800], "DVID": [".", 1, 1]}),
+                             model=model)
+    subject = data.batch(model.covariates).subject(0)
+    values = model.initial_values()
+    g = jax.jit(jax.grad(lambda e: m2ll(model, values, e, subject, OPTS, jnp.array([[1 / OMEGA]]),
+                                         jnp.log(OMEGA))))(jnp.array([ETA]))
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
 # ---------------------------------------------------------------- data rules, refusals
 @pytest.mark.parametrize("error, dv, extra, column, words", [
     (pkmix.bernoulli(), [0, 2, 1], {}, "DV", "DV in {0, 1}"),
@@ -190,6 +226,13 @@ def test_linearising_methods_refuse_likelihood_models(method):
         pkmix.fit(model, data, method=method)
 
 
+def test_fit_batch_refuses_a_likelihood_model_under_focei():
+    model = glmm(pkmix.bernoulli(), {"b0": 0.0, "b1": 0.5})
+    data = pkmix.read_nonmem(frame([0, 1, 1, 0], [0.1, 0.2, 0.3, 0.4], [1, 1, 2, 2]))
+    with pytest.raises(pkmix.ModelError, match="method 'focei' needs a Gaussian"):
+        pkmix.fit_batch(model, [data, data], method="focei")
+
+
 def test_likelihood_parameters_are_checked():
     with pytest.raises(ValueError, match="binomial link"):
         pkmix.bernoulli(link="cloglog")
@@ -211,14 +254,24 @@ def binary_model():
 
 
 def test_laplace_objective_at_lme4_estimates(binary, binary_model):
-    """pkmix's Laplace OFV at lme4's Laplace estimates is -2 x lme4's logLik (within
-    0.01 on the log-likelihood: lme4's modes are converged only to its PIRLS tolerance;
-    0.002 seen)."""
-    params = {"b0": r_value("binary", "laplace", "intercept"), "b1": r_value("binary", "laplace", "x"),
-              "eta": r_value("binary", "laplace", "sd_id") ** 2}
-    result = pkmix.evaluate(binary_model, binary, method="laplace", params=params, diagnostics=False)
-    assert abs(-result.ofv / 2 - r_value("binary", "laplace", "logLik")) < 0.01
-    assert result.minus2ll == pytest.approx(result.ofv, abs=1e-9)  # no Gaussian record: nothing added
+    """pkmix's Laplace OFV at lme4's Laplace estimates (the modes by the inner solver, the
+    OFV as the fit computes it) is -2 x lme4's logLik, within 0.01 on the log-likelihood:
+    lme4's modes are converged only to its PIRLS tolerance (0.002 seen)."""
+    batch = binary.batch(binary_model.covariates)
+    method = get_method("laplace")
+    opts = likelihood_options(method, batch, "nonmem")
+    values = parameter_values(binary_model, {"b0": r_value("binary", "laplace", "intercept"),
+                                             "b1": r_value("binary", "laplace", "x"),
+                                             "eta": r_value("binary", "laplace", "sd_id") ** 2})
+
+    @jax.jit
+    def ofv(values, batch):
+        modes = solve_modes(binary_model, method, opts, values, jnp.zeros((batch.n_subjects, 1)), batch)
+        return jnp.sum(subject_ofvs(binary_model, method, opts, values, modes.eta, batch)), jnp.all(modes.converged)
+
+    total, converged = ofv(values, batch)
+    assert bool(converged)
+    assert abs(-float(total) / 2 - r_value("binary", "laplace", "logLik")) < 0.01
 
 
 def check_against_r(result, dataset, method, names, *, se_rtol, saturated=0.0):
@@ -251,6 +304,7 @@ def test_binary_laplace_fit_matches_lme4(binary, binary_model):
     # lme4's Laplace standard errors differ from pkmix's by 0.5% (its own Laplace
     # approximation, see test_laplace_objective_at_lme4_estimates); at nAGQ 20 they agree to 1e-5.
     check_against_r(result, "binary", "laplace", {"b0": "intercept", "b1": "x", "sd": "sd_id"}, se_rtol=0.02)
+    assert result.minus2ll == pytest.approx(result.ofv, abs=1e-9)  # no Gaussian record: nothing added
 
 
 @pytest.mark.slow
