@@ -170,6 +170,19 @@ def test_simulated_time_to_event_data_read_back_and_evaluate(tte_model, tte_sim)
     assert np.isfinite(result.ofv)
 
 
+def test_a_user_hazard_is_simulated_by_bisection_on_its_quadrature():
+    """h(t) = f exp(g t) written as a function: event times against the Gompertz S."""
+    f, g = 0.05, 0.25
+    model = _model(pkmix.time_to_event(lambda t, f, p: f * jnp.exp(p.g * t), theta=["g"]), {"f": f, "g": g}, {},
+                   lambda p: p.f)
+    sim = pkmix.simulate(model, _design(times=(0.0, 4.0, 8.0), n=500), n=2, seed=13)
+    time, event = _first_events(sim)
+    for t in (2.0, 4.0, 6.0, 8.0):
+        expected = np.exp(-f * np.expm1(g * t) / g)
+        surviving = np.mean(time > t) if t < 8.0 else np.mean(~event)
+        _within(surviving, expected, np.sqrt(expected * (1 - expected) / time.size), f"S({t})")
+
+
 def test_time_to_event_replicates_are_frames_only(tte_model, tte_design):
     with pytest.raises(ValueError, match="output='frame'"):
         pkmix.simulate(tte_model, tte_design, output="arrays")
