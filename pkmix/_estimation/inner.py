@@ -5,7 +5,10 @@ is indefinite far from the mode) plus a secant correction of the part Gauss-Newt
 leaves out, with a backtracking line search, stopped on the Newton decrement,
 warm-started from the previous outer iteration's modes (or their first-order
 prediction), bounded in evaluations, and reporting a convergence flag per subject.
-Written for one subject and vmapped.
+Written for one subject and vmapped. For a model whose observations follow a likelihood
+(non-Gaussian data) the matrix is a' H a + 2 Omega^-1, H the Hessian of the records' -2 log
+p in the predictions (``likelihood.gradient_and_gauss_newton``): the exact eta-Hessian of
+a GLMM, positive semi-definite for the built-in densities.
 """
 
 from __future__ import annotations

@@ -155,7 +155,8 @@ def gradient_and_gauss_newton(model, values, eta, subject, opts, omega_inv, p: P
     For a Gaussian record the expected Hessian of log R + e^2/R is 2 a'a/R + dR'dR/R^2;
     for a BLQ record we use 1/4 of the outer product of its gradient (the same identity
     E[grad grad'] = 4 * (expected 1/2 Hessian) that holds for the Gaussian terms), which
-    keeps the matrix positive definite far from the mode.
+    keeps the matrix positive definite far from the mode. A likelihood model's records
+    take their own path (``_likelihood_gradient_and_information``).
     """
     if model.non_gaussian:
         return _likelihood_gradient_and_information(model, values, eta, subject, omega_inv, p)
