@@ -34,8 +34,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-Z95 = 1.959964
-
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#222;margin:0;background:#f6f7f9}
 main{max-width:1180px;margin:0 auto;padding:18px 28px 40px;background:#fff}
@@ -293,51 +291,41 @@ def _card(label: str, value: str, key: str | None = None, raw=None, cls: str = "
             f'<div class="v {cls}"{data}>{_esc(value)}</div></div>')
 
 
-def parameter_rows(summary: dict) -> list[dict]:
-    """The parameter table from a results dictionary: one dict per parameter with
-    parameter, type, estimate, se, rse_percent, ci_lower, ci_upper, cv_percent (omega
-    diagonal and IOV, log-normal: 100 sqrt(exp(var) - 1)), correlation (omega
-    off-diagonal) and shrinkage_percent. The same rows as ``FitResult.parameters()``."""
-    se = summary.get("se") or {}
-    rse = summary.get("rse_percent") or {}
-    shrink = summary.get("shrinkage_percent") or {}
+def parameter_rows(result) -> list[dict]:
+    """The parameter table of a fit: ``FitResult.parameters()`` (95 % CIs on the log
+    scale for variances and sigmas, which cannot go below zero) with, per row,
+    cv_percent (an exponential eta's CV %, ``FitResult.omega_summary()``; IOV),
+    correlation (OMEGA off-diagonal) and shrinkage_percent. Missing numbers are None."""
+    def clean(v):
+        return v if _is_num(v) else None
+
+    summary = result.omega_summary().set_index("eta") if len(result.omega) else None
+    omega = result.omega
     rows = []
-
-    def add(name, kind, est, **extra):
-        s = se.get(name)
-        ok = _is_num(est) and _is_num(s)
-        rows.append({"parameter": name, "type": kind, "estimate": est, "se": s, "rse_percent": rse.get(name),
-                     "ci_lower": est - Z95 * s if ok else None, "ci_upper": est + Z95 * s if ok else None,
-                     "cv_percent": None, "correlation": None, "shrinkage_percent": None, **extra})
-
-    for n, v in (summary.get("theta") or {}).items():
-        add(n, "theta", v)
-    om = summary.get("omega") or {}
-    names = list(om.get("names") or [])
-    matrix = om.get("matrix") or []
-    for i, a in enumerate(names):
-        for j, b in enumerate(names[: i + 1]):
-            v = matrix[i][j]
-            if i == j:
-                cv = 100.0 * math.sqrt(math.expm1(v)) if _is_num(v) and v >= 0 else None
-                add(f"omega({a},{b})", "omega", v, cv_percent=cv, shrinkage_percent=shrink.get(a))
-            elif _is_num(v) and v != 0.0:
-                vi, vj = matrix[i][i], matrix[j][j]
-                r = v / math.sqrt(vi * vj) if _is_num(vi) and _is_num(vj) and vi > 0 and vj > 0 else None
-                add(f"omega({a},{b})", "omega", v, correlation=r)
-    for n, v in (summary.get("iov") or {}).items():
-        cv = 100.0 * math.sqrt(math.expm1(v)) if _is_num(v) and v >= 0 else None
-        add(f"omega({n},{n})", "iov", v, cv_percent=cv)
-    for n, v in (summary.get("sigma") or {}).items():
-        add(n, "sigma", v)
+    for r in result.parameters().to_dict("records"):
+        row = {k: clean(r[k]) for k in ("estimate", "se", "rse_percent", "ci_lower", "ci_upper")}
+        row.update(parameter=r["parameter"], type=r["type"], cv_percent=None, correlation=None,
+                   shrinkage_percent=None)
+        if r["type"] in ("omega", "iov"):
+            a, b = r["parameter"][len("omega("):-1].split(",")
+            v = row["estimate"]
+            if r["type"] == "iov":
+                row["cv_percent"] = 100.0 * math.sqrt(math.expm1(v)) if v is not None and v >= 0 else None
+            elif a == b:
+                row["cv_percent"] = clean(summary.loc[a, "cv_percent"])
+                row["shrinkage_percent"] = clean(result.shrinkage_percent.get(a))
+            else:
+                vi, vj = float(omega.loc[a, a]), float(omega.loc[b, b])
+                row["correlation"] = v / math.sqrt(vi * vj) if v is not None and vi > 0 and vj > 0 else None
+        rows.append(row)
     return rows
 
 
-def _parameter_table(summary: dict) -> str:
+def _parameter_table(result) -> str:
     head = ("<tr><th class='l'>parameter</th><th>type</th><th>estimate</th><th>SE</th><th>RSE %</th>"
             "<th>95 % CI lower</th><th>95 % CI upper</th><th>CV % / corr.</th><th>shrinkage %</th></tr>")
     body = []
-    for r in parameter_rows(summary):
+    for r in parameter_rows(result):
         p = r["parameter"]
         cv = (_td(r["cv_percent"], f"cv_percent.{p}", "pct") if r["cv_percent"] is not None
               else _td(r["correlation"], f"correlation.{p}", "g") if r["correlation"] is not None else "<td></td>")
@@ -625,10 +613,11 @@ def render_report(result, summary: dict, *, notes=None, model_path=None, vpc=Tru
                      + "".join(_td(v, f"timing.{k}", "s") for k, v in timing.items()) + "</tr></table>")
 
     parts.append("<h2 id='parameters-section'>Parameters</h2>")
-    parts.append("<p class='sub'>OMEGA and SIGMA as declared (OMEGA as variances); 95 % CI = estimate ± 1.96 SE; "
-                 "CV % of an eta = 100·sqrt(exp(ω²) − 1); corr. = the correlation of an OMEGA off-diagonal "
-                 "element.</p>")
-    parts.append(_parameter_table(s))
+    parts.append("<p class='sub'>OMEGA and SIGMA as declared (OMEGA as variances); 95 % CI = estimate ± 1.96 SE, "
+                 "for variances and sigmas on the log scale (estimate·exp(±1.96 SE/estimate)); CV % of an "
+                 "exponential eta = 100·sqrt(exp(ω²) − 1) (none for an additive eta: its SD is its spread); "
+                 "corr. = the correlation of an OMEGA off-diagonal element.</p>")
+    parts.append(_parameter_table(result))
     om = s.get("omega") or {}
     if om.get("names"):
         parts.append("<h3>OMEGA (variances and covariances)</h3>")

@@ -146,8 +146,13 @@ def test_report_numbers_equal_results_json(run_dir, report):
         se = res["se"][name]
         check(f"se.{name}", se, f"{se:.6g}")
         check(f"rse_percent.{name}", res["rse_percent"][name], f"{res['rse_percent'][name]:.1f}")
-        check(f"ci_lower.{name}", est - 1.959964 * se, f"{est - 1.959964 * se:.6g}")
-        check(f"ci_upper.{name}", est + 1.959964 * se, f"{est + 1.959964 * se:.6g}")
+        # FitResult.parameters(): variances and sigmas (positive) on the log scale, thetas symmetric.
+        if name in res["theta"]:
+            lo, hi = est - 1.959964 * se, est + 1.959964 * se
+        else:
+            lo, hi = est * math.exp(-1.959964 * se / est), est * math.exp(1.959964 * se / est)
+        check(f"ci_lower.{name}", lo, f"{lo:.6g}")
+        check(f"ci_upper.{name}", hi, f"{hi:.6g}")
     for k, v in res["timing"].items():
         check(f"timing.{k}", v, f"{v:.2f}")
     check("epsilon_shrinkage_percent", res["epsilon_shrinkage_percent"], f"{res['epsilon_shrinkage_percent']:.1f}")
