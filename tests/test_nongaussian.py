@@ -321,6 +321,20 @@ def test_poisson_fit_matches_lme4(method):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["laplace", "agq20"])
+def test_binomial_fit_matches_lme4(method):
+    """Successes of N trials (data column N): lme4's cbind(DV, N - DV)."""
+    data = pkmix.read_nonmem(GLMM / "binomial.csv")
+    model = glmm(pkmix.binomial("N"), {"b0": 0.0, "b1": 0.5})
+    result = pkmix.fit(model, data, method="laplace" if method == "laplace" else pkmix.AGQ(nodes=20),
+                       covariance="r", diagnostics=False)
+    y, n = data.frame.DV.to_numpy(), data.frame.N.to_numpy()
+    saturated = 0.0 if method == "laplace" else float(np.sum(st.binom.logpmf(y, n, y / n)))
+    check_against_r(result, "binomial", method, {"b0": "intercept", "b1": "x", "sd": "sd_id"},
+                    se_rtol=0.02 if method == "laplace" else 1e-3, saturated=saturated)
+
+
+@pytest.mark.slow
 def test_negative_binomial_fit_matches_glmmtmb():
     data = pkmix.read_nonmem(GLMM / "negbin.csv")
     model = glmm(pkmix.negative_binomial("alpha"), {"b0": 0.0, "b1": 0.5, "alpha": pkmix.Theta(1.0, lower=0.0)})

@@ -5,6 +5,7 @@ Each is NONMEM-format (ID, TIME, DV and a covariate X), one random intercept a s
   count.csv    100 x 8, log E[DV] = 0.5 + 0.4 X + b, Poisson, b ~ N(0, 0.6^2)
   negbin.csv   60 x 8, log mu = 1.0 + 0.5 X + b, NB2 variance mu + 0.5 mu^2, b ~ N(0, 0.5^2)
   ordinal.csv  80 x 6, P(DV <= k) = logistic(c_k - 1.0 X - b), c = (-1, 0.5, 2), b ~ N(0, 1)
+  binomial.csv 80 x 5, DV successes of N (1..10, column N), logit p = 0.3 - 0.8 X + b, b ~ N(0, 0.7^2)
 """
 
 import numpy as np
@@ -42,3 +43,10 @@ cuts = np.array([-1.0, 0.5, 2.0])
 cum = 1.0 / (1.0 + np.exp(-(cuts[None, :] - (1.0 * x + b)[:, None])))
 u = rng.uniform(size=x.size)
 write("ordinal.csv", ids, t, (u[:, None] > cum).sum(axis=1), x)
+
+ids, t, x = frame(80, 5)
+b = rng.normal(0.0, 0.7, 80)[ids - 1]
+trials = rng.integers(1, 11, size=x.size)
+p = 1.0 / (1.0 + np.exp(-(0.3 - 0.8 * x + b)))
+pd.DataFrame({"ID": ids, "TIME": t, "DV": rng.binomial(trials, p), "N": trials, "X": x}).to_csv(
+    "binomial.csv", index=False)

@@ -23,6 +23,18 @@ for (ds in c("binary", "count")) {
   }
 }
 
+d <- read.csv("binomial.csv"); d$ID <- factor(d$ID)
+for (n in c(1, 20)) {
+  fit <- glmer(cbind(DV, N - DV) ~ X + (1 | ID), data = d, family = binomial(link = "logit"), nAGQ = n,
+               control = ctrl)
+  m <- if (n == 1) "laplace" else paste0("agq", n)
+  out("binomial", "lme4", m, "logLik", as.numeric(logLik(fit)))
+  b <- fixef(fit); se <- sqrt(diag(as.matrix(vcov(fit))))
+  out("binomial", "lme4", m, "intercept", b[1]); out("binomial", "lme4", m, "x", b[2])
+  out("binomial", "lme4", m, "se_intercept", se[1]); out("binomial", "lme4", m, "se_x", se[2])
+  out("binomial", "lme4", m, "sd_id", attr(VarCorr(fit)$ID, "stddev"))
+}
+
 d <- read.csv("negbin.csv"); d$ID <- factor(d$ID)
 fit <- glmmTMB(DV ~ X + (1 | ID), data = d, family = nbinom2,
                control = glmmTMBControl(optCtrl = list(iter.max = 1e4, eval.max = 1e4)))
