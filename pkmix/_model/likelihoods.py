@@ -153,6 +153,13 @@ def _column(subject, name):
     return subject.covariates[:, subject.covariate_names.index(name)]
 
 
+def _pick(values, names, wanted):
+    """The entries of ``values`` (ordered as ``names``) named in ``wanted``, in that order."""
+    if not wanted:
+        return jnp.zeros(0)
+    return jnp.stack([values[names.index(n)] for n in wanted])
+
+
 class Binomial(AbstractLikelihood):
     """y successes of n trials (n = 1: Bernoulli), success probability link^-1(f)."""
 
@@ -418,9 +425,8 @@ class Endpoints(AbstractLikelihood):
             safe_y = 1.0 if not m.non_gaussian else m.safe_observation
             fk = jnp.where(mine, f, jnp.where(has, f[first], safe_f))
             yk = jnp.where(mine, y, jnp.where(has, y[first], safe_y))
-            th = jnp.stack([thetas[self.theta_parameters.index(n)] for n in m.theta_parameters]) \
-                if m.theta_parameters else jnp.zeros(0)
-            sd = jnp.stack([sds[self.parameters.index(n)] for n in m.parameters]) if m.parameters else jnp.zeros(0)
+            th = _pick(thetas, self.theta_parameters, m.theta_parameters)
+            sd = _pick(sds, self.parameters, m.parameters)
             if m.non_gaussian:
                 # The endpoint sees its own records as the subject's observations (a
                 # time-to-event record's interval starts at the previous record of its kind).
