@@ -9,12 +9,14 @@ lowering (seconds for a fit). For a model whose code pkmix can fingerprint
 (``model_fingerprint``: the module-level ``model`` of a file, or of the model library)
 the program therefore goes through the exported-program cache of
 ``call_program`` (``jax.export`` artifacts on disk, shared with pkmix.dosing): a second process
-neither traces nor compiles it.
+neither traces nor compiles it. ``prefetch`` builds a program on a background thread
+while the caller works on another one (a fit's diagnostics while the fit compiles).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Callable
 
@@ -129,6 +131,14 @@ def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerpri
     folder = _program_dir() if fingerprint is not None else None
     if folder is None:
         return jitted(*statics, *args)
+    call = _load_exported(name, impl, statics, args, fingerprint, folder)
+    return call(*[np.asarray(x) for x in jax.tree_util.tree_leaves(args)])
+
+
+def _load_exported(name: str, impl, statics: tuple, args: tuple, fingerprint: str, folder):
+    """The compiled executable of ``impl(*statics, *args)`` (called with ``args``'
+    leaves as host arrays), from its `jax.export` artifact in ``folder`` (written
+    first if missing)."""
     import hashlib
 
     leaves, treedef = jax.tree_util.tree_flatten(args)
@@ -155,17 +165,41 @@ def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerpri
             exported = jax.export.export(jax.jit(flat))(*leaves)
             # A name of this process's and this thread's own: the server's worker threads
             # may export the same program at once, and must not write into one file.
-            import threading
-
             tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
             try:
                 tmp.write_bytes(exported.serialize())
                 os.replace(tmp, path)
             except OSError:
                 tmp.unlink(missing_ok=True)
-        call = compile_lowered(jax.jit(exported.call).lower(*leaves))
+        call = compile_lowered(_lower_exported(exported, leaves))
         _PROGRAMS[key] = call
-    return call(*leaves)
+    return call
+
+
+_NO_LAPACK = threading.local()
+
+
+def _lower_exported(exported, leaves):
+    """``jax.jit(exported.call).lower(*leaves)``. Before lowering an exported call on CPU,
+    JAX initialises its LAPACK kernels, which imports scipy.linalg (0.3-0.6 s of a new
+    process's start); pkmix's programs make no LAPACK call (``pkmix._linalg``), so for a
+    module without one that step is skipped (where this JAX has no such step, nothing
+    changes)."""
+    from jax._src.export import _export
+
+    ensure = getattr(_export, "_ensure_backends_initialized", None)
+    if ensure is not None and not getattr(ensure, "_pkmix", False):
+        def ensure_unless_skipped(platforms, _original=ensure):
+            if not getattr(_NO_LAPACK, "on", False):
+                _original(platforms)
+
+        ensure_unless_skipped._pkmix = True
+        _export._ensure_backends_initialized = ensure_unless_skipped
+    _NO_LAPACK.on = b"lapack" not in bytes(exported.mlir_module_serialized)
+    try:
+        return jax.jit(exported.call).lower(*leaves)
+    finally:
+        _NO_LAPACK.on = False
 
 
 # Modules whose objects a fingerprinted model file may use: their code is pkmix's (in the
@@ -214,44 +248,43 @@ def model_fingerprint(model) -> str | None:
 _REGISTERED: list = []
 
 
+_REGISTERING = threading.Lock()
+
+
 def _register_output_types():
     """jax.export serialises an output's tree structure only of types it was told about:
-    the named tuples pkmix's exported programs return."""
-    if _REGISTERED:
-        return
-    from ._estimation.engine import FitOutput
-    from ._model.parameters import ParameterValues
+    the named tuples pkmix's exported programs return (once, also when a prefetching
+    thread gets here at the same time)."""
+    with _REGISTERING:
+        if _REGISTERED:
+            return
+        from ._estimation.engine import FitOutput
+        from ._model.parameters import ParameterValues
 
-    for cls in (FitOutput, ParameterValues):
-        jax.export.register_namedtuple_serialization(cls, serialized_name=f"pkmix.{cls.__name__}")
-    _REGISTERED.append(True)
+        for cls in (FitOutput, ParameterValues):
+            jax.export.register_namedtuple_serialization(cls, serialized_name=f"pkmix.{cls.__name__}")
+        _REGISTERED.append(True)
 
 
 def _exported(fn: Callable, static: tuple, args: tuple, fingerprint: str):
-    """``fn(*static, *args)`` through the exported-program cache: (the executable, called
-    like ``fn``'s, and its outputs at ``args``: the cache loads a program by running it),
-    or (None, None) where that cache is off (no cache folder)."""
-    if _program_dir() is None:  # PKMIX_CACHE_DIR=off, or no flatbuffers: compile as usual
-        return None, None
+    """The executable of ``fn(*static, *args)`` from the exported-program cache (called
+    like ``fn``'s), or None where that cache is off (no cache folder)."""
+    folder = _program_dir()
+    if folder is None:  # PKMIX_CACHE_DIR=off, or no flatbuffers: compile as usual
+        return None
     _register_output_types()
-    before = set(_PROGRAMS)
-    outputs = call_program(fn.__name__, fn, None, static, args, fingerprint)
-    new = set(_PROGRAMS) - before
-    if not new:
-        return None, None
-    flat = _PROGRAMS[new.pop()]
+    flat = _load_exported(fn.__name__, fn, static, args, fingerprint, folder)
 
     def executable(*a):
         return flat(*(np.asarray(x) for x in jax.tree_util.tree_leaves(a)))
 
-    return executable, jax.block_until_ready(outputs)
+    return executable
 
 
 def _build(fn: Callable, static: tuple, args: tuple, fingerprint: str | None):
-    """(executable, seconds, outputs at ``args`` or None): compiled, or loaded through the
-    exported-program cache (which runs it once)."""
+    """(executable, seconds): compiled, or loaded through the exported-program cache."""
     start = time.perf_counter()
-    executable, outputs = _exported(fn, static, args, fingerprint) if fingerprint is not None else (None, None)
+    executable = _exported(fn, static, args, fingerprint) if fingerprint is not None else None
     if executable is None:
         jitted = jax.jit(lambda *a: fn(*static, *a))
         executable = compile_lowered(jitted.lower(*args))
@@ -259,31 +292,49 @@ def _build(fn: Callable, static: tuple, args: tuple, fingerprint: str | None):
     _CACHE[(fn, static, signature(args))] = executable
     STATS["compiles"] += 1
     STATS.setdefault("log", []).append((getattr(fn, "__name__", str(fn)), seconds))
-    return executable, seconds, outputs
+    return executable, seconds
+
+
+# Programs being built on a background thread (``prefetch``): key -> Future.
+_PENDING: dict = {}
+_BACKGROUND: list = []
+
+
+def prefetch(fn: Callable, static: tuple, *args, fingerprint: str | None = None) -> None:
+    """Start building ``fn(*static, *args)``'s program (for the shapes of ``args``) on a
+    background thread, so that it is traced and compiled while the caller traces,
+    compiles or runs another program: XLA compiles outside the GIL, and a fit's own
+    compile leaves the second core idle while it traces and optimises its HLO.
+    ``compiled`` and ``run`` then wait for it (their compile seconds are the wait)."""
+    key = (fn, static, signature(args))
+    if key in _CACHE or key in _PENDING:
+        return
+    if not _BACKGROUND:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _BACKGROUND.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="pkmix-compile"))
+    _PENDING[key] = _BACKGROUND[0].submit(_build, fn, static, args, fingerprint)
 
 
 def compiled(fn: Callable, static: tuple, *args, fingerprint: str | None = None):
     """(executable, compile seconds) for ``fn(*static, *args)``; 0 s when cached. With a
     ``fingerprint`` (``model_fingerprint`` of ``static[0]``, the model; every other
-    static must have a ``repr`` that names it), through the exported-program cache,
-    which runs the program once at ``args`` (pass arguments that run quickly)."""
-    hit = _CACHE.get((fn, static, signature(args)))
+    static must have a ``repr`` that names it), through the exported-program cache."""
+    key = (fn, static, signature(args))
+    hit = _CACHE.get(key)
     if hit is not None:
         return hit, 0.0
-    executable, seconds, _ = _build(fn, static, args, fingerprint)
-    return executable, seconds
+    pending = _PENDING.pop(key, None)
+    if pending is not None:
+        start = time.perf_counter()
+        executable, _ = pending.result()
+        return executable, time.perf_counter() - start
+    return _build(fn, static, args, fingerprint)
 
 
 def run(fn: Callable, static: tuple, *args, fingerprint: str | None = None):
-    """Compile if needed, run, block; returns (outputs, compile_s, run_s). A program
-    loaded through the exported-program cache ran while loading: its run is in
-    compile_s."""
-    executable = _CACHE.get((fn, static, signature(args)))
-    compile_s = 0.0
-    if executable is None:
-        executable, compile_s, outputs = _build(fn, static, args, fingerprint)
-        if outputs is not None:
-            return outputs, compile_s, 0.0
+    """Compile if needed, run, block; returns (outputs, compile_s, run_s)."""
+    executable, compile_s = compiled(fn, static, *args, fingerprint=fingerprint)
     start = time.perf_counter()
     out = jax.block_until_ready(executable(*args))
     return out, compile_s, time.perf_counter() - start

@@ -60,8 +60,7 @@ def compiled_fit(model, method, opts, settings: FitSettings, report_progress: bo
     shape, called as executable(x0, base, etas0, batch, max_iter, with_covariance); one
     program per process serves fit and evaluate. Without the progress display (a host
     callback, which cannot be exported) a fingerprinted model's program comes from the
-    exported-program cache: a second process neither traces nor compiles it (loading it
-    runs one evaluation at x0)."""
+    exported-program cache: a second process neither traces nor compiles it."""
     static = (model, method, opts, settings.compiled(), report_progress)
     fingerprint = None if report_progress else _compile.model_fingerprint(model)
     return _compile.compiled(fit_program, static, x0, base, etas0, batch, np.zeros((), np.int32),
@@ -216,16 +215,30 @@ def _program_diagnostics(model, opts, n_sim, values, etas, batch, key):
     return batch_diagnostics(model, opts, values, etas, batch, key, n_sim)
 
 
+def _diagnostics_call(model, opts, npde, npde_samples, values, etas, batch, seed):
+    """The diagnostics program's function, statics and arguments. NPDE
+    (``npde_samples`` simulated datasets per subject) only when asked for: it would
+    otherwise compile and run longer than the CWRES the table is read for."""
+    n_sim = int(npde_samples) if npde else 0
+    return (_program_diagnostics, (model, opts, n_sim), values, np.asarray(etas, np.float64), batch,
+            jax.random.PRNGKey(seed))
+
+
+def _prefetch_diagnostics(model, opts, npde, npde_samples, values, etas, batch, seed):
+    """Start building the diagnostics program (for the shapes of the fit's parameter
+    values and modes) on a background thread, while the fit's program is built."""
+    _compile.prefetch(*_diagnostics_call(model, opts, npde, npde_samples, values, etas, batch, seed),
+                      fingerprint=_compile.model_fingerprint(model))
+
+
 def _diagnostics(model, opts, npde, npde_samples, values, etas, batch, seed, progress):
     """The diagnostics table's columns (compiled once per model and data shape), with a
-    progress display while they run. NPDE (``npde_samples`` simulated datasets per
-    subject) only when asked for: it would otherwise compile and run longer than the
-    CWRES the table is read for."""
-    n_sim = int(npde_samples) if npde else 0
+    progress display while they run."""
+    call = _diagnostics_call(model, opts, npde, npde_samples, values, etas, batch, seed)
+    n_sim = call[1][2]
     what = f"diagnostics (NPDE from {n_sim:,} simulations per subject)" if n_sim else "diagnostics (CWRES)"
     with while_running(what, progress):
-        return _compile.run(_program_diagnostics, (model, opts, n_sim), values, etas, batch,
-                            jax.random.PRNGKey(seed), fingerprint=_compile.model_fingerprint(model))
+        return _compile.run(*call, fingerprint=_compile.model_fingerprint(model))
 
 
 def evaluate(model, data, method: str = "focei", params=None, *, etas=None, covariate_rule="nonmem",
@@ -253,6 +266,8 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     n_eta = model.n_eta_total(batch.n_occasions)
     etas0 = np.zeros((dataset.n_subjects, n_eta)) if etas is None else np.asarray(etas, dtype=np.float64)
     t0 = time.perf_counter()
+    if diagnostics:
+        _prefetch_diagnostics(model, opts, npde, npde_samples, values, etas0, batch, seed)
     # The fit's own program, stopped after its first evaluation (max_iter 0, no covariance
     # step): a fit of the same model and data after this compiles nothing.
     x = transform.to_vector(values, values)
@@ -353,6 +368,8 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     report = wanted(progress)
 
     t_start = time.perf_counter()
+    if diagnostics:
+        _prefetch_diagnostics(model, opts, npde, npde_samples, values0, etas0, batch, seed)
     executable, compile_s = compiled_fit(model, method, opts, settings, report, x0, base, etas0, batch)
     with_covariance = settings.covariance != "none"
     PROGRESS.reset(report)
