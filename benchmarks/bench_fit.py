@@ -11,10 +11,11 @@ Prints one table. Each row:
     fit, which ``pkmix fit`` and ``pkmix.fit`` add by default.
 Run: python benchmarks/bench_fit.py [--quick]
 
-``--cli`` instead times whole ``pkmix fit`` processes on theophylline at the command's
-defaults (FOCE-I, covariance step, CWRES table, results written), with an empty cache
-and with the cache the first one left (JAX's compilation cache and pkmix's exported
-programs), each beside a yardstick process (``python -c "import jax, pandas"`` and a
+``--cli`` instead times whole ``pkmix fit`` processes on theophylline and the simulated
+2-cmt oral 120 x 19 case (``--quick``: theophylline only) at the command's defaults
+(FOCE-I, covariance step, CWRES table, results written), with an empty cache and with
+the cache the first one left (JAX's compilation cache and pkmix's exported programs),
+each beside a yardstick process (``python -c "import jax, pandas"`` and a
 fixed NumPy workload) run just before it, so that runs on a shared or loaded machine can
 be compared by their ratio to the yardstick. ``--repeats`` rounds; the minimum is shown.
 """
@@ -116,27 +117,35 @@ def timed_process(argv, env=None):
     return time.perf_counter() - start
 
 
-def cli_rows(repeats, work):
-    """Whole ``pkmix fit`` processes (empty and warm cache) beside yardstick processes."""
-    model_py, data_csv = ROOT / "examples/theophylline/model.py", ROOT / "examples/theophylline/theo_sd.csv"
+def cli_rows(repeats, work, quick=False):
+    """Whole ``pkmix fit`` processes (empty and warm cache) beside yardstick processes:
+    theophylline, and (unless ``quick``) the simulated 2-cmt oral 120 x 19 case."""
+    cases = [("theophylline", ROOT / "examples/theophylline/model.py", ROOT / "examples/theophylline/theo_sd.csv")]
+    if not quick:
+        model_py, data_csv = work / "model_2cmt_cli.py", work / "data_2cmt_120.csv"
+        model_py.write_text(model_source("2cmt", False))
+        simulated(120, 19, True).to_csv(data_csv, index=False)
+        cases.append(("2-cmt oral 120 x 19", model_py, data_csv))
     rows = []
     for r in range(repeats):
-        cache = Path(tempfile.mkdtemp(prefix="cache_cli_", dir=work))
-        env = dict(os.environ, PKMIX_CACHE_DIR=str(cache))
-        fit = [sys.executable, "-c", "import sys; from pkmix.cli import main; sys.exit(main(sys.argv[1:]))", "fit",
-               str(model_py), str(data_csv), "--quiet", "--out", str(work / f"out_{r}")]
-        row = {"round": r + 1}
-        row["yardstick (s)"] = timed_process([sys.executable, "-c", YARDSTICK])
-        row["pkmix fit, empty cache (s)"] = timed_process(fit, env)
-        row["yardstick again (s)"] = timed_process([sys.executable, "-c", YARDSTICK])
-        row["pkmix fit, warm cache (s)"] = timed_process(fit, env)
-        rows.append(row)
-        print(pd.DataFrame([row]).to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True)
+        for label, model_py, data_csv in cases:
+            cache = Path(tempfile.mkdtemp(prefix="cache_cli_", dir=work))
+            env = dict(os.environ, PKMIX_CACHE_DIR=str(cache))
+            fit = [sys.executable, "-c", "import sys; from pkmix.cli import main; sys.exit(main(sys.argv[1:]))",
+                   "fit", str(model_py), str(data_csv), "--quiet", "--out", str(work / f"out_{r}")]
+            row = {"case": label, "round": r + 1}
+            row["yardstick (s)"] = timed_process([sys.executable, "-c", YARDSTICK])
+            row["pkmix fit, empty cache (s)"] = timed_process(fit, env)
+            row["yardstick again (s)"] = timed_process([sys.executable, "-c", YARDSTICK])
+            row["pkmix fit, warm cache (s)"] = timed_process(fit, env)
+            rows.append(row)
+            print(pd.DataFrame([row]).to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True)
     table = pd.DataFrame(rows)
-    best = table.drop(columns="round").min()
-    print(f"\nminimum of {repeats} rounds: " + ", ".join(f"{k} {v:.2f}" for k, v in best.items()))
-    print(f"ratio to the yardstick: empty cache {best['pkmix fit, empty cache (s)'] / best['yardstick (s)']:.2f}, "
-          f"warm cache {best['pkmix fit, warm cache (s)'] / best['yardstick again (s)']:.2f}")
+    for label, _, _ in cases:
+        best = table[table["case"] == label].drop(columns=["case", "round"]).min()
+        print(f"\n{label}, minimum of {repeats} rounds: " + ", ".join(f"{k} {v:.2f}" for k, v in best.items()))
+        print(f"ratio to the yardstick: empty cache {best['pkmix fit, empty cache (s)'] / best['yardstick (s)']:.2f}, "
+              f"warm cache {best['pkmix fit, warm cache (s)'] / best['yardstick again (s)']:.2f}")
 
 
 def in_process(model_py, data_csv, repeats=3):
@@ -162,12 +171,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="only theophylline and phenobarbital")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-process rows")
     parser.add_argument("--cli", action="store_true",
-                        help="only whole `pkmix fit` processes on theophylline beside a yardstick process")
+                        help="only whole `pkmix fit` processes (theophylline, 2-cmt 120 x 19) beside a yardstick "
+                             "process")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of --cli (default 3)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pkmix_bench_"))
     if args.cli:
-        cli_rows(args.repeats, work)
+        cli_rows(args.repeats, work, quick=args.quick)
         return
     # The in-process rows compile into an empty cache of their own (read when pkmix is
     # imported, below), so "compile" is a real compilation, not a read of the user's cache.
