@@ -105,12 +105,6 @@ class Hazard(eqx.Module):
         p = Namespace({n: thetas[i] for i, n in enumerate(self.theta)}, "theta")
         return jnp.asarray(self.function(t, f, p), dtype=jnp.float64)
 
-    def hazard(self, t, f, thetas):
-        """h(t) for prediction f (arrays broadcast together)."""
-        if self.kind == "user":
-            return self._user(t, f, thetas)
-        return jnp.exp(self.log_hazard(t, f, thetas))
-
     def log_hazard(self, t, f, thetas):
         """log h(t) (the event density's hazard factor)."""
         if self.kind == "exponential":
