@@ -113,6 +113,28 @@ def test_ordinal_frequencies():
         _within(freq, expected, np.sqrt(expected * (1 - expected) / y.size), f"P(y = {k})")
 
 
+def test_endpoints_draw_each_record_from_its_own_model_and_censor_only_gaussian_ones():
+    """Concentrations (additive error, mean 1, SD 0.5) and a binary response by DVID;
+    with an LLOQ of 1, about half the concentrations are censored, no response is."""
+    model = pkmix.Model(
+        theta={"c": 1.0, "a": 0.3}, omega={}, sigma={"sd": 0.5},
+        individual=lambda p: {"cl": 1.0, "v": 1.0, "conc": p.c, "lp": p.a},
+        structure=pkmix.one_compartment(), observe=lambda a, p: jnp.where(p.DVID == 1, p.conc, p.lp),
+        error=pkmix.endpoints({1: pkmix.additive("sd"), 2: pkmix.bernoulli()}))
+    design = _design(n=200)
+    design["DVID"] = np.tile([1, 2, 1, 2], 200)
+    sim = pkmix.simulate(model, design, n=2, seed=9, censor_blq=True, lloq=1.0)
+    conc, resp = sim[sim["DVID"] == 1], sim[sim["DVID"] == 2]
+    assert set(resp["DV"]) == {0.0, 1.0} and resp["BLQ"].eq(0).all()
+    p = special.expit(0.3)
+    _within(resp["DV"].mean(), p, np.sqrt(p * (1 - p) / len(resp)), "P(response)")
+    _within(conc["BLQ"].mean(), 0.5, np.sqrt(0.25 / len(conc)), "fraction censored")
+    above = conc.loc[conc["BLQ"] == 0, "DV"]
+    assert above.min() >= 1.0
+    # Above the mean of a normal, E[y | y > mu] = mu + sd sqrt(2 / pi).
+    _within(above.mean(), 1.0 + 0.5 * np.sqrt(2 / np.pi), above.std() / np.sqrt(len(above)), "E[y | y > LLOQ]")
+
+
 def test_a_user_density_cannot_be_simulated():
     model = _model(pkmix.loglik(lambda f, y, p: -0.5 * (y - f) ** 2), {"a": 0.0}, {}, lambda p: p.a)
     with pytest.raises(pkmix.ModelError, match="no sampler"):
