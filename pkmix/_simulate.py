@@ -1220,7 +1220,8 @@ def km_vpc(result_or_model, data=None, params=None, n: int = 200, ci: float = 0.
     with_records = records.any(axis=1)
     t_obs, e_obs = _first_events(records, np.asarray(batch.dv), np.asarray(batch.time))
     t_sim, e_sim = _first_events(records[None], sims.dv, sims.time, sims.keep)
-    t_obs, e_obs, t_sim, e_sim = t_obs[with_records], e_obs[with_records], t_sim[:, with_records], e_sim[:, with_records]
+    t_obs, e_obs = t_obs[with_records], e_obs[with_records]
+    t_sim, e_sim = t_sim[:, with_records], e_sim[:, with_records]
     frame = tpl.dataset.frame
     first_rows = ~frame["ID"].duplicated().to_numpy()
     strata = _strata_of(frame, first_rows, stratify)[with_records]

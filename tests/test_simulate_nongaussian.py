@@ -36,7 +36,8 @@ def _model(error, theta, omega, predictor, **kw):
 
 
 def _within(simulated, expected, se, what):
-    assert abs(simulated - expected) < 4.5 * se, f"{what}: simulated {simulated:.5f}, expected {expected:.5f} (SE {se:.5f})"
+    assert abs(simulated - expected) < 4.5 * se, \
+        f"{what}: simulated {simulated:.5f}, expected {expected:.5f} (SE {se:.5f})"
 
 
 def _cluster_se(values):
@@ -265,8 +266,8 @@ def test_vpc_of_proportions_covers_data_simulated_from_the_model(binary_result):
     assert v.categories == (1,) and set(p["category"]) == {1.0}
     assert list(p["time"]) == list(TIMES)
     for t, row in zip(TIMES, p.itertuples()):
-        expected, _ = integrate.quad(lambda e: special.expit(theta + slope * t + e) * stats.norm.pdf(e, 0, np.sqrt(0.5)),
-                                     -12, 12)
+        expected, _ = integrate.quad(
+            lambda e: special.expit(theta + slope * t + e) * stats.norm.pdf(e, 0, np.sqrt(0.5)), -12, 12)
         assert row.sim_lower < expected < row.sim_upper
         assert abs(row.observed - np.mean(observed.loc[observed["TIME"] == t, "DV"])) < 1e-12
     assert v.coverage() >= 0.75

@@ -241,7 +241,8 @@ def test_a_time_to_event_endpoint_beside_concentrations():
     rng = np.random.default_rng(3)
     for i in range(1, 7):
         end = float(np.round(rng.uniform(3, 6), 2))
-        rows += [dict(ID=i, TIME=0.0, DV=0, DVID=2), dict(ID=i, TIME=1.0, DV=round(2.0 + rng.normal(0, 0.5), 3), DVID=1),
+        rows += [dict(ID=i, TIME=0.0, DV=0, DVID=2),
+                 dict(ID=i, TIME=1.0, DV=round(2.0 + rng.normal(0, 0.5), 3), DVID=1),
                  dict(ID=i, TIME=2.0, DV=round(2.0 + rng.normal(0, 0.5), 3), DVID=1),
                  dict(ID=i, TIME=end, DV=int(i % 2), DVID=2)]
     data = pd.DataFrame(rows).assign(EVID=0, MDV=0)
