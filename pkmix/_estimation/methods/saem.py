@@ -617,8 +617,8 @@ def fit_saem(model, data, method: SAEM, *, params=None, covariance: str = "sandw
     z0 = generic_vector(transform, layout, values0)
     key = jax.random.PRNGKey(method.seed)
     with while_running(f"SAEM ({method.exploratory} + {method.smoothing} iterations, {chains} chain(s))", report):
-        out, compile_s, run_s = _compile.run(saem_program, (model, opts, method.compiled(), layout, transform), values0, z0,
-                                             batch, key)
+        out, compile_s, run_s = _compile.run(saem_program, (model, opts, method.compiled(), layout, transform),
+                                             values0, z0, batch, key)
     values = ParameterValues(theta=jnp.asarray(out.theta), omega=jnp.asarray(out.omega),
                              iov=jnp.asarray(values0.iov), sigma=jnp.asarray(out.sigma))
     finite = bool(np.all(np.isfinite(np.asarray(out.theta))) and np.all(np.isfinite(np.asarray(out.omega)))
