@@ -73,6 +73,9 @@ ADAPTATION_RATE = 0.4
 # (docs/estimation_methods.md).
 MIN_SUBJECT_CHAINS = 200
 BURN_IN = 5
+NO_OFV = ("method 'saem' is an estimation algorithm with no OFV of its own: use pkmix.fit(model, data, "
+          "method='saem') (fit_batch does not run it); its OFV is importance sampling's, "
+          "pkmix.evaluate(..., method='imp')")
 
 
 class SAEM(AbstractMethod):
@@ -166,11 +169,12 @@ class SAEM(AbstractMethod):
         return BURN_IN + self.exploratory + self.smoothing
 
     def check_etas(self, n_eta: int) -> None:
-        # Called where evaluate and fit_batch check a method against the model: SAEM has
-        # no OFV of its own, only fit runs it.
-        raise ValueError("method 'saem' is an estimation algorithm with no OFV of its own: use "
-                         "pkmix.fit(model, data, method='saem'); its OFV is importance sampling's, "
-                         "pkmix.evaluate(..., method='imp')")
+        # Called where evaluate checks a method against the model: SAEM has no OFV of its
+        # own, only fit runs it.
+        raise ValueError(NO_OFV)
+
+    def subject_ofv(self, model, values, eta, subject, opts, omega_inv, logdet_omega):
+        raise ValueError(NO_OFV)  # a program built on per-subject OFVs (fit_batch)
 
 
 # ---------------------------------------------------------------------------- mu-referencing
