@@ -68,7 +68,7 @@ def _chunk_program(model, method, opts, settings, varying_names, width, x0, base
             batch = jax.tree_util.tree_map(lambda a: a[idx], shared)
         else:
             batch = dataclasses.replace(shared, **fields)
-        return fit_program(model, method, opts, settings, False, x0_r, base, etas_r, batch, limit_r,
+        return fit_program(model, method, opts, settings, x0_r, base, etas_r, batch, limit_r,
                            with_covariance)
 
     xs = (x0, etas0, varying, limit)

@@ -360,7 +360,7 @@ class _Simulated1Cmt:
         from pkmix._estimation.engine import fit_program
 
         return jax.jit(lambda x, e, limit: fit_program(
-            self.model, self.method, self.opts, settings, False, x, self.base, e, self.batch, limit, False))
+            self.model, self.method, self.opts, settings, x, self.base, e, self.batch, limit, False))
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 
 from .._model.transforms import ParameterTransform
-from .._progress import ProgressLine
 from .covariance import user_scale
 from .objective import gradient_program
 from .outer import OuterState, init, step
@@ -61,18 +60,6 @@ class _Loop(NamedTuple):
     history: jax.Array  # FitOutput.history
 
 
-class _Progress(ProgressLine):
-    """Prints iteration, OFV and gradient of a running fit (``pkmix._progress``'s rule:
-    after a couple of seconds, at most twice a second). Called from inside the compiled
-    loop through ``jax.debug.callback``; ``reset`` arms it for one fit."""
-
-    def __call__(self, iterations, value, gmax):
-        self.report(f"iteration {int(iterations):4d}   OFV {float(value):14.4f}   max|grad| {float(gmax):10.3g}")
-
-
-PROGRESS = _Progress()
-
-
 def transform_for(model) -> ParameterTransform:
     """One transform per model (it depends only on the declarations), so repeated fits
     of the same model reuse the compiled programs."""
@@ -83,15 +70,16 @@ def transform_for(model) -> ParameterTransform:
     return t
 
 
-def fit_program(model, method, opts, settings: FitSettings, report_progress: bool, x0, base, etas0, batch,
-                max_iter, with_covariance) -> FitOutput:
+def fit_program(model, method, opts, settings: FitSettings, x0, base, etas0, batch, max_iter,
+                with_covariance) -> FitOutput:
     """The fit from ``x0`` (modes from ``etas0``), then its covariance evaluations.
 
     ``max_iter`` (int32) and ``with_covariance`` (bool) are run-time values: with
     ``max_iter = 0`` and no covariance the program evaluates the OFV, its gradient and
-    the modes at ``x0`` and stops (``pkmix.evaluate``). ``report_progress`` compiles in a
-    host callback (``PROGRESS``); a program with one is never written to JAX's
-    persistent cache, so it is off unless the progress display was asked for.
+    the modes at ``x0`` and stops (``pkmix.evaluate``). The program has no host callback
+    (no progress display from inside the loop): JAX never writes a program with one to
+    its persistent cache, and ``jax.export`` cannot serialise it, so every new process
+    would trace and compile it again.
     """
     method.check_model(model)  # FO/FOCE/FOCE-I refuse a likelihood model (fit_batch's path too)
     transform = transform_for(model)
@@ -119,11 +107,6 @@ def fit_program(model, method, opts, settings: FitSettings, report_progress: boo
         new = step(settings, c.opt, ev, max_iter)
         cut = (new.status == RESULTS.running) & (new.evaluations >= bound)
         new = new._replace(status=jnp.where(cut, RESULTS.no_descent, new.status).astype(jnp.int32))
-        if report_progress:
-            jax.lax.cond(optimizing & (new.iterations > c.opt.iterations),
-                         lambda: jax.debug.callback(PROGRESS, new.iterations, new.value,
-                                                    jnp.max(jnp.abs(new.grad), initial=0.0)),
-                         lambda: None)
         opt = jax.tree_util.tree_map(lambda a, b: jnp.where(optimizing, a, b), new, c.opt)
         covariance = ~optimizing
         row = jnp.clip(c.k, 0, max(2 * p - 1, 0))
@@ -146,4 +129,4 @@ def fit_program(model, method, opts, settings: FitSettings, report_progress: boo
                      history=out.history)
 
 
-__all__ = ["FitOutput", "PROGRESS", "R_STEP", "fit_program", "transform_for"]
+__all__ = ["FitOutput", "R_STEP", "fit_program", "transform_for"]

@@ -19,7 +19,7 @@ from .._pk.events import infusion_records
 from .._predict import bind, parameter_values
 from .._progress import wanted, while_running
 from .covariance import natural_names, summarize
-from .engine import PROGRESS, fit_program, transform_for
+from .engine import fit_program, transform_for
 from .inner import InnerResult
 from .methods import IMP, get_method
 from .methods.imp import mc_standard_errors
@@ -55,16 +55,14 @@ def _problem(model, data, method, params, covariate_rule):
     return method, dataset, batch, values, likelihood_options(method, batch, covariate_rule), transform_for(model)
 
 
-def compiled_fit(model, method, opts, settings: FitSettings, report_progress: bool, x0, base, etas0, batch):
+def compiled_fit(model, method, opts, settings: FitSettings, x0, base, etas0, batch):
     """(executable, compile seconds) of ``engine.fit_program`` for this model and data
     shape, called as executable(x0, base, etas0, batch, max_iter, with_covariance); one
-    program per process serves fit and evaluate. Without the progress display (a host
-    callback, which cannot be exported) a fingerprinted model's program comes from the
-    exported-program cache: a second process neither traces nor compiles it."""
-    static = (model, method, opts, settings.compiled(), report_progress)
-    fingerprint = None if report_progress else _compile.model_fingerprint(model)
+    program per process serves fit and evaluate. A fingerprinted model's program comes
+    from the exported-program cache: a second process neither traces nor compiles it."""
+    static = (model, method, opts, settings.compiled())
     return _compile.compiled(fit_program, static, x0, base, etas0, batch, np.zeros((), np.int32),
-                             np.zeros((), bool), fingerprint=fingerprint)
+                             np.zeros((), bool), fingerprint=_compile.model_fingerprint(model))
 
 
 # Iterations whose OFV and estimates a fit keeps (FitResult.history, the .ext file); one
@@ -271,7 +269,7 @@ def evaluate(model, data, method: str = "focei", params=None, *, etas=None, cova
     # The fit's own program, stopped after its first evaluation (max_iter 0, no covariance
     # step): a fit of the same model and data after this compiles nothing.
     x = transform.to_vector(values, values)
-    executable, compile_s = compiled_fit(model, method, opts, FitSettings(history=HISTORY_ROWS), False, x, values,
+    executable, compile_s = compiled_fit(model, method, opts, FitSettings(history=HISTORY_ROWS), x, values,
                                          etas0, batch)
     t_run = time.perf_counter()
     out = jax.block_until_ready(executable(x, values, etas0, batch, np.zeros((), np.int32), np.zeros((), bool)))
@@ -329,11 +327,11 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
         gtol: convergence when every |dOFV/dx| on the unconstrained scale is below it.
         covariance: "sandwich" (R^-1 S R^-1, NONMEM's default), "r", "s" or "none".
         covariate_rule: "nonmem" or "locf" (see ``pkmix.predict``).
-        progress: print iteration, OFV and gradient norm for fits that run longer than
-            2 s, and a line while the diagnostics run (default: when stdout is a
-            terminal). The display is a host callback in
-            the compiled program, which keeps that program out of the persistent
-            compilation cache: pass ``progress=False`` in scripts run again and again.
+        progress: a line with the elapsed time while the fit's program compiles, while
+            it runs and while the diagnostics run, for work that takes longer than 2 s
+            (default: when stdout is a terminal). It is printed from the host, not from
+            inside the compiled loop, so the program can be cached on disk (the iterations'
+            OFVs are in ``FitResult.history`` afterwards).
         diagnostics: compute the per-record table (PRED, IPRED, WRES, CWRES, IWRES).
         npde: add NPDE to the table (simulation based: compiled and run only when asked for).
         npde_samples: simulations per subject for NPDE.
@@ -370,12 +368,14 @@ def fit(model, data, method: str = "focei", *, params=None, max_iter: int = 500,
     t_start = time.perf_counter()
     if diagnostics:
         _prefetch_diagnostics(model, opts, npde, npde_samples, values0, etas0, batch, seed)
-    executable, compile_s = compiled_fit(model, method, opts, settings, report, x0, base, etas0, batch)
+    with while_running("preparing the fit's program (once per model and data shape)", report):
+        executable, compile_s = compiled_fit(model, method, opts, settings, x0, base, etas0, batch)
     with_covariance = settings.covariance != "none"
-    PROGRESS.reset(report)
     t_run = time.perf_counter()
-    out = jax.block_until_ready(executable(x0, base, etas0, batch, np.asarray(settings.max_iter, np.int32),
-                                           np.asarray(with_covariance)))
+    what = f"estimating ({method.name}, {dataset.n_subjects} subjects, {transform.size} parameters)"
+    with while_running(what, report):
+        out = jax.block_until_ready(executable(x0, base, etas0, batch, np.asarray(settings.max_iter, np.int32),
+                                               np.asarray(with_covariance)))
     run_s = time.perf_counter() - t_run
     out = jax.tree_util.tree_map(np.asarray, out)
     status = int(out.status)

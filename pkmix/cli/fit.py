@@ -61,8 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="exit 1 also when the fit converged with a warning (eta modes that did not "
                              "converge, an estimate near its boundary) or its covariance step failed")
     parser.add_argument("--quiet", action="store_true",
-                        help="no progress display (shown on a terminal; a fit with it is not kept in "
-                             "the persistent compilation cache)")
+                        help="no progress lines (shown on a terminal for work that takes over 2 s)")
     parser.set_defaults(run=run_fit)
 
     ev = subparsers.add_parser("evaluate", help="the OFV at given parameter values, without estimation",

@@ -92,7 +92,7 @@ def _ofv_chunk(model, method, opts, settings, width, X, base, etas0, batch):
     from .._estimation.engine import fit_program
 
     def one(x):
-        out = fit_program(model, method, opts, settings, False, x, base, etas0, batch, jnp.zeros((), jnp.int32),
+        out = fit_program(model, method, opts, settings, x, base, etas0, batch, jnp.zeros((), jnp.int32),
                           jnp.zeros((), bool))
         return jnp.sum(out.ofvs)
 
