@@ -391,3 +391,16 @@ def test_fit_batch_subject_indices_groups_and_starts(theo_fit, theo):
     np.testing.assert_allclose(again.estimates[by_index.names].to_numpy(float),
                                by_index.estimates[by_index.names].to_numpy(float), rtol=2e-2)
     assert not again.estimates["boundary"].any()
+
+
+@pytest.mark.slow
+def test_sse_with_agq_and_imp_fits():
+    # fit_batch runs AGQ and IMP through the same loop as FOCE-I (pkmix sse --method agq|imp);
+    # with one eta AGQ's 5 nodes and IMP's draws agree with FOCE-I's estimates closely.
+    design = pkmix.TrialDesign(n_subjects=12, doses=[pkmix.Dose(100, cmt=1)], times=[0.5, 2, 6, 12, 24])
+    kw = dict(n=4, seed=5, covariance="none")
+    foce = pkmix.sse(tiny_model(), design, method="focei", **kw).fits[12][0].estimates
+    for method in ("agq", "imp"):
+        est = pkmix.sse(tiny_model(), design, method=method, **kw).fits[12][0].estimates
+        assert est["converged"].all(), method
+        np.testing.assert_allclose(est["tcl"], foce["tcl"], rtol=0.02, err_msg=method)
