@@ -326,3 +326,28 @@ def test_theophylline_within_two_se_of_focei():
 @pytest.mark.slow
 def test_phenobarbital_within_two_se_of_focei():
     _against_focei(load_example("phenobarbital"), DATA / "pheno.csv")
+
+
+@pytest.mark.slow
+def test_binary_glmm_against_lme4():
+    """A logit random-intercept GLMM (tests/data/glmm/binary.csv, 100 subjects x 8):
+    SAEM samples the etas with nothing but ``m2ll``, so a Bernoulli likelihood takes the
+    Gaussian models' path. Against lme4's glmer with 20 adaptive Gauss-Hermite nodes (R,
+    tests/data/glmm/reference.csv): the fixed effects within 1 lme4 SE, the random
+    intercept's SD within 10 %, and the IMP OFV within 3 Monte Carlo SEs (+0.1) of
+    -2 logLik (for 0/1 data lme4's nAGQ logLik is the full one)."""
+    import pandas as pd
+
+    ref = pd.read_csv(DATA / "glmm" / "reference.csv")
+    ref = ref[(ref.dataset == "binary") & (ref.method == "agq20")].set_index("quantity")["value"]
+    model = pkmix.Model(
+        name="binary_glmm", theta={"b0": 0.0, "b1": 0.5}, omega={"eta": 0.5}, sigma={},
+        individual=lambda p: {"cl": 1.0, "v": 1.0, "lp": p.b0 + p.b1 * p.X + p.eta},
+        structure=pkmix.one_compartment(), observe=lambda a, p: p.lp, error=pkmix.bernoulli(), covariates=["X"])
+    r = pkmix.fit(model, DATA / "glmm" / "binary.csv", method="saem", covariance="none", diagnostics=False,
+                  progress=False)
+    assert r.mu_referenced == {"eta": "b0"}
+    assert abs(r.theta["b0"] - ref["intercept"]) < ref["se_intercept"]
+    assert abs(r.theta["b1"] - ref["x"]) < ref["se_x"]
+    assert math.sqrt(r.omega.loc["eta", "eta"]) == pytest.approx(ref["sd_id"], rel=0.1)
+    assert abs(r.ofv - (-2.0 * ref["logLik"])) < 3.0 * r.ofv_mc_se + 0.1

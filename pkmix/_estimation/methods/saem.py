@@ -59,7 +59,7 @@ import pandas as pd
 from ..._linalg import cholesky
 from ..._model.errors import ModelError
 from ..._model.parameters import ParameterValues
-from ..likelihood import m2ll, predictions
+from ..likelihood import likelihood_terms, m2ll, predictions
 from .base import AbstractMethod
 from .imp import IMP
 
@@ -181,12 +181,19 @@ class SAEM(AbstractMethod):
 
 
 def _jacobians(model, opts, values, etas, batch):
-    """d(compared prediction, residual variance)/d(theta, eta) at each point and subject:
-    ([P, N, 2R, n_theta], [P, N, 2R, q])."""
+    """d(what the likelihood sees per record)/d(theta, eta) at each point and subject:
+    ([P, N, 2R, n_theta], [P, N, 2R, q]). Gaussian models: the compared prediction and
+    the residual variance; likelihood models: the prediction and each record's term of
+    the -2 log-likelihood (so a theta the likelihood reads directly is no mu-reference)."""
 
     def one(vals, eta, subject):
         def fn(theta, e):
-            _, ft, var = predictions(model, vals._replace(theta=theta), e, subject, opts)
+            v = vals._replace(theta=theta)
+            if getattr(model, "non_gaussian", False):
+                f = model.subject_predict(v, e, subject, has_steady_state=opts.has_steady_state,
+                                          covariate_rule=opts.covariate_rule, has_infusions=opts.has_infusions)
+                return jnp.concatenate([f, likelihood_terms(model, v, f, subject)])
+            _, ft, var = predictions(model, v, e, subject, opts)
             return jnp.concatenate([ft, var])
 
         return jax.jacfwd(fn, argnums=(0, 1))(vals.theta, eta)
