@@ -274,6 +274,14 @@ def test_cli_bootstrap_and_sir_of_a_run(tmp_path):
     assert main(["sir", str(run), "--samples", "40", "--resamples", "8"]) == 0
     sir_saved = json.loads((run / "sir" / "sir.json").read_text())
     assert sir_saved["settings"]["resamples"] == 8
+    # The run's report shows both, number for number.
+    from pkmix.report import read_report_numbers, write_report
+
+    numbers = read_report_numbers(write_report(run, vpc=False).read_text())
+    for row in saved["summary"]:
+        assert numbers[f"bootstrap.pct_lower.{row['parameter']}"] == row["pct_lower"]
+    for row in sir_saved["summary"]:
+        assert numbers[f"sir.median.{row['parameter']}"] == row["median"]
 
 
 _WORKER = textwrap.dedent("""
