@@ -62,7 +62,6 @@ if "PKMIX_CACHE_DIR" not in os.environ:
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 import pkmix  # noqa: E402
 from pkmix.workflows.bootstrap import replicate_frame, resample_subjects  # noqa: E402

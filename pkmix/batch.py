@@ -4,8 +4,8 @@ The program is the fit of one replicate, applied to a chunk of replicates split 
 every visible device along the replicate axis (``jax.shard_map`` over a 1-D mesh;
 inputs placed with ``NamedSharding``). Each device runs its own bounded
 ``lax.while_loop``s, so a device never waits for another device's replicates. On a
-device the replicates are vmapped in groups of ``vmap_width`` (``lax.map`` with
-``batch_size``): the whole share on a GPU, where vmapped members run in parallel, and
+device the replicates are vmapped in groups of ``vmap_width``, the groups one after
+another (``lax.scan``): the whole share on a GPU, where vmapped members run in parallel, and
 1 on a CPU, where they would not and every member would wait for the slowest (in both
 the outer loop and the vmapped inner eta solves: ``benchmarks/bench_batch.py --R 20
 --models 1cmt --vmap-width 20`` runs 1.27x as long as at width 1; 4.9x before the inner
@@ -247,7 +247,8 @@ class BatchFitResult:
         estimates: one row per replicate: ``REP`` (1-based), ``converged``, ``status``
             (a ``pkmix._estimation.settings.RESULTS`` code), ``message``,
             ``iterations``, ``evaluations``, ``ofv``, ``max_gradient``,
-            ``eta_failures`` (subjects whose eta mode did not converge), then every
+            ``eta_failures`` (subjects whose eta mode did not converge), ``boundary``
+            (an estimate at a boundary of the parameter space, ``boundary_flags``), then every
             estimated parameter on the user's scale (thetas by name, OMEGA elements as
             ``omega(ETA_A,ETA_B)`` variances/covariances, sigmas as declared), then
             ``se(NAME)`` per parameter (sandwich, NaN without a covariance step) and

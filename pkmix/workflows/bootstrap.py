@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import (acceleration as acceleration_of, as_fit, bca_interval, estimate_vector, fit_replicates, jackknife_acceleration, percentile_interval, regression_influence,
-                      table_records, write_json)
+from ._common import (acceleration as acceleration_of, as_fit, bca_interval, estimate_vector, fit_replicates,
+                      jackknife_acceleration, percentile_interval, regression_influence, table_records, write_json)
 
 
 @dataclass
