@@ -33,16 +33,23 @@ STATS = {"compiles": 0}
 # the same time either way, measured on 2 cores with XLA_FLAGS set to this option).
 # Compile options are part of JAX's persistent cache key, so cached programs match.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+# ``quick`` programs: XLA's backend (LLVM) optimisation level 0. On 2 cores the
+# theophylline fit program compiles in half the CPU time and runs 2.5 times slower
+# (0.04 -> 0.09 s), the CWRES diagnostics program compiles in a third and runs as fast;
+# the 120 x 19 two-compartment fit program runs 5 times slower (0.7 -> 4 s), so callers
+# ask for it only where the run is short (benchmarks/README.md, "Cold start").
+QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
 _cpu_options_supported = True
 
 
-def compile_lowered(lowered):
+def compile_lowered(lowered, quick: bool = False):
     """``lowered.compile()``, with ``CPU_COMPILER_OPTIONS`` on CPU (an XLA that does not
-    know them compiles with its defaults)."""
+    know them compiles with its defaults), and ``QUICK_COMPILE_OPTIONS`` when ``quick``."""
     global _cpu_options_supported
     if _cpu_options_supported and jax.default_backend() == "cpu":
+        options = dict(CPU_COMPILER_OPTIONS, **(QUICK_COMPILE_OPTIONS if quick else {}))
         try:
-            return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+            return lowered.compile(compiler_options=options)
         except Exception as error:  # jaxlib's runtime error type has changed name across versions
             if "compile option" not in str(error):
                 raise
@@ -131,14 +138,14 @@ def call_program(name: str, impl, jitted, statics: tuple, args: tuple, fingerpri
     folder = _program_dir() if fingerprint is not None else None
     if folder is None:
         return jitted(*statics, *args)
-    call = _load_exported(name, impl, statics, args, fingerprint, folder)
+    call = _load_exported(name, impl, statics, args, fingerprint, folder, False)
     return call(*[np.asarray(x) for x in jax.tree_util.tree_leaves(args)])
 
 
-def _load_exported(name: str, impl, statics: tuple, args: tuple, fingerprint: str, folder):
+def _load_exported(name: str, impl, statics: tuple, args: tuple, fingerprint: str, folder, quick: bool):
     """The compiled executable of ``impl(*statics, *args)`` (called with ``args``'
     leaves as host arrays), from its `jax.export` artifact in ``folder`` (written
-    first if missing)."""
+    first if missing), compiled as ``compile_lowered(..., quick)``."""
     import hashlib
 
     leaves, treedef = jax.tree_util.tree_flatten(args)
@@ -149,7 +156,7 @@ def _load_exported(name: str, impl, statics: tuple, args: tuple, fingerprint: st
     material = repr((PROGRAM_FORMAT, name, fingerprint, static_text, str(treedef), signature, jax.__version__,
                      bool(jax.config.jax_enable_x64)))
     key = hashlib.sha256(material.encode()).hexdigest()[:40]
-    call = _PROGRAMS.get(key)
+    call = _PROGRAMS.get((key, quick))
     if call is None:
         path = folder / f"{name}-{key}.jaxexport"
         exported = None
@@ -171,8 +178,8 @@ def _load_exported(name: str, impl, statics: tuple, args: tuple, fingerprint: st
                 os.replace(tmp, path)
             except OSError:
                 tmp.unlink(missing_ok=True)
-        call = compile_lowered(_lower_exported(exported, leaves))
-        _PROGRAMS[key] = call
+        call = compile_lowered(_lower_exported(exported, leaves), quick)
+        _PROGRAMS[(key, quick)] = call
     return call
 
 
@@ -266,14 +273,14 @@ def _register_output_types():
         _REGISTERED.append(True)
 
 
-def _exported(fn: Callable, static: tuple, args: tuple, fingerprint: str):
+def _exported(fn: Callable, static: tuple, args: tuple, fingerprint: str, quick: bool):
     """The executable of ``fn(*static, *args)`` from the exported-program cache (called
     like ``fn``'s), or None where that cache is off (no cache folder)."""
     folder = _program_dir()
     if folder is None:  # PKMIX_CACHE_DIR=off, or no flatbuffers: compile as usual
         return None
     _register_output_types()
-    flat = _load_exported(fn.__name__, fn, static, args, fingerprint, folder)
+    flat = _load_exported(fn.__name__, fn, static, args, fingerprint, folder, quick)
 
     def executable(*a):
         return flat(*(np.asarray(x) for x in jax.tree_util.tree_leaves(a)))
@@ -281,15 +288,15 @@ def _exported(fn: Callable, static: tuple, args: tuple, fingerprint: str):
     return executable
 
 
-def _build(fn: Callable, static: tuple, args: tuple, fingerprint: str | None):
+def _build(fn: Callable, static: tuple, args: tuple, fingerprint: str | None, quick: bool):
     """(executable, seconds): compiled, or loaded through the exported-program cache."""
     start = time.perf_counter()
-    executable = _exported(fn, static, args, fingerprint) if fingerprint is not None else None
+    executable = _exported(fn, static, args, fingerprint, quick) if fingerprint is not None else None
     if executable is None:
         jitted = jax.jit(lambda *a: fn(*static, *a))
-        executable = compile_lowered(jitted.lower(*args))
+        executable = compile_lowered(jitted.lower(*args), quick)
     seconds = time.perf_counter() - start
-    _CACHE[(fn, static, signature(args))] = executable
+    _CACHE[(fn, static, signature(args), quick)] = executable
     STATS["compiles"] += 1
     STATS.setdefault("log", []).append((getattr(fn, "__name__", str(fn)), seconds))
     return executable, seconds
@@ -300,27 +307,28 @@ _PENDING: dict = {}
 _BACKGROUND: list = []
 
 
-def prefetch(fn: Callable, static: tuple, *args, fingerprint: str | None = None) -> None:
+def prefetch(fn: Callable, static: tuple, *args, fingerprint: str | None = None, quick: bool = False) -> None:
     """Start building ``fn(*static, *args)``'s program (for the shapes of ``args``) on a
     background thread, so that it is traced and compiled while the caller traces,
     compiles or runs another program: XLA compiles outside the GIL, and a fit's own
     compile leaves the second core idle while it traces and optimises its HLO.
     ``compiled`` and ``run`` then wait for it (their compile seconds are the wait)."""
-    key = (fn, static, signature(args))
+    key = (fn, static, signature(args), quick)
     if key in _CACHE or key in _PENDING:
         return
     if not _BACKGROUND:
         from concurrent.futures import ThreadPoolExecutor
 
         _BACKGROUND.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="pkmix-compile"))
-    _PENDING[key] = _BACKGROUND[0].submit(_build, fn, static, args, fingerprint)
+    _PENDING[key] = _BACKGROUND[0].submit(_build, fn, static, args, fingerprint, quick)
 
 
-def compiled(fn: Callable, static: tuple, *args, fingerprint: str | None = None):
+def compiled(fn: Callable, static: tuple, *args, fingerprint: str | None = None, quick: bool = False):
     """(executable, compile seconds) for ``fn(*static, *args)``; 0 s when cached. With a
     ``fingerprint`` (``model_fingerprint`` of ``static[0]``, the model; every other
-    static must have a ``repr`` that names it), through the exported-program cache."""
-    key = (fn, static, signature(args))
+    static must have a ``repr`` that names it), through the exported-program cache.
+    ``quick``: compiled with ``QUICK_COMPILE_OPTIONS`` (for programs whose run is short)."""
+    key = (fn, static, signature(args), quick)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit, 0.0
@@ -329,12 +337,12 @@ def compiled(fn: Callable, static: tuple, *args, fingerprint: str | None = None)
         start = time.perf_counter()
         executable, _ = pending.result()
         return executable, time.perf_counter() - start
-    return _build(fn, static, args, fingerprint)
+    return _build(fn, static, args, fingerprint, quick)
 
 
-def run(fn: Callable, static: tuple, *args, fingerprint: str | None = None):
+def run(fn: Callable, static: tuple, *args, fingerprint: str | None = None, quick: bool = False):
     """Compile if needed, run, block; returns (outputs, compile_s, run_s)."""
-    executable, compile_s = compiled(fn, static, *args, fingerprint=fingerprint)
+    executable, compile_s = compiled(fn, static, *args, fingerprint=fingerprint, quick=quick)
     start = time.perf_counter()
     out = jax.block_until_ready(executable(*args))
     return out, compile_s, time.perf_counter() - start

@@ -66,3 +66,13 @@ def test_a_failure_while_prefetching_is_raised_to_the_caller():
     _compile.prefetch(_refused, (tag,), np.ones(2))
     with pytest.raises(ValueError, match=f"{tag}: refused while tracing"):
         _compile.compiled(_refused, (tag,), np.ones(2))
+
+
+def test_quick_program_is_its_own_entry_with_the_same_results():
+    tag = f"q{uuid.uuid4().hex}"
+    x = np.linspace(0.0, 1.0, 5)
+    optimised, _ = _compile.compiled(_doubled, (tag,), x)
+    quick, _ = _compile.compiled(_doubled, (tag,), x, quick=True)
+    assert quick is not optimised
+    np.testing.assert_array_equal(np.asarray(quick(x)), np.asarray(optimised(x)))
+    assert _compile.compiled(_doubled, (tag,), x, quick=True)[0] is quick
