@@ -40,15 +40,14 @@ def r_value(dataset, method, quantity):
 
 
 def glmm(error, theta, *, intercept=True):
-    """A random-intercept GLMM: f = (b0 +) b1 X + eta (the structure is a placeholder:
-    there are no doses)."""
+    """A random-intercept GLMM: f = (b0 +) b1 X + eta (no structure: there are no doses)."""
 
     def individual(p):
         lp = p.b1 * p.X + p.eta
-        return {"cl": 1.0, "v": 1.0, "lp": lp + p.b0 if intercept else lp}
+        return {"lp": lp + p.b0 if intercept else lp}
 
     return pkmix.Model(theta=theta, omega={"eta": 0.5}, sigma={}, individual=individual,
-                       structure=pkmix.one_compartment(), observe=lambda a, p: p.lp, error=error,
+                       observe=lambda a, p: p.lp, error=error,
                        covariates=["X"])
 
 
@@ -111,9 +110,8 @@ def test_conditional_density_matches_scipy(case):
     error, theta, dv, extra, logpmf = CASES[case]
     cols = list(extra)
     model = pkmix.Model(theta=theta, omega={"eta": OMEGA}, sigma={},
-                        individual=lambda p: {"cl": 1.0, "v": 1.0,
-                                              "lp": p.b0 + p.b1 * p.X + p.eta},
-                        structure=pkmix.one_compartment(), observe=lambda a, p: p.lp, error=error,
+                        individual=lambda p: {"lp": p.b0 + p.b1 * p.X + p.eta},
+                        observe=lambda a, p: p.lp, error=error,
                         covariates=["X"] + cols)
     data = pkmix.read_nonmem(frame(np.asarray(dv, dtype=float), X, IDS, **extra), model=model)
     subject = data.batch(model.covariates).subject(0)
@@ -193,8 +191,8 @@ def test_endpoints_gradient_is_finite_for_a_subject_without_one_endpoint():
 def test_invalid_observations_are_named(error, dv, extra, column, words):
     theta = {"b0": 0.0, "b1": 0.5, **{n: 1.0 for n in error.theta_parameters}}
     model = pkmix.Model(theta=theta, omega={"eta": OMEGA}, sigma={},
-                        individual=lambda p: {"cl": 1.0, "v": 1.0, "lp": p.b0 + p.b1 * p.X + p.eta},
-                        structure=pkmix.one_compartment(), observe=lambda a, p: p.lp, error=error,
+                        individual=lambda p: {"lp": p.b0 + p.b1 * p.X + p.eta},
+                        observe=lambda a, p: p.lp, error=error,
                         covariates=["X"])
     with pytest.raises(pkmix.DatasetError) as err:
         pkmix.read_nonmem(frame(dv, [0.1, 0.2, 0.3], [1, 1, 1], **extra), model=model)
@@ -204,8 +202,8 @@ def test_invalid_observations_are_named(error, dv, extra, column, words):
 
 def test_unknown_endpoint_and_censored_binary_record_are_named():
     model = pkmix.Model(theta={"b0": 0.0}, omega={"eta": OMEGA}, sigma={"add": 0.5},
-                        individual=lambda p: {"cl": 1.0, "v": 1.0, "lp": p.b0 + p.eta},
-                        structure=pkmix.one_compartment(), observe=lambda a, p: p.lp,
+                        individual=lambda p: {"lp": p.b0 + p.eta},
+                        observe=lambda a, p: p.lp,
                         error=pkmix.endpoints({1: pkmix.additive("add"), 2: pkmix.bernoulli()}))
     data = pd.DataFrame({"ID": [1, 1, 1], "TIME": [0, 1, 2.0], "DV": [1.2, 1, 0], "DVID": [1, 3, 2],
                          "BLQ": [0, 0, 1]})

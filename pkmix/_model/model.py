@@ -32,12 +32,15 @@ import numpy as np
 
 from .._pk.base import AbstractStructure
 from .._pk.events import subject_amounts
+from .._pk.none import NoStructure
 from .._pk.ode import Namespace
 from .error_models import AbstractErrorModel
 from .errors import ModelError
 from .parameters import ParameterSpec, ParameterValues, parse_parameters
 
 DOSING_PREFIXES = ("f", "alag", "r", "d")
+# The name under which ``individual`` and ``observe`` read a record's time.
+TIME = "TIME"
 
 
 class Model:
@@ -50,14 +53,19 @@ class Model:
             fixes one.
         sigma: ``{name: SD}`` or ``{name: pkmix.Variance(v)}`` residual parameters.
         individual: ``individual(p) -> {name: value}``. ``p`` holds thetas, etas and
-            covariates by name (scalars: the values on one record). The result must
+            covariates by name, and the record's time as ``p.TIME`` (scalars: the values
+            on one record; parameters that change with TIME govern the interval that
+            ends at their record, as a time-varying covariate does). The result must
             hold the structure's parameters (e.g. ``cl``, ``v``, ``ka``) and may hold
             NONMEM's dose modifiers per compartment number: ``f1`` (bioavailability),
             ``alag1`` (lag time), ``r1`` (modelled rate, RATE=-1), ``d1`` (modelled
             duration, RATE=-2), and anything ``observe`` uses.
-        structure: a closed form (``pkmix.one_compartment`` ...) or ``pkmix.ODE``.
+        structure: a closed form (``pkmix.one_compartment`` ...) or ``pkmix.ODE``; None
+            (the default) for a model without compartments (NONMEM's $PRED, a GLMM):
+            nothing is dosed and ``observe`` computes the prediction from ``p``.
         observe: ``observe(a, p) -> prediction``; ``a`` holds amounts by compartment
-            name, ``p`` the individual parameters, thetas and covariates.
+            name (empty without a structure), ``p`` the individual parameters, thetas,
+            covariates and the record's time ``p.TIME``.
         error: ``pkmix.additive``, ``proportional``, ``combined``, ``log_additive``, or
             ``pkmix.nonmem.eps_error`` (NONMEM's ``Y = F + W*EPS(1)``, may read thetas);
             or a per-record likelihood for non-Gaussian data (``pkmix.bernoulli``,
@@ -78,7 +86,7 @@ class Model:
         omega,
         sigma,
         individual: Callable,
-        structure: AbstractStructure,
+        structure: AbstractStructure | None = None,
         observe: Callable,
         error: AbstractErrorModel,
         covariates: Sequence[str] = (),
@@ -87,10 +95,12 @@ class Model:
     ):
         self.name = name or "model"
         self.spec: ParameterSpec = parse_parameters(theta, omega, sigma, iov)
+        if structure is None:
+            structure = NoStructure()
         if not isinstance(structure, AbstractStructure):
             raise ModelError(
                 f"structure: expected a pkmix structural model (one_compartment(), ODE(...)), "
-                f"got {type(structure).__name__}"
+                f"got {type(structure).__name__}; leave it out for a model without compartments"
             )
         if not isinstance(error, AbstractErrorModel):
             raise ModelError(f"error: expected pkmix.additive/proportional/combined/log_additive or a likelihood "
@@ -108,6 +118,12 @@ class Model:
         for n in self.covariates:
             if n in self._declared_names():
                 raise ModelError(f"covariate '{n}' has the name of a model parameter")
+            if n.upper() == TIME:
+                raise ModelError(f"covariate '{n}': the record's time is always there as p.{TIME}; "
+                                 f"remove it from covariates")
+        for n in self._declared_names():
+            if n.upper() == TIME:
+                raise ModelError(f"parameter '{n}': {TIME} is the record's time (p.{TIME}); rename it")
         for n in error.parameters:
             if n not in self.spec.sigma_names:
                 raise ModelError(
@@ -275,9 +291,10 @@ class Model:
                 "its estimate would be undetermined; remove it, or fix it (pkmix.Theta(value, fixed=True))")
 
     # ---------------------------------------------------------------- evaluation
-    def _namespace(self, values: ParameterValues, eta, iov_eta, cov, extra=None):
+    def _namespace(self, values: ParameterValues, eta, iov_eta, cov, time, extra=None):
         s = self.spec
-        d = {n: values.theta[i] for i, n in enumerate(s.theta_names)}
+        d = {TIME: jnp.asarray(time, dtype=jnp.float64)}
+        d.update({n: values.theta[i] for i, n in enumerate(s.theta_names)})
         d.update({n: eta[i] for i, n in enumerate(s.eta_names)})
         d.update({n: iov_eta[i] for i, n in enumerate(s.iov_names)})
         d.update({n: cov[i] for i, n in enumerate(self.covariates)})
@@ -285,15 +302,16 @@ class Model:
             d.update(extra)
         return Namespace(d, "name")
 
-    def _individual_one(self, values, eta, iov_eta, cov):
-        out = self.individual(self._namespace(values, eta, iov_eta, cov))
+    def _individual_one(self, values, eta, iov_eta, cov, time=0.0):
+        out = self.individual(self._namespace(values, eta, iov_eta, cov, time))
         if not isinstance(out, dict):
             raise ModelError(f"individual() must return a dict of named parameters, got {type(out).__name__}")
         return {k.lower(): jnp.asarray(v, dtype=jnp.float64) for k, v in out.items()}
 
-    def _observe_one(self, amounts, ip, values, cov):
+    def _observe_one(self, amounts, ip, values, cov, time=0.0):
         a = Namespace(dict(zip(self.compartment_names, amounts)), "compartment")
-        p = self._namespace(values, jnp.zeros(self.spec.n_eta), jnp.zeros(len(self.iov_names)), cov, extra=ip)
+        p = self._namespace(values, jnp.zeros(self.spec.n_eta), jnp.zeros(len(self.iov_names)), cov, time,
+                            extra=ip)
         return jnp.asarray(self.observe(a, p), dtype=jnp.float64)
 
     def split_eta(self, eta, n_occasions: int):
@@ -311,22 +329,32 @@ class Model:
         last = jnp.maximum(jnp.sum(subject.record_mask) - 1, 0)
         return jnp.where(subject.record_mask[:, None], cov, cov[last])
 
+    def subject_times(self, subject):
+        """TIME per record, padding records given the last real record's (as covariates)."""
+        last = jnp.maximum(jnp.sum(subject.record_mask) - 1, 0)
+        return jnp.where(subject.record_mask, subject.time, subject.time[last])
+
     def individual_parameters(self, values: ParameterValues, eta, subject):
         """Individual parameters per record, ``{lower-case name: [R]}``."""
         n_occ = max(int(subject.n_occasions), 1) if self.iov_names else 1
         eta_bsv, eta_iov = self.split_eta(eta, n_occ) if self.iov_names else (eta, jnp.zeros((1, 0)))
         cov = self.subject_covariates(subject)
         iov_per_record = eta_iov[jnp.clip(subject.occ, 0, eta_iov.shape[0] - 1)]
-        return jax.vmap(lambda c, k: self._individual_one(values, eta_bsv, k, c))(cov, iov_per_record)
+        return jax.vmap(lambda c, k, t: self._individual_one(values, eta_bsv, k, c, t))(
+            cov, iov_per_record, self.subject_times(subject))
 
     def subject_predict(self, values: ParameterValues, eta, subject, *, covariate_rule="nonmem",
                         has_steady_state=True, has_infusions=True):
         """Predictions (original scale) at every record of one subject: ``f [R]``."""
         ip = self.individual_parameters(values, eta, subject)
-        amounts = subject_amounts(self.structure, subject, ip, has_steady_state=has_steady_state,
-                                  covariate_rule=covariate_rule, has_infusions=has_infusions)
+        if self.n_compartments:
+            amounts = subject_amounts(self.structure, subject, ip, has_steady_state=has_steady_state,
+                                      covariate_rule=covariate_rule, has_infusions=has_infusions)
+        else:
+            amounts = jnp.zeros((subject.time.shape[0], 0))
         cov = self.subject_covariates(subject)
-        return jax.vmap(lambda a, p, c: self._observe_one(a, p, values, c))(amounts, ip, cov)
+        return jax.vmap(lambda a, p, c, t: self._observe_one(a, p, values, c, t))(
+            amounts, ip, cov, self.subject_times(subject))
 
     def sigma_sds(self, values: ParameterValues):
         """Residual SDs in the order of ``error.parameters``."""
