@@ -422,13 +422,13 @@ def test_input_renames_and_drops(tmp_path):
     (("S1=V", "S1=V\nENDIF"), ["$PK (line 9)", "ENDIF without IF"]),
     (("S1=V", "S1=V*(1+"), ["$PK (line 8)", "expected a value"]),
     (("CL=THETA(1)*EXP(ETA(1))", "CL=THETA(1)*NEWIND*EXP(ETA(1))"), ["$PK (line 6)", "NEWIND"]),
-    (("CL=THETA(1)*EXP(ETA(1))", "CL=THETA(1)*TIME*EXP(ETA(1))"), ["$PK (line 6)", "TIME"]),
+    (("CL=THETA(1)*EXP(ETA(1))", "CL=THETA(1)*AMT*EXP(ETA(1))"), ["$PK (line 6)", "AMT"]),
     (("CL=THETA(1)*EXP(ETA(1))", "CL=THETA(5)*EXP(ETA(1))"), ["$PK (line 6)", "THETA(5)", "$THETA declares 2"]),
     (("Y=F+F*EPS(1)", "Y=F+F*EPS(2)"), ["$ERROR (line 10)", "EPS(2)", "$SIGMA declares 1"]),
     (("Y=F+F*EPS(1)", "Y=F+V*EPS(1)"), ["$ERROR (line 10)", "depends on V"]),
     (("Y=F+F*EPS(1)", "Y=F+F*EXP(ETA(1))*EPS(1)"), ["$ERROR (line 10)", "ETA(1) in $ERROR"]),
     (("Y=F+F*EPS(1)", "IPRED=F"), ["$ERROR (line 9)", "Y is never assigned"]),
-    (("$ERROR\n", "$PRED\n"), ["$PRED (line 9)", "not supported"]),
+    (("$ERROR\n", "$PRED\n"), ["$PK (line 5)", "$PK with $PRED"]),
     (("$PROBLEM test", "$PROBLEM test\n$ABBR DECLARE DOWHILE X"), ["$ABBR (line 2)", "not supported"]),
     (("$PROBLEM test", "$PROBLEM test\n$ABBR REPLACE THETA(CL)=THETA(1)"), ["$ABBR (line 2)", "not supported"]),
     (("$DATA data.csv IGNORE=@", "$DATA data.csv IGNORE=@ RECORDS=10"), ["$DATA (line 3)", "RECORDS"]),
@@ -442,6 +442,45 @@ def test_unsupported_is_refused_naming_record_and_line(change, fragments):
     if not fragments:
         translated(text)  # accepted
         return
+    refusal(text, *fragments)
+
+
+PRED = """\
+$PROBLEM pred
+$INPUT ID TIME DOSE DV
+$DATA data.csv IGNORE=@
+$PRED
+BASE=THETA(1)+ETA(1)
+Y=BASE+THETA(2)*TIME*DOSE+EPS(1)
+$THETA 1 0.5
+$OMEGA 0.1
+$SIGMA 0.04
+"""
+
+
+def test_pred_becomes_a_model_without_compartments():
+    """Y at EPS = 0 is the prediction, computed in individual() from THETAs, ETAs, covariates
+    and TIME; Y with that prediction replaced by f is the residual error."""
+    source = translated(PRED).source
+    assert "structure=" not in source and "p.TIME" in source
+    m = module_of(PRED)
+    model = m["model"]
+    assert model.compartment_names == () and model.covariates == ("DOSE",)
+    (t1, t2), (e1,) = model.theta_names, model.eta_names
+    ip = model.individual(Namespace({t1: 1.0, t2: 0.5, e1: 0.2, "DOSE": 10.0, "TIME": 2.0}, "name"))
+    assert float(ip["ypred"]) == pytest.approx(1.2 + 0.5 * 2 * 10)
+    assert float(m["y"](3.0, None, Namespace({model.sigma_names[0]: 0.1}, "eps"))) == pytest.approx(3.1)
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (("Y=BASE+THETA(2)*TIME*DOSE+EPS(1)", "Y=BASE+EXP(ETA(1))*EPS(1)"), ["$PRED (line 6)", "ETA(1)"]),
+    (("BASE=THETA(1)+ETA(1)", "BASE=THETA(1)+A(1)"), ["$PRED (line 5)", "no compartments"]),
+    (("Y=BASE+THETA(2)*TIME*DOSE+EPS(1)", "Z=BASE+EPS(1)"), ["$PRED", "Y is never assigned"]),
+    (("$PRED", "$SUBROUTINES ADVAN1\n$PRED"), ["$SUBROUTINES (line 4)", "with $PRED"]),
+])
+def test_pred_refusals_name_record_and_line(change, fragments):
+    text = PRED.replace(*change)
+    assert text != PRED
     refusal(text, *fragments)
 
 

@@ -17,9 +17,9 @@ class ControlStreamError(ValueError):
 
 
 # Record names NM-TRAN knows, in the order an abbreviation is resolved (first match wins).
-SUPPORTED = ("PROBLEM", "INPUT", "DATA", "SUBROUTINES", "PK", "ERROR", "DES", "MODEL", "THETA", "OMEGA",
+SUPPORTED = ("PROBLEM", "INPUT", "DATA", "SUBROUTINES", "PK", "ERROR", "PRED", "DES", "MODEL", "THETA", "OMEGA",
              "SIGMA", "ESTIMATION", "COVARIANCE", "TABLE", "SIZES", "SCATTERPLOT", "ABBREVIATED")
-KNOWN = SUPPORTED + ("PRED", "MIX", "INFN", "AES", "AESINITIAL", "SIMULATION", "NONPARAMETRIC",
+KNOWN = SUPPORTED + ("MIX", "INFN", "AES", "AESINITIAL", "SIMULATION", "NONPARAMETRIC",
                      "PRIOR", "LEVEL", "ETAS", "PHIS", "MSFI", "SUPER", "OMIT", "THETAI", "THETAR", "THETAP",
                      "THETAPV", "OMEGAP", "OMEGAPD", "SIGMAP", "SIGMAPD", "CONTR", "FORMAT", "ANNEAL", "BIND",
                      "DESIGN", "TTDF", "RCOV", "RCOVI", "OLKJDF", "SLKJDF", "OVARF", "SVARF", "CHAIN", "WARNINGS",

@@ -76,8 +76,8 @@ class ControlStream:
     records: list[Record]
     input: list[InputItem]
     data: DataSpec | None
-    advan: int
-    trans: int
+    advan: int | None  # None: $PRED
+    trans: int | None
     compartments: tuple[str, ...]
     observed: int
     default_dose: int
@@ -91,6 +91,8 @@ class ControlStream:
     covariance: dict | None = None
     tables: list = field(default_factory=list)
     tol: int | None = None
+    # $PRED: the $PK-side variable that holds the prediction (Y at EPS = 0); None with $PK/$ERROR.
+    pred_f: str | None = None
 
     def record(self, name):
         return next((r for r in self.records if r.name == name), None)
@@ -114,16 +116,28 @@ def read(source: str | os.PathLike, text: str | None = None) -> ControlStream:
         if len(by_name.get(name, [])) > 1:
             second = by_name[name][1]
             second.fail(f"a second ${name}: pkmix import takes one problem with one ${name}")
-    if "PK" not in by_name:
-        raise ControlStreamError("no $PK record: pkmix import needs $SUBROUTINES ADVAN.. with $PK and $ERROR "
-                                 "($PRED models are not supported)")
-    if "ERROR" not in by_name:
-        raise ControlStreamError("no $ERROR record: pkmix import needs $ERROR with Y = ... EPS(n)")
     if "INPUT" not in by_name:
         raise ControlStreamError("no $INPUT record")
+    problem = by_name["PROBLEM"][0].text.strip() if "PROBLEM" in by_name else ""
+    replace = C.replacements(by_name.get("ABBREVIATED", []))
+    pred_record = by_name["PRED"][0] if "PRED" in by_name else None
+    if pred_record is not None:
+        for name in ("PK", "ERROR", "SUBROUTINES", "MODEL", "DES"):
+            if name in by_name:
+                by_name[name][0].fail(f"${name} with $PRED: a $PRED model has no compartments")
+        if len(by_name["PRED"]) > 1:
+            by_name["PRED"][1].fail("a second $PRED: pkmix import takes one problem with one $PRED")
+        pred = C.lower(C.parse_code(pred_record, replace), pred_record)
+        pk, error, pred_f = _split_pred(pred, pred_record)
+        return _finish(path, problem, records, by_name, replace, advan=None, trans=None, comps=(), observed=0,
+                       default_dose=0, pk=pk, error=error, des=[], tol=None, pred_f=pred_f)
+    if "PK" not in by_name:
+        raise ControlStreamError("no $PK record: pkmix import needs $SUBROUTINES ADVAN.. with $PK and $ERROR, "
+                                 "or $PRED")
+    if "ERROR" not in by_name:
+        raise ControlStreamError("no $ERROR record: pkmix import needs $ERROR with Y = ... EPS(n)")
     if "SUBROUTINES" not in by_name:
         raise ControlStreamError("no $SUBROUTINES record (ADVAN..)")
-    problem = by_name["PROBLEM"][0].text.strip() if "PROBLEM" in by_name else ""
 
     sub = by_name["SUBROUTINES"][0]
     advan = trans = tol = None
@@ -165,7 +179,58 @@ def read(source: str | os.PathLike, text: str | None = None) -> ControlStream:
     else:
         sub.fail(f"ADVAN{advan} is not supported (supported: ADVAN1-4, 11, 12, 6, 13)")
 
-    replace = C.replacements(by_name.get("ABBREVIATED", []))
+    return _finish(path, problem, records, by_name, replace, advan=advan, trans=trans, comps=comps,
+                   observed=observed, default_dose=default_dose,
+                   pk=C.lower(C.parse_code(by_name["PK"][0], replace), by_name["PK"][0]),
+                   error=C.lower(C.parse_code(by_name["ERROR"][0], replace), by_name["ERROR"][0]),
+                   des=C.lower(C.parse_code(by_name["DES"][0], replace), by_name["DES"][0])
+                   if "DES" in by_name else [], tol=tol)
+
+
+def _split_pred(pred: list, record: Record):
+    """$PRED's code -> ($PK-like code without EPS, the Y statement as $ERROR would write it
+    with F for the prediction, the name of the $PK-side variable that holds the prediction).
+
+    The prediction is Y at EPS = 0, written with the EPS-free variables ($PRED's IPRED, ...);
+    the residual error is Y with that prediction replaced by F, as for $ERROR."""
+    if ("var", "Y") not in {s.target for s in pred}:
+        record.fail("Y is never assigned")
+    for s in pred:
+        if s.target[0] != "var":
+            record.fail("DADT(n) needs $DES", s.line)
+        if C.symbols(s.value, ("a",)):
+            record.fail("A(n) in $PRED: a $PRED model has no compartments", s.line)
+    tainted = {("var", "Y")}
+    changed = True
+    while changed:
+        changed = False
+        for s in pred:
+            if s.target not in tainted and (C.symbols(s.value, ("eps",)) or C.symbols(s.value) & tainted):
+                tainted.add(s.target)
+                changed = True
+    pk = [s for s in pred if s.target not in tainted]
+    y_code = C.needed(pred, {("var", "Y")})
+    y_line = max(s.line for s in y_code if s.target == ("var", "Y"))
+    zero = {e: ("num", 0.0) for st in y_code for e in C.symbols(st.value, ("eps",))}
+    y_full = C.simplify(C.inline(y_code, ("var", "Y")))
+    y0 = C.simplify(C.substitute(y_full, zero))
+    y0_pk = C.simplify(C.substitute(C.inline(y_code, ("var", "Y"), stop={s.target for s in pk}), zero))
+    if C.symbols(y0_pk, ("eps",)):
+        record.fail("Y at EPS = 0 still depends on EPS", y_line)
+    if y0_pk[0] == "var" and y0_pk in {s.target for s in pk}:
+        pred_f = y0_pk[1]
+    else:
+        assigned = {s.target[1] for s in pred}
+        pred_f, i = "YPRED", 2
+        while pred_f in assigned:
+            pred_f, i = f"YPRED{i}", i + 1
+        pk = pk + [C.Flat(("var", pred_f), y0_pk, y_line)]
+    error = [C.Flat(("var", "Y"), C.simplify(C.substitute(y_full, {y0: ("var", "F")})), y_line)]
+    return pk, error, pred_f
+
+
+def _finish(path, problem, records, by_name, replace, *, advan, trans, comps, observed, default_dose, pk, error,
+            des, tol, pred_f=None) -> ControlStream:
     thetas = [t for r in by_name.get("THETA", []) for t in parse_thetas(r)]
     omegas = [parse_random(r) for r in by_name.get("OMEGA", [])]
     sigmas = [parse_random(r) for r in by_name.get("SIGMA", [])]
@@ -180,11 +245,8 @@ def read(source: str | os.PathLike, text: str | None = None) -> ControlStream:
     cs = ControlStream(
         path=path, problem=problem, records=records, input=parse_input(by_name["INPUT"][0]),
         data=parse_data(by_name["DATA"][0]) if "DATA" in by_name else None, advan=advan, trans=trans,
-        compartments=comps, observed=observed, default_dose=default_dose,
-        pk=C.lower(C.parse_code(by_name["PK"][0], replace), by_name["PK"][0]),
-        error=C.lower(C.parse_code(by_name["ERROR"][0], replace), by_name["ERROR"][0]),
-        des=C.lower(C.parse_code(by_name["DES"][0], replace), by_name["DES"][0]) if "DES" in by_name else [],
-        thetas=thetas, omegas=omegas, sigmas=sigmas, tol=tol)
+        compartments=comps, observed=observed, default_dose=default_dose, pk=pk, error=error, des=des,
+        thetas=thetas, omegas=omegas, sigmas=sigmas, tol=tol, pred_f=pred_f)
     # NONMEM runs each $EST in turn; pkmix runs the last one it has a method for (the
     # others, e.g. an IMP step after FOCE-I to report its OFV, are named in the model file).
     ests = by_name.get("ESTIMATION", [])
@@ -436,6 +498,9 @@ def _fail_at(record: Record | None, line: int, message: str):
 
 def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation:
     rec_pk, rec_err, rec_des = cs.record("PK"), cs.record("ERROR"), cs.record("DES")
+    pred = cs.pred_f is not None
+    if pred:
+        rec_pk = rec_err = cs.record("PRED")
     labels = {it.label: it for it in cs.input if not it.drop}
     aliases = {it.alias: it.label for it in cs.input if not it.drop and it.alias}
 
@@ -454,10 +519,10 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         if s.target[1] in SPECIAL:
             _fail_at(rec_pk, s.line, f"{s.target[1]} is not supported")
         m = re.match(r"^(S|F|ALAG|R|D)(\d+)$", s.target[1])
-        if m and not 1 <= int(m.group(2)) <= n_cmt:
+        if m and not pred and not 1 <= int(m.group(2)) <= n_cmt:
             _fail_at(rec_pk, s.line, f"{s.target[1]}: the model has {n_cmt} compartments")
     structural = {}
-    if not ode:
+    if not ode and not pred:
         structural = ADVANS[cs.advan][3][cs.trans]
         for pkname, expr in structural.items():
             for v in C.symbols(expr):
@@ -465,11 +530,11 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                     _fail_at(rec_pk, rec_pk.line, f"ADVAN{cs.advan} TRANS{cs.trans} needs {v[1]}, which $PK does "
                                                   f"not assign")
     modifiers = {}
-    for n in range(1, n_cmt + 1):
+    for n in range(1, 0 if pred else n_cmt + 1):
         for prefix in ("F", "ALAG", "R", "D"):
             if f"{prefix}{n}" in pk_assigned:
                 modifiers[f"{prefix.lower()}{n}"] = _v(f"{prefix}{n}")
-    scale = f"S{cs.observed}" if f"S{cs.observed}" in pk_assigned else None
+    scale = f"S{cs.observed}" if not pred and f"S{cs.observed}" in pk_assigned else None
 
     # $ERROR: Y and the statements it needs.
     for s in cs.error:
@@ -482,7 +547,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     err_code = C.needed(cs.error, {("var", "Y")})
     y_line = max(s.line for s in err_code if s.target == ("var", "Y"))
     err_assigned = set()
-    pk_exports = set()
+    pk_exports = {cs.pred_f} if pred else set()
     uses_f = False
     for s in err_code:
         for leaf in C.symbols(s.value, ("var", "eta", "a")):
@@ -501,7 +566,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
             elif name in pk_assigned:
                 pk_exports.add(name)
             elif data_item(name):
-                if data_item(name) in RESERVED:
+                if data_item(name) in RESERVED and data_item(name) != "TIME":
                     _fail_at(rec_err, s.line, f"the residual error model reads the data item {name}; pkmix "
                                               f"cannot (only covariates)")
             elif name in SPECIAL or name in ("T", "DV"):
@@ -555,9 +620,11 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                 if name in SPECIAL:
                     _fail_at(rec_pk, s.line, f"{name} is not supported")
                 _fail_at(rec_pk, s.line, f"{name} is used before it is assigned and is not a data item in $INPUT")
+            if item == "TIME":
+                continue  # the record's time, p.TIME
             if item in RESERVED:
                 _fail_at(rec_pk, s.line, f"the individual parameters read the data item {name} ({item}); pkmix "
-                                         f"passes only covariates to them (TIME, AMT, DV ... drive the dosing)")
+                                         f"passes only covariates and TIME to them (AMT, DV ... drive the dosing)")
             if item not in covariates:
                 covariates.append(item)
         pk_defined.add(s.target)
@@ -679,9 +746,13 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
             return indexed(e, ("theta", "a", "eps"))
         return leaf
 
-    obs_cmt = comps[cs.observed - 1]
-    lines = ["def observe(a, p):", '    """$ERROR at EPS = 0: the prediction."""']
-    if uses_f or any(("var", "F") in C.symbols(s.value) for s in obs_code):
+    lines = ["def observe(a, p):", f'    """${"PRED" if pred else "ERROR"} at EPS = 0: the prediction."""']
+    if pred:
+        lines = ["def observe(a, p):", '    """$PRED\'s Y at EPS = 0: the prediction (no compartments)."""',
+                 f"    return p.{export_key[cs.pred_f]}"]
+        obs_code = []
+    elif uses_f or any(("var", "F") in C.symbols(s.value) for s in obs_code):
+        obs_cmt = comps[cs.observed - 1]
         f_expr = f"a.{obs_cmt} / p.{export_key[scale]}" if scale else f"a.{obs_cmt}"
         lines.append(f"    f = {f_expr}  # F = A({cs.observed})" + (f"/{scale}" if scale else ""))
     defined = set()
@@ -689,7 +760,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         code = py(s.value, err_leaf_factory(defined))
         defined.add(s.target)
         lines.append(f"    {err_local[s.target[1]]} = {code}")
-    lines.append(f"    return {err_local['Y']}")
+    if not pred:
+        lines.append(f"    return {err_local['Y']}")
     obs_src = "\n".join(lines)
 
 
@@ -699,6 +771,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         return indexed(e, ("theta", "eps"))
 
     y_text = " ".join(ln.code.strip() for ln in rec_err.lines if ln.number == y_line)
+    if pred:
+        y_text = f"$PRED's Y (line {y_line}) with F its value at EPS = 0"
     err_src = "\n".join([
         "def y(f, p, eps):",
         f'    """{y_text.strip()} as a function of the prediction f, THETAs and EPS."""',
@@ -802,6 +876,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         dose = f', default_dose="{comps[cs.default_dose - 1]}"' if cs.default_dose != 1 else ""
         tol = f", rtol=1e-{cs.tol}" if cs.tol else ""
         structure = f"pkmix.ODE({list(comps)!r}, des{dose}{tol})"
+    elif pred:
+        structure = None
     else:
         structure = ADVANS[cs.advan][2]
 
@@ -810,7 +886,9 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     covariance = (cs.covariance or {}).get("matrix", "sandwich") if cs.covariance is not None else "none"
 
     # Data
-    used = [it.label for it in cs.input if not it.drop and it.label in PASSED]
+    # A $PRED model doses nothing: of the reserved items only ID, TIME, DV and MDV matter.
+    passed = ("ID", "TIME", "DV", "MDV") if pred else PASSED
+    used = [it.label for it in cs.input if not it.drop and it.label in passed]
     for it in cs.input:
         if not it.drop and it.label in RESERVED and it.label not in PASSED:
             raise ControlStreamError(f"$INPUT: the data item {it.label} is not supported; DROP it")
@@ -820,7 +898,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     origin = cs.path.name if cs.path else "the control stream"
     header = [f'"""{cs.problem or "NONMEM model"}: imported from {origin} by pkmix import.',
               "",
-              f"$SUBROUTINES ADVAN{cs.advan} TRANS{cs.trans}; estimation {method}"
+              ("$PRED (no compartments)" if pred else f"$SUBROUTINES ADVAN{cs.advan} TRANS{cs.trans}")
+              + f"; estimation {method}"
               + ("" if covariance == "none" else f", covariance {covariance}") + ".",
               *[f"Not run: {e}" for e in est.get("skipped", [])],
               *([f"Not used by the model (only by code that feeds nothing it needs): "
@@ -871,7 +950,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                         for g in iov)] if iov else []),
         f"    covariates={covariates!r},",
         "    individual=individual,",
-        f"    structure={structure},",
+        *([f"    structure={structure},"] if structure else []),
         "    observe=observe,",
         f"    error=nonmem.eps_error(y, eps={[eps_names[i - 1] for i in eps_used]!r}, "
         f"theta={[theta_names[i - 1] for i in err_thetas]!r}),",
@@ -894,7 +973,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
             f"    return nonmem.read_data_file(Path(__file__).parent / {file!r}, {_input_src(cs.input)},",
             f"                                 {_spec_src(spec)}, columns={data_columns!r}"
             + (f",\n                                 occasions=({iov[0]['column']!r}, {len(iov[0]['etas'])})"
-               if iov else "") + f", observed={cs.observed})",
+               if iov else "") + ("" if pred else f", observed={cs.observed}") + ")",
             "",
         ])
     names = {"theta": theta_names, "eta": eta_names, "eps": eps_names}

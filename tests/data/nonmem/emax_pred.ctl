@@ -1,0 +1,14 @@
+$PROBLEM Emax model with a drift in time, written as $PRED
+$INPUT ID TIME CONC DV MDV
+$DATA emax_pred.csv IGNORE=@
+$PRED
+  E0 = THETA(1)*EXP(ETA(1))
+  EMAX = THETA(2)*EXP(ETA(2))
+  EC50 = THETA(3)
+  IPRED = E0 + EMAX*CONC/(EC50 + CONC) + THETA(4)*TIME
+  W = SQRT(THETA(5)**2 + THETA(6)**2*IPRED**2)
+  Y = IPRED + W*EPS(1)
+$THETA (0, 10) (0, 50) (0, 5) -0.1 (0, 0.5) (0, 0.1)
+$OMEGA 0.09 0.04
+$SIGMA 1 FIX
+$ESTIMATION METHOD=1 INTER MAXEVAL=9999
