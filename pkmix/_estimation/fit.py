@@ -161,7 +161,7 @@ def _program_pieces(model, covariate_rule, has_ss, has_infusions, n_eta, values,
         ip = model.individual_parameters(values, eta, subject)
         f = model.subject_predict(values, eta, subject, covariate_rule=covariate_rule,
                                   has_steady_state=has_ss, has_infusions=has_infusions)
-        return ip, f, model.residual_variance(values, f)
+        return ip, f, model.residual_variance(values, f, ip)
 
     return jax.vmap(one)(batch)
 
