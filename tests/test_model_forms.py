@@ -90,3 +90,67 @@ def test_pred_import_fits(emax_pred):
     by_hand = pkmix.fit(emax_by_hand(), pd.read_csv(HERE / "emax_pred.csv"), covariance="none",
                         diagnostics=False)
     assert result.ofv == pytest.approx(by_hand.ofv, abs=1e-3)
+
+
+# ------------------------------------------------------------ an ETA on the residual error
+
+
+def pheno_eta_error_by_hand():
+    """pheno_eta_error.ctl written in pkmix by hand: the proportional SD THETA(4) scaled by
+    EXP(ETA(3)), an individual parameter the error model reads."""
+
+    def individual(p):
+        tvv = p.tv * p.WT * jnp.where(p.APGR < 5, 1 + p.tapgr, 1.0)
+        return {"cl": p.tcl * p.WT * jnp.exp(p.eta_cl), "v": tvv * jnp.exp(p.eta_v),
+                "sd_scale": jnp.exp(p.eta_sd)}
+
+    return pkmix.Model(
+        theta={"tcl": pkmix.Theta(0.00469307, lower=0), "tv": pkmix.Theta(1.00916, lower=0),
+               "tapgr": pkmix.Theta(0.1, lower=-0.99), "prop": pkmix.Theta(0.115, lower=0)},
+        omega={"eta_cl": 0.0309626, "eta_v": 0.031128, "eta_sd": 0.09},
+        sigma={"eps": pkmix.Variance(1.0, fixed=True)}, covariates=["WT", "APGR"],
+        individual=individual, structure=pkmix.one_compartment(), observe=lambda a, p: a.central / p.v,
+        error=pkmix.eps_error(lambda f, p, eps: f + p.prop * f * p.sd_scale * eps.eps, eps=["eps"],
+                              theta=["prop"], individual=["sd_scale"]))
+
+
+def test_eta_on_the_residual_error_in_the_conditional_likelihood(pheno):
+    """l(eta) of one subject at a given eta against numpy: sum log R + (y - f)^2 / R plus
+    the eta prior, with R = (prop f exp(eta_sd))^2 (the residual SD moves with the eta)."""
+    from pkmix._estimation.likelihood import Options, m2ll
+
+    model = pheno_eta_error_by_hand()
+    subject = pheno.batch(model.covariates).subject(0)
+    values = model.initial_values()
+    eta = jnp.array([0.1, -0.2, 0.3])
+    omega = np.diag([0.0309626, 0.031128, 0.09])
+    opts = Options(interaction=True, has_steady_state=False, covariate_rule="nonmem", has_infusions=False)
+    got = float(m2ll(model, values, eta, subject, opts, jnp.asarray(np.linalg.inv(omega)),
+                     np.linalg.slogdet(omega)[1]))
+    f = np.asarray(model.subject_predict(values, eta, subject, has_steady_state=False, has_infusions=False))
+    obs = np.asarray(subject.obs_mask & ~subject.blq)
+    y = np.asarray(subject.dv)[obs]
+    r = (0.115 * f[obs] * np.exp(0.3)) ** 2
+    e = np.asarray(eta)
+    want = np.sum(np.log(r) + (y - f[obs]) ** 2 / r) + e @ np.linalg.solve(omega, e) + np.linalg.slogdet(omega)[1]
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def pheno_eta_error():
+    return nonmem.load(HERE / "pheno_eta_error.ctl")
+
+
+@pytest.mark.parametrize("method", ["focei", "fo"])
+def test_eta_in_error_import_matches_the_hand_written_model(pheno_eta_error, pheno, method):
+    assert pheno_eta_error.model.error.individual_parameters == ("eta3",)
+    want = _evaluate(pheno_eta_error_by_hand(), pheno, method).ofv
+    assert np.isfinite(want)
+    assert _evaluate(pheno_eta_error.model, pheno_eta_error.load_data(), method).ofv == pytest.approx(want, abs=1e-8)
+
+
+@pytest.mark.slow
+def test_eta_in_error_import_fits(pheno_eta_error):
+    result = pkmix.fit(pheno_eta_error.model, pheno_eta_error.load_data(), covariance="none", diagnostics=False)
+    assert result.converged, result.message
+    assert np.isfinite(result.ofv)

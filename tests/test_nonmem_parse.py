@@ -425,8 +425,9 @@ def test_input_renames_and_drops(tmp_path):
     (("CL=THETA(1)*EXP(ETA(1))", "CL=THETA(1)*AMT*EXP(ETA(1))"), ["$PK (line 6)", "AMT"]),
     (("CL=THETA(1)*EXP(ETA(1))", "CL=THETA(5)*EXP(ETA(1))"), ["$PK (line 6)", "THETA(5)", "$THETA declares 2"]),
     (("Y=F+F*EPS(1)", "Y=F+F*EPS(2)"), ["$ERROR (line 10)", "EPS(2)", "$SIGMA declares 1"]),
-    (("Y=F+F*EPS(1)", "Y=F+V*EPS(1)"), ["$ERROR (line 10)", "depends on V"]),
-    (("Y=F+F*EPS(1)", "Y=F+F*EXP(ETA(1))*EPS(1)"), ["$ERROR (line 10)", "ETA(1) in $ERROR"]),
+    (("Y=F+F*EPS(1)", "Y=F+WGT*EPS(1)"), ["$ERROR (line 10)", "depends on WGT"]),
+    (("Y=F+F*EPS(1)", "Y=F+V*EPS(1)"), []),  # a $PK variable: an individual parameter
+    (("Y=F+F*EPS(1)", "Y=F+F*EXP(ETA(1))*EPS(1)"), []),  # an ETA: an individual parameter
     (("Y=F+F*EPS(1)", "IPRED=F"), ["$ERROR (line 9)", "Y is never assigned"]),
     (("$ERROR\n", "$PRED\n"), ["$PK (line 5)", "$PK with $PRED"]),
     (("$PROBLEM test", "$PROBLEM test\n$ABBR DECLARE DOWHILE X"), ["$ABBR (line 2)", "not supported"]),
@@ -470,10 +471,13 @@ def test_pred_becomes_a_model_without_compartments():
     ip = model.individual(Namespace({t1: 1.0, t2: 0.5, e1: 0.2, "DOSE": 10.0, "TIME": 2.0}, "name"))
     assert float(ip["ypred"]) == pytest.approx(1.2 + 0.5 * 2 * 10)
     assert float(m["y"](3.0, None, Namespace({model.sigma_names[0]: 0.1}, "eps"))) == pytest.approx(3.1)
+    # an ETA on the residual error is an individual parameter the error model reads
+    eta_error = module_of(PRED.replace("+EPS(1)", "+EXP(ETA(1))*EPS(1)"))["model"]
+    assert eta_error.error.individual_parameters == (e1,)
 
 
 @pytest.mark.parametrize("change, fragments", [
-    (("Y=BASE+THETA(2)*TIME*DOSE+EPS(1)", "Y=BASE+EXP(ETA(1))*EPS(1)"), ["$PRED (line 6)", "ETA(1)"]),
+    (("Y=BASE+THETA(2)*TIME*DOSE+EPS(1)", "Y=BASE+DOSE*EPS(1)"), ["$PRED (line 6)", "depends on DOSE"]),
     (("BASE=THETA(1)+ETA(1)", "BASE=THETA(1)+A(1)"), ["$PRED (line 5)", "no compartments"]),
     (("Y=BASE+THETA(2)*TIME*DOSE+EPS(1)", "Z=BASE+EPS(1)"), ["$PRED", "Y is never assigned"]),
     (("$PRED", "$SUBROUTINES ADVAN1\n$PRED"), ["$SUBROUTINES (line 4)", "with $PRED"]),

@@ -56,12 +56,16 @@ def predictions(model, values, eta, subject, opts: Options):
     f = model.subject_predict(values, eta, subject, has_steady_state=opts.has_steady_state,
                               covariate_rule=opts.covariate_rule, has_infusions=opts.has_infusions)
     ft = model.error.transform(f)
+    reads_ip = bool(model.error.individual_parameters)  # an ETA on the residual error
     if opts.interaction:
-        var = model.residual_variance(values, f)
+        ip = model.individual_parameters(values, eta, subject) if reads_ip else None
+        var = model.residual_variance(values, f, ip)
     else:
-        f0 = model.subject_predict(values, jnp.zeros_like(eta), subject, has_steady_state=opts.has_steady_state,
+        eta0 = jnp.zeros_like(eta)
+        f0 = model.subject_predict(values, eta0, subject, has_steady_state=opts.has_steady_state,
                                    covariate_rule=opts.covariate_rule, has_infusions=opts.has_infusions)
-        var = model.residual_variance(values, f0)
+        ip0 = model.individual_parameters(values, eta0, subject) if reads_ip else None
+        var = model.residual_variance(values, f0, ip0)
     return f, ft, var
 
 

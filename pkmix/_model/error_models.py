@@ -37,6 +37,12 @@ class AbstractErrorModel(eqx.Module):
         return ()
 
     @property
+    def individual_parameters(self) -> tuple[str, ...]:
+        """Names of the individual parameters (what ``individual`` returns) read, in order
+        (none for the classic error models): an ETA on the residual error."""
+        return ()
+
+    @property
     def data_columns(self) -> tuple[str, ...]:
         """Per-record data columns read besides DV (none for the residual error models;
         a binomial's number of trials, a multi-endpoint model's DVID): the model carries
@@ -47,9 +53,10 @@ class AbstractErrorModel(eqx.Module):
     def _variance(self, f, sds):
         ...
 
-    def variance(self, f, sds, thetas=None):
+    def variance(self, f, sds, thetas=None, individual=None):
         """Residual variance for predictions ``f`` (original scale), SDs (in the order
-        of ``parameters``) and theta values (in the order of ``theta_parameters``)."""
+        of ``parameters``), theta values (in the order of ``theta_parameters``) and the
+        individual parameters ``individual_parameters`` names (``{name: [R]}``)."""
         return jnp.maximum(self._variance(f, sds), MIN_VARIANCE)
 
     def transform(self, x):
@@ -116,9 +123,10 @@ class Combined(AbstractErrorModel):
 class EpsError(AbstractErrorModel):
     """The observation as NONMEM writes it in $ERROR: ``Y = y(f, p, eps)``.
 
-    ``f`` is the prediction (Y at EPS = 0), ``p`` the thetas named in ``theta`` (by
-    name), ``eps`` the residual errors named in ``eps`` (by name), each with variance
-    SIGMA. The residual variance is what NONMEM's FOCE-I uses:
+    ``f`` is the prediction (Y at EPS = 0), ``p`` the thetas named in ``theta`` and the
+    individual parameters named in ``individual`` (by name; an ETA on the residual error
+    is an individual parameter that ``individual()`` returns), ``eps`` the residual errors
+    named in ``eps`` (by name), each with variance SIGMA. The residual variance is what NONMEM's FOCE-I uses:
     R = sum_k (dY/dEPS_k)^2 SIGMA_kk at EPS = 0, so ``Y = F + F*THETA(3)*EPS(1)`` with
     ``$SIGMA 1 FIX`` is R = (THETA3 F)^2, and ``Y = F + W*EPS(1)`` is R = W^2 SIGMA.
     """
@@ -126,6 +134,7 @@ class EpsError(AbstractErrorModel):
     function: Callable = eqx.field(static=True)
     eps: tuple[str, ...] = eqx.field(static=True)
     theta: tuple[str, ...] = eqx.field(static=True, default=())
+    individual: tuple[str, ...] = eqx.field(static=True, default=())
     log_transform = False
 
     def __check_init__(self):
@@ -142,12 +151,23 @@ class EpsError(AbstractErrorModel):
     def theta_parameters(self):
         return tuple(self.theta)
 
-    def _variance(self, f, sds, thetas=None):
+    @property
+    def individual_parameters(self):
+        return tuple(self.individual)
+
+    def _variance(self, f, sds, thetas=None, individual=None):
         from .._pk.ode import Namespace
 
         f = jnp.asarray(f, dtype=jnp.float64)
         values = thetas if thetas is not None else jnp.zeros(len(self.theta))
-        p = Namespace({n: values[i] for i, n in enumerate(self.theta)}, "theta")
+        d = {n: values[i] for i, n in enumerate(self.theta)}
+        if self.individual:
+            if individual is None:
+                raise ValueError(f"eps_error reads the individual parameters {list(self.individual)}, which this "
+                                 "computation does not provide (simulation and pkmix.endpoints do not support "
+                                 "an error model that reads individual parameters)")
+            d.update({n: jnp.broadcast_to(individual[n], jnp.shape(f)) for n in self.individual})
+        p = Namespace(d, "theta or individual parameter")
         zeros = tuple(jnp.zeros_like(f) for _ in self.eps)
 
         def y(*e):
@@ -160,19 +180,28 @@ class EpsError(AbstractErrorModel):
             r = r + (dy * sds[k]) ** 2
         return jnp.broadcast_to(r, jnp.shape(f))
 
-    def variance(self, f, sds, thetas=None):
-        return jnp.maximum(self._variance(f, sds, thetas), MIN_VARIANCE)
+    def variance(self, f, sds, thetas=None, individual=None):
+        return jnp.maximum(self._variance(f, sds, thetas, individual), MIN_VARIANCE)
 
 
-def eps_error(y: Callable, *, eps, theta=()) -> EpsError:
+def eps_error(y: Callable, *, eps, theta=(), individual=()) -> EpsError:
     """A residual error written as NONMEM's $ERROR: ``y(f, p, eps)`` returns the
-    observation from the prediction ``f``, thetas ``p.<name>`` (those in ``theta``) and
-    residual errors ``eps.<name>`` (the sigmas in ``eps``, declared as
-    ``pkmix.Variance``); e.g. ``Y = F + F*THETA(3)*EPS(1)`` with ``$SIGMA 1 FIX``::
+    observation from the prediction ``f``, thetas and individual parameters ``p.<name>``
+    (those in ``theta`` and ``individual``) and residual errors ``eps.<name>`` (the
+    sigmas in ``eps``, declared as ``pkmix.Variance``); e.g. ``Y = F + F*THETA(3)*EPS(1)``
+    with ``$SIGMA 1 FIX``::
 
         error=eps_error(lambda f, p, eps: f + f * p.tprop * eps.eps1, eps=["eps1"], theta=["tprop"])
+
+    and an ETA on the residual error (``W = THETA(3)*EXP(ETA(3))``, ``Y = F + W*EPS(1)``),
+    with ``individual()`` returning ``"w"``::
+
+        error=eps_error(lambda f, p, eps: f + p.w * eps.eps1, eps=["eps1"], individual=["w"])
+
+    The variance then depends on the etas: FOCE-I and Laplace evaluate it at the EBEs
+    (and differentiate it in eta), FO and FOCE at eta = 0.
     """
-    return EpsError(function=y, eps=tuple(eps), theta=tuple(theta))
+    return EpsError(function=y, eps=tuple(eps), theta=tuple(theta), individual=tuple(individual))
 
 
 def additive(sd: str) -> Additive:

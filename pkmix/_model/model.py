@@ -241,6 +241,10 @@ class Model:
         if out.shape != ():
             raise ModelError(f"observe() returned shape {out.shape}; expected a scalar")
         self._individual_keys = tuple(sorted(have))
+        missing = [n for n in self.error.individual_parameters if n not in have]
+        if missing:
+            raise ModelError(f"error model reads individual parameter(s) {missing}; individual() returns "
+                             f"{sorted(have)}")
 
     def _unused_thetas(self) -> tuple[str, ...]:
         """Thetas that neither ``individual``, ``observe`` nor the error model reads: the
@@ -258,7 +262,7 @@ class Model:
             values = base._replace(theta=thetas)
             ip = self._individual_one(values, jnp.zeros(s.n_eta), jnp.zeros(len(self.iov_names)), cov)
             f = self._observe_one(jnp.ones(self.n_compartments), ip, values, cov)
-            return ip, f, self.residual_variance(values, f)
+            return ip, f, self.residual_variance(values, f, ip)
 
         from jax.extend.core import Var
 
@@ -375,7 +379,15 @@ class Model:
             return jnp.zeros(0)
         return jnp.stack([values.theta[self.spec.theta_names.index(n)] for n in names])
 
-    def residual_variance(self, values: ParameterValues, f):
+    def residual_variance(self, values: ParameterValues, f, ip=None):
+        """The residual variance at predictions ``f``; ``ip`` (``{name: value}``, per
+        record) holds the individual parameters for an error model that reads them."""
+        if self.error.individual_parameters:
+            if ip is None:
+                raise ModelError(f"the error model reads individual parameters {list(self.error.individual_parameters)}"
+                                 ", which this computation does not provide")
+            return self.error.variance(f, self.sigma_sds(values), self.error_thetas(values),
+                                       {n: ip[n] for n in self.error.individual_parameters})
         if not self.error.theta_parameters:
             return self.error.variance(f, self.sigma_sds(values))
         return self.error.variance(f, self.sigma_sds(values), self.error_thetas(values))

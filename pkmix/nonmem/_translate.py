@@ -548,12 +548,12 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     y_line = max(s.line for s in err_code if s.target == ("var", "Y"))
     err_assigned = set()
     pk_exports = {cs.pred_f} if pred else set()
+    err_etas = set()  # ETA(n) read in $ERROR: individual() returns them
     uses_f = False
     for s in err_code:
         for leaf in C.symbols(s.value, ("var", "eta", "a")):
             if leaf[0] == "eta":
-                _fail_at(rec_err, s.line, f"ETA({leaf[1]}) in $ERROR is not supported: assign it to a variable "
-                                          f"in $PK and use that")
+                err_etas.add(leaf[1])
             if leaf[0] == "a" and not 1 <= leaf[1] <= n_cmt:
                 _fail_at(rec_err, s.line, f"A({leaf[1]}): the model has {n_cmt} compartments")
             if leaf[0] != "var" or leaf in err_assigned:
@@ -636,11 +636,15 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     y0 = C.simplify(C.substitute(y_full, zero_eps))
     f_sym = ("var", "__PRED")
     y_err = C.simplify(C.substitute(y_full, {y0: f_sym}))
-    others = sorted({v[1] for v in C.symbols(y_err, ("var", "a", "eta")) if v != f_sym and v[0] == "var"}
+    # The residual error may read $PK variables and ETAs (as individual parameters), not
+    # data items or amounts.
+    err_individual = sorted({v[1] for v in C.symbols(y_err) if v != f_sym and v[1] in pk_exports})
+    err_individual_etas = sorted({v[1] for v in C.symbols(y_err, ("eta",))})
+    others = sorted({v[1] for v in C.symbols(y_err) if v != f_sym and v[1] not in pk_exports}
                     | {f"A({v[1]})" for v in C.symbols(y_err, ("a",))})
     if others:
         _fail_at(rec_err, y_line, "the residual error of Y depends on " + ", ".join(others) + " besides the "
-                 "prediction and THETAs; pkmix's error models use only the prediction (Y at EPS = 0) and THETAs")
+                 "prediction, THETAs, ETAs and $PK variables; pkmix's error models read only those")
     eps_used = sorted({v[1] for v in C.symbols(y_err, ("eps",))})
     if not eps_used:
         _fail_at(rec_err, y_line, "Y has no EPS(n): there is no residual error")
@@ -679,6 +683,9 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     returned: dict[str, tuple] = {}
     returned.update(structural)
     returned.update(modifiers)
+    # An ETA read in $ERROR is returned under its own name (observe sees etas as 0).
+    eta_key = {n: eta_names[n - 1] for n in sorted(err_etas)}
+    returned.update({key: ("eta", n) for n, key in eta_key.items()})
     export_key: dict[str, str] = {}
     for name in sorted(pk_exports | ({scale} if scale else set())):
         key = name.lower()
@@ -743,6 +750,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                 if e[1] in export_key:
                     return f"p.{export_key[e[1]]}"
                 return f"p.{data_item(e[1])}"
+            if e[0] == "eta":
+                return f"p.{eta_key[e[1]]}"
             return indexed(e, ("theta", "a", "eps"))
         return leaf
 
@@ -768,6 +777,10 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     def y_leaf(e):
         if e == f_sym:
             return "f"
+        if e[0] == "var":
+            return f"p.{export_key[e[1]]}"
+        if e[0] == "eta":
+            return f"p.{eta_key[e[1]]}"
         return indexed(e, ("theta", "eps"))
 
     y_text = " ".join(ln.code.strip() for ln in rec_err.lines if ln.number == y_line)
@@ -953,7 +966,9 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         *([f"    structure={structure},"] if structure else []),
         "    observe=observe,",
         f"    error=nonmem.eps_error(y, eps={[eps_names[i - 1] for i in eps_used]!r}, "
-        f"theta={[theta_names[i - 1] for i in err_thetas]!r}),",
+        f"theta={[theta_names[i - 1] for i in err_thetas]!r}"
+        + (f", individual={[export_key[n] for n in err_individual] + [eta_key[n] for n in err_individual_etas]!r}"
+           if err_individual or err_individual_etas else "") + "),",
         ")",
         "",
         f"ESTIMATION = {{\"method\": {method!r}, \"covariance\": {covariance!r}, "
