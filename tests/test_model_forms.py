@@ -154,3 +154,43 @@ def test_eta_in_error_import_fits(pheno_eta_error):
     result = pkmix.fit(pheno_eta_error.model, pheno_eta_error.load_data(), covariance="none", diagnostics=False)
     assert result.converged, result.message
     assert np.isfinite(result.ofv)
+
+
+# ------------------------------------------------------------------ $SIGMA BLOCK(2)
+S11, S21, S22 = 0.01, 0.005, 4.0  # pheno_sigma_block.ctl's $SIGMA BLOCK(2)
+
+
+@pytest.fixture(scope="module")
+def pheno_sigma_block():
+    return nonmem.load(HERE / "pheno_sigma_block.ctl")
+
+
+def test_correlated_eps_variance_is_g_sigma_g(pheno_sigma_block):
+    """Y = F + F*EPS(1) + EPS(2): g = (F, 1), so R = F^2 SIGMA11 + 2 F SIGMA21 + SIGMA22."""
+    model = pheno_sigma_block.model
+    rho = model.initial_values().theta[model.theta_names.index("rho_eps1_eps2")]
+    assert float(rho) == pytest.approx(S21 / np.sqrt(S11 * S22))
+    f = jnp.array([0.5, 10.0, 30.0])
+    want = f**2 * S11 + 2 * f * S21 + S22
+    np.testing.assert_allclose(model.residual_variance(model.initial_values(), f), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["focei", "fo"])
+def test_sigma_block_import_matches_the_variance_written_out(pheno_sigma_block, pheno, method):
+    """The imported model against a hand-written one whose residual SD is
+    sqrt(s11 F^2 + 2 s21 F + s22) with s11, s21, s22 thetas and one EPS of variance 1."""
+
+    def individual(p):
+        return {"cl": p.tcl * p.WT * jnp.exp(p.eta_cl), "v": p.tv * p.WT * jnp.exp(p.eta_v)}
+
+    by_hand = pkmix.Model(
+        theta={"tcl": 0.0047, "tv": 1.0, "s11": S11, "s21": S21, "s22": S22},
+        omega={"eta_cl": 0.03, "eta_v": 0.03}, sigma={"eps": pkmix.Variance(1.0, fixed=True)},
+        covariates=["WT"], individual=individual, structure=pkmix.one_compartment(),
+        observe=lambda a, p: a.central / p.v,
+        error=pkmix.eps_error(lambda f, p, eps: f + jnp.sqrt(p.s11 * f**2 + 2 * p.s21 * f + p.s22) * eps.eps,
+                              eps=["eps"], theta=["s11", "s21", "s22"]))
+    want = _evaluate(by_hand, pheno, method).ofv
+    assert np.isfinite(want)
+    assert _evaluate(pheno_sigma_block.model, pheno_sigma_block.load_data(), method).ofv == pytest.approx(
+        want, abs=1e-8)

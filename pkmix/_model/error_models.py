@@ -135,11 +135,18 @@ class EpsError(AbstractErrorModel):
     eps: tuple[str, ...] = eqx.field(static=True)
     theta: tuple[str, ...] = eqx.field(static=True, default=())
     individual: tuple[str, ...] = eqx.field(static=True, default=())
+    # Correlated EPS (NONMEM's $SIGMA BLOCK(2)): (eps_i, eps_j, theta) with the theta the
+    # correlation of eps_i and eps_j.
+    correlations: tuple[tuple[str, str, str], ...] = eqx.field(static=True, default=())
     log_transform = False
 
     def __check_init__(self):
         if not self.eps:
             raise ValueError("eps_error: name at least one EPS (a sigma parameter)")
+        for i, j, _ in self.correlations:
+            if i not in self.eps or j not in self.eps or i == j:
+                raise ValueError(f"eps_error: correlation of {i!r} and {j!r}: name two different EPS of "
+                                 f"eps={list(self.eps)}")
         if not callable(self.function):
             raise ValueError("eps_error: the first argument must be a function y(f, p, eps)")
 
@@ -149,7 +156,7 @@ class EpsError(AbstractErrorModel):
 
     @property
     def theta_parameters(self):
-        return tuple(self.theta)
+        return tuple(self.theta) + tuple(dict.fromkeys(r for _, _, r in self.correlations if r not in self.theta))
 
     @property
     def individual_parameters(self):
@@ -159,8 +166,8 @@ class EpsError(AbstractErrorModel):
         from .._pk.ode import Namespace
 
         f = jnp.asarray(f, dtype=jnp.float64)
-        values = thetas if thetas is not None else jnp.zeros(len(self.theta))
-        d = {n: values[i] for i, n in enumerate(self.theta)}
+        values = thetas if thetas is not None else jnp.zeros(len(self.theta_parameters))
+        d = {n: values[i] for i, n in enumerate(self.theta_parameters)}
         if self.individual:
             if individual is None:
                 raise ValueError(f"eps_error reads the individual parameters {list(self.individual)}, which this "
@@ -173,18 +180,22 @@ class EpsError(AbstractErrorModel):
         def y(*e):
             return jnp.asarray(self.function(f, p, Namespace(dict(zip(self.eps, e)), "eps")), dtype=jnp.float64)
 
-        r = jnp.zeros_like(f)
+        # R = g' SIGMA g with g = dY/dEPS at EPS = 0; SIGMA_ij = rho_ij sd_i sd_j.
+        g = []
         for k in range(len(self.eps)):
             tangent = tuple(jnp.ones_like(f) if j == k else jnp.zeros_like(f) for j in range(len(self.eps)))
-            _, dy = jax.jvp(y, zeros, tangent)
-            r = r + (dy * sds[k]) ** 2
+            g.append(jax.jvp(y, zeros, tangent)[1])
+        r = sum((g[k] * sds[k]) ** 2 for k in range(len(self.eps)))
+        for a, b, rho in self.correlations:
+            i, j = self.eps.index(a), self.eps.index(b)
+            r = r + 2.0 * d[rho] * sds[i] * sds[j] * g[i] * g[j]
         return jnp.broadcast_to(r, jnp.shape(f))
 
     def variance(self, f, sds, thetas=None, individual=None):
         return jnp.maximum(self._variance(f, sds, thetas, individual), MIN_VARIANCE)
 
 
-def eps_error(y: Callable, *, eps, theta=(), individual=()) -> EpsError:
+def eps_error(y: Callable, *, eps, theta=(), individual=(), correlations=None) -> EpsError:
     """A residual error written as NONMEM's $ERROR: ``y(f, p, eps)`` returns the
     observation from the prediction ``f``, thetas and individual parameters ``p.<name>``
     (those in ``theta`` and ``individual``) and residual errors ``eps.<name>`` (the
@@ -200,8 +211,13 @@ def eps_error(y: Callable, *, eps, theta=(), individual=()) -> EpsError:
 
     The variance then depends on the etas: FOCE-I and Laplace evaluate it at the EBEs
     (and differentiate it in eta), FO and FOCE at eta = 0.
+
+    ``correlations={("eps1", "eps2"): "rho"}`` correlates two EPS (NONMEM's ``$SIGMA
+    BLOCK(2)``) through a theta, their correlation (declare it ``pkmix.Theta(r, lower=-1,
+    upper=1)``): R = g' SIGMA g with g = dY/dEPS at EPS = 0 and SIGMA_12 = rho sd_1 sd_2.
     """
-    return EpsError(function=y, eps=tuple(eps), theta=tuple(theta), individual=tuple(individual))
+    corr = tuple((a, b, r) for (a, b), r in (correlations or {}).items())
+    return EpsError(function=y, eps=tuple(eps), theta=tuple(theta), individual=tuple(individual), correlations=corr)
 
 
 def additive(sd: str) -> Additive:

@@ -235,8 +235,8 @@ def _finish(path, problem, records, by_name, replace, *, advan, trans, comps, ob
     omegas = [parse_random(r) for r in by_name.get("OMEGA", [])]
     sigmas = [parse_random(r) for r in by_name.get("SIGMA", [])]
     for r, b in zip(by_name.get("SIGMA", []), sigmas):
-        if b.block:
-            r.fail("a $SIGMA BLOCK (correlated EPS) is not supported")
+        if b.block and (b.size > 2 or b.same):
+            r.fail("a $SIGMA BLOCK(n) with n > 2 or SAME is not supported (BLOCK(2): two correlated EPS)")
     if not thetas:
         raise ControlStreamError("no $THETA record")
     if not sigmas:
@@ -870,8 +870,25 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                 omega_items.append(f"        {{{entries[-1]}}},  # ETA({k + j + 1})" + (f" {c}" if c else ""))
         k += b.size
     sigma_items = []
+    correlations = []  # (eps i, eps j, the theta that is their correlation)
     k = 0
     for b in cs.sigmas:
+        if b.block:
+            # BLOCK(2): the variances as sigmas, the covariance as a correlation theta.
+            s11, s21, s22 = b.values
+            if not (s11 > 0 and s22 > 0 and s21**2 < s11 * s22):
+                raise ControlStreamError(f"$SIGMA (line {b.line}): the BLOCK(2) is not positive definite")
+            fx = ", fixed=True" if b.fixed[0] else ""
+            for j, v in ((0, s11), (1, s22)):
+                sigma_items.append(f'        "{eps_names[k + j]}": pkmix.Variance({_num(v)}{fx}),  # EPS({k + j + 1}), '
+                                   f'BLOCK(2)')
+            name = f"rho_{eps_names[k]}_{eps_names[k + 1]}"
+            correlations.append((eps_names[k], eps_names[k + 1], name))
+            theta_src += (f'\n        "{name}": pkmix.Theta({_num(round(s21 / math.sqrt(s11 * s22), 12))}, '
+                          f'lower=-1.0, upper=1.0{fx}),  # SIGMA({k + 2},{k + 1}) as a correlation: '
+                          f'SIGMA({k + 2},{k + 1}) = {name}*SQRT(SIGMA({k + 1},{k + 1})*SIGMA({k + 2},{k + 2}))')
+            k += 2
+            continue
         for j, (v, f, c) in enumerate(zip(b.values, b.fixed, b.comments)):
             if not v > 0:
                 raise ControlStreamError(f"$SIGMA (line {b.line}): SIGMA({k + j + 1}) is {v}; give a positive "
@@ -967,6 +984,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         "    observe=observe,",
         f"    error=nonmem.eps_error(y, eps={[eps_names[i - 1] for i in eps_used]!r}, "
         f"theta={[theta_names[i - 1] for i in err_thetas]!r}"
+        + (", correlations={" + ", ".join(f"({a!r}, {b!r}): {r!r}" for a, b, r in correlations) + "}"
+           if correlations else "")
         + (f", individual={[export_key[n] for n in err_individual] + [eta_key[n] for n in err_individual_etas]!r}"
            if err_individual or err_individual_etas else "") + "),",
         ")",
