@@ -33,11 +33,11 @@ STATS = {"compiles": 0}
 # the same time either way, measured on 2 cores with XLA_FLAGS set to this option).
 # Compile options are part of JAX's persistent cache key, so cached programs match.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-# ``quick`` programs: XLA's backend (LLVM) optimisation level 0. On 2 cores the
-# theophylline fit program compiles in half the CPU time and runs 2.5 times slower
-# (0.04 -> 0.09 s), the CWRES diagnostics program compiles in a third and runs as fast;
-# the 120 x 19 two-compartment fit program runs 5 times slower (0.7 -> 4 s), so callers
-# ask for it only where the run is short (benchmarks/README.md, "Cold start").
+# ``quick`` programs: XLA's backend (LLVM) optimisation level 0, for programs that run
+# once and briefly. The CWRES diagnostics program compiles in a third of the CPU time and
+# runs as fast; a fit program compiles in half the time but runs 2.5-5 times slower,
+# which every later process pays too, so fits keep full optimisation
+# (benchmarks/README.md, "Cold start").
 QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
 _cpu_options_supported = True
 

@@ -62,26 +62,7 @@ def compiled_fit(model, method, opts, settings: FitSettings, x0, base, etas0, ba
     from the exported-program cache: a second process neither traces nor compiles it."""
     static = (model, method, opts, settings.compiled())
     return _compile.compiled(fit_program, static, x0, base, etas0, batch, np.zeros((), np.int32),
-                             np.zeros((), bool), fingerprint=_compile.model_fingerprint(model),
-                             quick=quick_fit(model, batch))
-
-
-# Subject-records (subjects x padded records) up to which a closed-form model's fit
-# program is compiled quick (``_compile.QUICK_COMPILE_OPTIONS``).
-QUICK_FIT_CELLS = 1000
-
-
-def quick_fit(model, batch) -> bool:
-    """Whether the fit's program is compiled at XLA's optimisation level 0: for a
-    closed-form structure on at most ``QUICK_FIT_CELLS`` subject-records, where the
-    unoptimised program runs hundredths of a second longer and compiles in half the time
-    (theophylline, 12 x 16: run +0.05 s, compile -2 s of CPU on 2 cores). ODE solves and
-    larger data run several times slower unoptimised (120 x 20 two-compartment: 0.7 ->
-    4 s), so they get XLA's full optimisation."""
-    from .._pk.ode import ODE
-
-    n_subjects, n_records = np.shape(batch.time)
-    return not isinstance(model.structure, ODE) and n_subjects * n_records <= QUICK_FIT_CELLS
+                             np.zeros((), bool), fingerprint=_compile.model_fingerprint(model))
 
 
 # Iterations whose OFV and estimates a fit keeps (FitResult.history, the .ext file); one
