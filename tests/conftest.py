@@ -13,33 +13,54 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # A compilation cache private to this test run (JAX's persistent cache and pkmix's
 # exported programs beneath it), chosen before pkmix is imported (importing pkmix turns
 # the cache on): tests never read or write the user's ~/.cache/pkmix, and every run
-# compiles from scratch, as CI does. Subprocesses (the CLI tests) inherit it. A run
-# given PKMIX_CACHE_DIR (e.g. to reuse a warm cache while developing) keeps that one.
+# compiles from scratch, as CI does. The controlling process of a run in xdist workers
+# chooses it (its atexit removes it after the workers end), and the workers and the CLI
+# tests' subprocesses inherit it. A run given PKMIX_CACHE_DIR (e.g. to reuse a warm cache
+# while developing) keeps that one.
 if not os.environ.get("PKMIX_CACHE_DIR"):
     _RUN_CACHE = tempfile.mkdtemp(prefix="pkmix-test-cache-")
     os.environ["PKMIX_CACHE_DIR"] = _RUN_CACHE
     atexit.register(shutil.rmtree, _RUN_CACHE, ignore_errors=True)
+# Each worker uses a folder of its own beneath it: JAX writes an entry of its persistent
+# cache in place (no lock unless the cache has a size limit), so a worker could read
+# another's entry half written, and its warning is an error here.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ["PKMIX_CACHE_DIR"] != "off":
+    os.environ["PKMIX_CACHE_DIR"] = os.path.join(os.environ["PKMIX_CACHE_DIR"], os.environ["PYTEST_XDIST_WORKER"])
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import pkmix  # noqa: E402
+if TYPE_CHECKING:
+    import pkmix
 
 DATA = Path(__file__).parent / "data"
 
-assert jax.config.read("jax_enable_x64"), "importing pkmix must turn on 64-bit floats"
 
-# As in JAX's own test suites: an implicit broadcast between arrays of different ranks
-# is an error, so a shape mistake in pkmix cannot hide behind broadcasting.
-jax.config.update("jax_numpy_rank_promotion", "raise")
+def pytest_configure(config):
+    """JAX's settings for the processes that run tests. pyproject's addopts run the suite
+    in two pytest-xdist workers (each test file in one worker, so that its module fixtures
+    are built once); the controlling process only hands out files and reports, so it
+    imports neither JAX nor pkmix (a quarter of a GB it would hold for the whole run). A
+    run without workers (``-n 0``) runs its tests in this process."""
+    if getattr(config, "workerinput", None) is None and getattr(config.option, "numprocesses", None):
+        return
+    import jax
+
+    import pkmix  # noqa: F401  (importing pkmix turns on 64-bit floats)
+
+    assert jax.config.read("jax_enable_x64"), "importing pkmix must turn on 64-bit floats"
+    # As in JAX's own test suites: an implicit broadcast between arrays of different ranks
+    # is an error, so a shape mistake in pkmix cannot hide behind broadcasting.
+    jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 def _read_quietly(path):
+    import pkmix
+
     # The reference files are valid; any DatasetWarning (e.g. a subject without
     # observations) is not what these fixtures are about.
     with warnings.catch_warnings():
@@ -61,6 +82,8 @@ def pheno() -> pkmix.Dataset:
 
 def assert_close(actual, expected, *, rtol: float = 1e-6, atol: float = 1e-9, what: str = "values"):
     """``np.testing.assert_allclose`` with a message that shows the worst element."""
+    import numpy as np
+
     actual = np.asarray(actual, dtype=float)
     expected = np.asarray(expected, dtype=float)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
@@ -72,6 +95,8 @@ def oral_one_compartment(theta, omega, sigma, error) -> pkmix.Model:
     ``exp(tka + eta_ka)`` etc. (thetas ``tka``, ``tcl``, ``tv``; etas ``eta_ka``,
     ``eta_cl``, ``eta_v``), observed as central amount / V."""
     import jax.numpy as jnp
+
+    import pkmix
 
     return pkmix.Model(
         theta=theta, omega=omega, sigma=sigma,
@@ -87,9 +112,13 @@ def _release_compiled_programs():
     A module's tests share them (the same model object compiles once per module); the
     next module's models are others. Kept for the whole run they added up to 5.2 GB of
     peak memory on the default suite (2.4 GB with this); the private compilation cache on disk still
-    spares a later module XLA's compile of a program it needs again.
+    spares a later module XLA's compile of a program it needs again. The C heap then
+    hands what was freed back to the system (``_trim_heap``): without that a worker's
+    resident memory only grows, module after module, to the most it ever held.
     """
     yield
+    import jax
+
     from pkmix import _compile, batch
 
     _compile._CACHE.clear()
@@ -97,6 +126,22 @@ def _release_compiled_programs():
     batch._PROGRAMS.clear()
     jax.clear_caches()
     gc.collect()
+    _trim_heap()
+
+
+def _trim_heap():
+    """glibc's ``malloc_trim(0)``: give the free pages of the C heap back to the system
+    (nothing where the C library is another)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def vanco_patient(levels=((35.5, 14.0), (37.0, 31.0))):
