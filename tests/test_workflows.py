@@ -234,6 +234,8 @@ def test_sir_of_theophylline(theo_fit, tmp_path):
     res = pkmix.sir(theo_fit, samples=300, resamples=60, inflation=1.5, seed=0, out=tmp_path)
     assert len(res.resamples) == 60 and res.resamples.index.is_unique
     assert res.proposals["dofv"].min() > -1e-6 - 0.5  # the estimate is (close to) the optimum
+    # The batched evaluation (fit_batch, max_iter 0) at the estimate is pkmix.fit's OFV there.
+    assert res.ofv == pytest.approx(theo_fit.ofv, abs=1e-6)
     for name in res.names:
         row = res.summary.loc[name]
         assert row["pct_lower"] < row["estimate"] < row["pct_upper"], name

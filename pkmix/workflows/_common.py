@@ -166,6 +166,21 @@ def covariance_from_run(result, names) -> np.ndarray | None:
     return corr.loc[names, names].to_numpy(dtype=float) * np.outer(sd, sd)
 
 
+def fit_modes(fit) -> np.ndarray | None:
+    """[N, q] a fit's eta modes in its dataset's subject order (replicate fits start
+    from those of their subjects), or None where the fit has none of that shape (a run
+    folder without them)."""
+    etas = getattr(fit, "etas", None)
+    if etas is None:
+        return None
+    model, dataset = fit.model, fit.dataset
+    values = etas.drop(columns="ID").to_numpy(dtype=float)
+    q = model.n_eta_total(dataset.batch(model.covariates, occasion_column=model.occasion_column).n_occasions)
+    if values.shape != (dataset.n_subjects, q) or not np.all(np.isfinite(values)):
+        return None
+    return values
+
+
 def as_fit(fit):
     """A ``FitResult`` with its model and data: the object itself, or a run folder
     (``pkmix fit --out DIR``) loaded with ``pkmix.load_run``."""
@@ -242,7 +257,8 @@ COVARIANCE_KINDS = ("none", "sandwich", "r", "s")
 
 def fit_replicates(model, dataset, subjects, *, etas=None, progress=None, **fit_kw):
     """``fit_batch`` of replicates drawn from one dataset (``subjects``: [n, N] subject
-    indices, ``fit_batch``'s ``subjects``; ``etas``: [n, N, q] starting modes or None),
+    indices, ``fit_batch``'s ``subjects``; ``etas``: [n, N, q] starting modes or None;
+    ``params`` in ``fit_kw``: one set, or a list of n sets),
     each process fitting its ``process_share`` on its own devices
     (``jax.local_devices()``), the estimate tables gathered.
 
@@ -254,8 +270,11 @@ def fit_replicates(model, dataset, subjects, *, etas=None, progress=None, **fit_
     Returns:
         (estimates DataFrame, the ``BatchFitResult`` of this process's share).
     """
+    from collections.abc import Mapping
+
     import jax
 
+    from .._model.parameters import ParameterValues
     from ..batch import fit_batch
 
     subjects = np.asarray(subjects)
@@ -263,6 +282,9 @@ def fit_replicates(model, dataset, subjects, *, etas=None, progress=None, **fit_
     share = process_share(n)
     kw = dict(fit_kw, subjects=subjects[share], etas=None if etas is None else np.asarray(etas)[share],
               progress=progress)
+    params = fit_kw.get("params")
+    if params is not None and not isinstance(params, (ParameterValues, Mapping)):  # one set a replicate
+        kw["params"] = [params[i] for i in share]
     if jax.process_count() == 1:
         res = fit_batch(model, dataset, **kw)
         return res.estimates, res

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import (acceleration as acceleration_of, as_fit, bca_interval, estimate_vector, fit_replicates,
+from ._common import (acceleration as acceleration_of, as_fit, bca_interval, estimate_vector, fit_modes,
+                      fit_replicates,
                       jackknife_acceleration, percentile_interval, regression_influence, table_records, write_json)
 
 
@@ -137,20 +138,6 @@ def replicate_frame(dataset, subjects: np.ndarray, reps=None) -> pd.DataFrame:
     return out
 
 
-def _original_modes(fit, model, dataset):
-    """[N, q] the fit's eta modes in the dataset's subject order (each replicate's fit
-    starts from those of the subjects it drew), or None where the fit has none of that
-    shape (a run folder without them)."""
-    etas = getattr(fit, "etas", None)
-    if etas is None:
-        return None
-    values = etas.drop(columns="ID").to_numpy(dtype=float)
-    q = model.n_eta_total(dataset.batch(model.covariates, occasion_column=model.occasion_column).n_occasions)
-    if values.shape != (dataset.n_subjects, q) or not np.all(np.isfinite(values)):
-        return None
-    return values
-
-
 def bootstrap(fit, n: int = 1000, stratify: str | None = None, seed: int = 0, *, level: float = 0.95,
               acceleration: str | None = "jackknife", converged_only: bool = True, method: str | None = None,
               max_iter: int = 500, covariance: str = "none", chunk_size: int | None = None,
@@ -198,7 +185,7 @@ def bootstrap(fit, n: int = 1000, stratify: str | None = None, seed: int = 0, *,
     method = fit.method if method is None else method
     kw = dict(method=method, params=fit.values, max_iter=max_iter, chunk_size=chunk_size, vmap_width=vmap_width)
     draws = resample_subjects(dataset, n, seed, stratify)
-    modes = _original_modes(fit, model, dataset)
+    modes = fit_modes(fit)
     t_resample = time.perf_counter() - t0
     t1 = time.perf_counter()
     est, res = fit_replicates(model, dataset, draws, etas=None if modes is None else modes[draws],

@@ -6,7 +6,9 @@
    ``inflation`` (user's scale: thetas, OMEGA elements, sigmas).
 2. The OFV of every proposal, in one compiled program: the fit engine's own program
    (``engine.fit_program`` stopped after its first evaluation, as ``pkmix.evaluate``
-   runs it: eta modes solved, no estimation) mapped over the proposals. A proposal
+   runs it: eta modes solved, no estimation), through ``fit_batch`` with
+   ``max_iter=0``, one replicate a proposal started from it (the bootstrap's program
+   when the chunk shapes agree). A proposal
    outside the parameter space (a theta beyond a bound, OMEGA not positive definite)
    gets no OFV and weight 0.
 3. Importance ratio IR = exp(-dOFV / 2) / proposal density (dOFV = OFV - OFV at the
@@ -23,13 +25,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._common import (as_fit, covariance_from_run, estimate_vector, gather_rows, percentile_interval,
-                      process_share, table_records, valid_values, values_from_vector, write_json)
+from ._common import (as_fit, covariance_from_run, estimate_vector, fit_modes, fit_replicates, percentile_interval,
+                      table_records, valid_values, values_from_vector, write_json)
 
 
 @dataclass
@@ -86,64 +86,29 @@ class SIRResult:
 
 
 # ------------------------------------------------------------------ the batched objective
-def _ofv_chunk(model, method, opts, settings, width, X, base, etas0, batch):
-    """The OFV at each row of X (unconstrained scale): the fit program with no
-    iterations and no covariance step, mapped over rows ``width`` at a time."""
-    from .._estimation.engine import fit_program
-
-    def one(x):
-        out = fit_program(model, method, opts, settings, x, base, etas0, batch, jnp.zeros((), jnp.int32),
-                          jnp.zeros((), bool))
-        return jnp.sum(out.ofvs)
-
-    return jax.lax.map(one, X, batch_size=width if width > 1 else None)
-
-
 def ofv_at(fit, vectors, names, *, chunk_size: int = 256, vmap_width: int | None = None) -> np.ndarray:
     """The OFV of ``fit``'s model and data at each row of ``vectors`` (user's scale,
     columns ``names``; the other parameters at the fit's values), NaN where a row is
-    outside the parameter space. One program per model, data and chunk shape, compiled
-    once; rows are evaluated ``chunk_size`` at a time (the last chunk padded)."""
-    from .. import _compile
-    from .._estimation.engine import transform_for
-    from .._estimation.fit import likelihood_options
-    from .._estimation.methods import get_method
-    from .._estimation.settings import FitSettings
-    from .._predict import bind
-
-    model = fit.model
-    method = get_method(fit.method)
-    _, batch = bind(model, fit.dataset)
-    opts = likelihood_options(method, batch, "nonmem")
-    transform = transform_for(model)
-    base = fit.values
+    outside the parameter space: ``fit_batch`` with no iterations and no covariance step
+    (``pkmix.evaluate``'s use of the fit program), one replicate a row, each the whole
+    dataset by subject index, started from the row's values and the fit's eta modes.
+    With ``jax.distributed`` each process evaluates its share of the rows
+    (``fit_replicates``)."""
+    model, base, dataset = fit.model, fit.values, fit.dataset
     vectors = np.atleast_2d(np.asarray(vectors, dtype=float))
-    x0 = np.asarray(transform.to_vector(base, base))
-    X = np.tile(x0, (len(vectors), 1))
-    valid = np.zeros(len(vectors), bool)
+    sets, valid = [], np.zeros(len(vectors), bool)
     for i, v in enumerate(vectors):
         values = values_from_vector(model, base, names, v)
-        if valid_values(model, values) is None:
-            X[i] = np.asarray(transform.to_vector(values, base))
-            valid[i] = True
-    etas0 = np.asarray(fit.etas.drop(columns="ID").to_numpy(dtype=float))
-    if etas0.shape != (int(batch.time.shape[0]), model.n_eta_total(batch.n_occasions)):
-        etas0 = np.zeros((int(batch.time.shape[0]), model.n_eta_total(batch.n_occasions)))
-    width = int(vmap_width) if vmap_width else (1 if jax.default_backend() == "cpu" else chunk_size)
-    chunk = min(int(chunk_size), len(X))
-    static = (model, method, opts, FitSettings().compiled(), width)
-    # With jax.distributed each process evaluates its share of the rows; the OFVs are gathered.
-    share = process_share(len(X))
-    mine = X[share]
-    local = np.empty(len(mine))
-    for start in range(0, len(mine), chunk):
-        part = mine[start:start + chunk]
-        real = len(part)
-        if real < chunk:
-            part = np.concatenate([part, np.tile(x0, (chunk - real, 1))])
-        executable, _ = _compile.compiled(_ofv_chunk, static, part, base, etas0, batch)
-        local[start:start + real] = np.asarray(executable(part, base, etas0, batch))[:real]
-    out = gather_rows(local, len(X))
+        valid[i] = valid_values(model, values) is None
+        sets.append(values if valid[i] else base)  # (evaluated at the estimate, then dropped)
+    n = len(vectors)
+    subjects = np.tile(np.arange(dataset.n_subjects), (n, 1))
+    modes = fit_modes(fit)
+    etas = None if modes is None else np.broadcast_to(modes, (n,) + modes.shape)
+    est, _ = fit_replicates(model, dataset, subjects, etas=etas, params=sets, method=fit.method, max_iter=0,
+                            covariance="none", chunk_size=min(int(chunk_size), n), vmap_width=vmap_width,
+                            progress=False)
+    out = np.array(est["ofv"], dtype=float)
     out[~valid] = np.nan
     return out
 
