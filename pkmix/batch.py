@@ -489,11 +489,6 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     model.check_estimable()  # an estimated theta that nothing reads: refused, named (as by pkmix.fit)
     t_start = time.perf_counter()
     method = get_method(method)
-    from ._estimation.methods.saem import SAEM
-
-    if isinstance(method, SAEM):
-        raise ValueError("fit_batch runs the gradient-based fit loop (fo, foce, focei, laplace, agq, imp); SAEM has "
-                         "an EM loop of its own and is not batched: fit replicates with pkmix.fit(method='saem')")
     stack = _stack(model, datasets) if subjects is None else _stack_subjects(model, datasets, subjects)
     opts = _likelihood_options(method, stack, covariate_rule)
     transform = transform_for(model)
@@ -502,7 +497,7 @@ def fit_batch(model, datasets, method: str = "focei", *, params=None, max_iter: 
     R = stack.n
     base, x0, starts = _starts(model, transform, params, R)
     n_eta = model.n_eta_total(stack.shared.n_occasions)
-    method.check_etas(n_eta)  # as pkmix.fit: AGQ takes at most 3 etas a subject
+    method.check_etas(n_eta)  # as pkmix.evaluate: AGQ takes at most 3 etas a subject; SAEM is refused
     method.check_model(model)
     n_subj = int(stack.varying[SUBJECTS].shape[1] if SUBJECTS in stack.varying else stack.shared.time.shape[0])
     etas0 = _etas(etas, R, n_subj, n_eta)

@@ -93,7 +93,7 @@ def test_input_errors(model, reps):
         fit_batch(model, [a, b])
     with pytest.raises(ValueError, match="covariance"):
         fit_batch(model, reps, covariance="r")
-    with pytest.raises(ValueError, match="SAEM .* not batched"):
+    with pytest.raises(ValueError, match="fit_batch does not run it"):
         fit_batch(model, reps, method="saem")
     with pytest.raises(pkmix.ModelError, match="covariate"):
         needs_wt = pkmix.Model(theta={"tcl": 1.0, "tv": 3.0}, omega={"eta_cl": 0.1}, sigma={"s": 0.1},
