@@ -57,27 +57,49 @@ from ._estimation.methods import SAEM as SAEM  # noqa: E402
 from ._estimation.fit import fit as fit  # noqa: E402
 from ._results import FitResult as FitResult  # noqa: E402
 
-from . import plots as plots  # noqa: E402  (matplotlib is imported only when a plot is made)
-from ._arviz import to_inference_data as to_inference_data  # noqa: E402
-from .report import load_run as load_run  # noqa: E402
-from .report import write_report as write_report  # noqa: E402
-from .batch import fit_batch as fit_batch  # noqa: E402
-from ._simulate import simulate as simulate  # noqa: E402
-from ._simulate import vpc as vpc  # noqa: E402
-from ._simulate import vpc_proportions as vpc_proportions  # noqa: E402
-from ._simulate import km_vpc as km_vpc  # noqa: E402
-from ._simulate import ProportionVPCResult as ProportionVPCResult  # noqa: E402
-from ._simulate import KMVPCResult as KMVPCResult  # noqa: E402
-from ._simulate import TrialDesign as TrialDesign  # noqa: E402
-from ._simulate import Arm as Arm  # noqa: E402
-from ._simulate import Dose as Dose  # noqa: E402
-from ._simulate import VPCResult as VPCResult  # noqa: E402
-from .batch import BatchFitResult as BatchFitResult  # noqa: E402
-from .batch import likelihood_ratio_test as likelihood_ratio_test  # noqa: E402
-from .workflows import bootstrap as bootstrap  # noqa: E402
-from .workflows import sir as sir  # noqa: E402
-from .workflows import sse as sse  # noqa: E402
-from ._simulate import Normal as Normal  # noqa: E402
-from ._simulate import LogNormal as LogNormal  # noqa: E402
-from ._simulate import Uniform as Uniform  # noqa: E402
-from ._simulate import Categorical as Categorical  # noqa: E402
+# Imported when first used (PEP 562): a fit does not need simulation, batch fits,
+# workflows, reports or plots, and a new process starts faster without them.
+_LAZY = {
+    "plots": (".plots", None),
+    "to_inference_data": ("._arviz", "to_inference_data"),
+    "load_run": (".report", "load_run"),
+    "write_report": (".report", "write_report"),
+    "fit_batch": (".batch", "fit_batch"),
+    "simulate": ("._simulate", "simulate"),
+    "vpc": ("._simulate", "vpc"),
+    "vpc_proportions": ("._simulate", "vpc_proportions"),
+    "km_vpc": ("._simulate", "km_vpc"),
+    "ProportionVPCResult": ("._simulate", "ProportionVPCResult"),
+    "KMVPCResult": ("._simulate", "KMVPCResult"),
+    "TrialDesign": ("._simulate", "TrialDesign"),
+    "Arm": ("._simulate", "Arm"),
+    "Dose": ("._simulate", "Dose"),
+    "VPCResult": ("._simulate", "VPCResult"),
+    "BatchFitResult": (".batch", "BatchFitResult"),
+    "likelihood_ratio_test": (".batch", "likelihood_ratio_test"),
+    "bootstrap": (".workflows", "bootstrap"),
+    "sir": (".workflows", "sir"),
+    "sse": (".workflows", "sse"),
+    "Normal": ("._simulate", "Normal"),
+    "LogNormal": ("._simulate", "LogNormal"),
+    "Uniform": ("._simulate", "Uniform"),
+    "Categorical": ("._simulate", "Categorical"),
+}
+
+
+def __getattr__(name):
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'pkmix' has no attribute {name!r}") from None
+    import importlib
+
+    value = importlib.import_module(module_name, __name__)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
