@@ -61,6 +61,9 @@ from ._results import FitResult as FitResult  # noqa: E402
 # workflows, reports or plots, and a new process starts faster without them.
 _LAZY = {
     "plots": (".plots", None),
+    "report": (".report", None),
+    "batch": (".batch", None),
+    "workflows": (".workflows", None),
     "to_inference_data": ("._arviz", "to_inference_data"),
     "load_run": (".report", "load_run"),
     "write_report": (".report", "write_report"),
