@@ -67,7 +67,8 @@ class Model:
             name (empty without a structure), ``p`` the individual parameters, thetas,
             covariates and the record's time ``p.TIME``.
         error: ``pkmix.additive``, ``proportional``, ``combined``, ``log_additive``, or
-            ``pkmix.nonmem.eps_error`` (NONMEM's ``Y = F + W*EPS(1)``, may read thetas);
+            ``pkmix.eps_error`` (NONMEM's ``Y = F + W*EPS(1)``; may read thetas and individual
+            parameters, and correlate EPS);
             or a per-record likelihood for non-Gaussian data (``pkmix.bernoulli``,
             ``binomial``, ``poisson``, ``negative_binomial``, ``ordinal``, ``loglik``), or
             ``pkmix.endpoints({dvid: ...})`` for several endpoints (docs/nongaussian.md).

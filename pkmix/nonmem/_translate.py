@@ -786,9 +786,10 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     y_text = " ".join(ln.code.strip() for ln in rec_err.lines if ln.number == y_line)
     if pred:
         y_text = f"$PRED's Y (line {y_line}) with F its value at EPS = 0"
+    reads_ip = ", individual parameters" if err_individual or err_individual_etas else ""
     err_src = "\n".join([
         "def y(f, p, eps):",
-        f'    """{y_text.strip()} as a function of the prediction f, THETAs and EPS."""',
+        f'    """{y_text.strip()} as a function of the prediction f, THETAs{reads_ip} and EPS."""',
         f"    return {py(y_err, y_leaf)}",
     ])
 
