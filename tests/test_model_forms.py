@@ -194,3 +194,49 @@ def test_sigma_block_import_matches_the_variance_written_out(pheno_sigma_block, 
     assert np.isfinite(want)
     assert _evaluate(pheno_sigma_block.model, pheno_sigma_block.load_data(), method).ofv == pytest.approx(
         want, abs=1e-8)
+
+
+# ------------------------------------------------------- $OMEGA BLOCK(2) SAME (IOV blocks)
+
+
+def _iov_stream(tmp_path, name, omega, picks=None):
+    """theo_iov_block.ctl with its IOV $OMEGA records replaced (and its $PK picks, ``{old:
+    new}``), beside a copy of its data."""
+    text = (HERE / "theo_iov_block.ctl").read_text()
+    block = "$OMEGA BLOCK(2) 0.02 0.005 0.01 ; IOV CL, V\n$OMEGA BLOCK(2) SAME\n"
+    assert block in text
+    text = text.replace(block, omega)
+    for old, new in (picks or {}).items():
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "theo_occ.csv").write_text((HERE / "theo_occ.csv").read_text())
+    path = tmp_path / name
+    path.write_text(text)
+    return nonmem.load(path)
+
+
+@pytest.mark.parametrize("method", ["focei", "fo"])
+def test_iov_block_without_covariance_is_two_iov_etas(tmp_path, method):
+    """A BLOCK(2) SAME is read as OMEGA = L L' (L lower triangular, thetas) over independent
+    IOV etas of variance 1: with a zero covariance it is the same model as two BLOCK(1) SAME
+    groups (pkmix.IOV with the variances 0.02 and 0.01; CL's etas 4 and 5, V's 6 and 7)."""
+    block = _iov_stream(tmp_path, "block.ctl", "$OMEGA BLOCK(2) 0.02 0 0.01\n$OMEGA BLOCK(2) SAME\n")
+    diagonal = _iov_stream(
+        tmp_path, "diagonal.ctl",
+        "$OMEGA BLOCK(1) 0.02\n$OMEGA BLOCK(1) SAME\n$OMEGA BLOCK(1) 0.01\n$OMEGA BLOCK(1) SAME\n",
+        {"IOVV = ETA(5)": "IOVV = ETA(X)", "IOVCL = ETA(6)": "IOVCL = ETA(5)", "IOVV = ETA(X)": "IOVV = ETA(6)"})
+    assert block.model.iov_names == ("kappa_cl", "kappa_v")
+    values = block.model.initial_values().theta
+    chol = {n: float(values[block.model.theta_names.index(n)]) for n in ("l_kappa_cl", "l_kappa_cl_2", "l_kappa_v")}
+    assert chol == pytest.approx({"l_kappa_cl": np.sqrt(0.02), "l_kappa_cl_2": 0.0, "l_kappa_v": np.sqrt(0.01)})
+    want = _evaluate(diagonal.model, diagonal.load_data(), method).ofv
+    assert _evaluate(block.model, block.load_data(), method).ofv == pytest.approx(want, abs=1e-8)
+
+
+def test_iov_block_cholesky_factor():
+    """OMEGA = L L' for the BLOCK(2) 0.02 0.005 0.01: l11 = sqrt(0.02), l21 = 0.005/l11,
+    l22 = sqrt(0.01 - l21^2)."""
+    model = nonmem.load(HERE / "theo_iov_block.ctl").model
+    theta = dict(zip(model.theta_names, np.asarray(model.initial_values().theta)))
+    lower = np.array([[theta["l_kappa_cl"], 0.0], [theta["l_kappa_cl_2"], theta["l_kappa_v"]]])
+    np.testing.assert_allclose(lower @ lower.T, [[0.02, 0.005], [0.005, 0.01]], rtol=1e-10)

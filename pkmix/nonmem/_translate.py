@@ -612,7 +612,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
                 _fail_at(rec_pk, s.line, "EPS in $PK is not supported")
             if leaf[0] == "a":
                 _fail_at(rec_pk, s.line, "A(n) in $PK is not supported")
-            if leaf in pk_defined or leaf[1].startswith("_C") or leaf[1].startswith("__IOV_"):
+            if leaf in pk_defined or leaf[1].startswith(("_C", "__IOV_", "__CHOL_")):
                 continue
             name = leaf[1]
             item = data_item(name)
@@ -708,6 +708,8 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     def pk_leaf(e):
         if e[0] == "var" and e[1].startswith("__IOV_"):
             return f"p.{e[1][6:]}"
+        if e[0] == "var" and e[1].startswith("__CHOL_"):
+            return f"p.{e[1][7:]}"
         if e[0] == "var":
             if e in pk_defined_now:
                 return local[e[1]]
@@ -844,6 +846,12 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         return f'        "{theta_names[i]}": {text},{note}'
 
     theta_src = "\n".join(theta_decl(i, t) for i, t in enumerate(cs.thetas))
+    for g in iov:
+        for name, value, fixed in g.get("cholesky", ()):
+            bound = "" if name.endswith("_2") else ", lower=0.0"
+            theta_src += (f'\n        "{name}": pkmix.Theta({_num(round(value, 12))}{bound}'
+                          f'{", fixed=True" if fixed else ""}),  # Cholesky factor of the IOV BLOCK(2) '
+                          f'(OMEGA = L L\')')
     omega_items = []
     k = 0
     iov_etas = {n for g in iov for n in g["etas"]}
@@ -939,7 +947,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
               "Names: " + ", ".join(f"THETA({i + 1}) -> {n}" for i, n in enumerate(theta_names))
               + "; " + ", ".join([f"ETA({i + 1}) -> {n}" for i, n in enumerate(eta_names)
                                   if i + 1 not in iov_etas and i + 1 not in zero_etas]
-                                 + [f"ETA({g['etas'][0]})-ETA({g['etas'][-1]}) -> {g['name']} (IOV)" for g in iov])
+                                 + [f"{_eta_list(g['etas'])} -> {g['name']} (IOV)" for g in iov])
               + "; " + ", ".join(f"EPS({i + 1}) -> {n}" for i, n in enumerate(eps_names)) + ".",
               '"""', ""]
     src = "\n".join(header) + "\n".join([
@@ -977,7 +985,7 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
         *([f"    iov=pkmix.IOV(occasion={iov[0]['column']!r}"
             + "".join(f", {g['name']}={_num(g['variance'])}" for g in iov)
             + (", fixed=True" if iov[0]["fixed"] else "") + "),  # "
-            + "; ".join(f"ETA({g['etas'][0]})-ETA({g['etas'][-1]}) by {g['column']} = 1..{len(g['etas'])}"
+            + "; ".join(f"{_eta_list(g['etas'])} by {g['column']} = 1..{len(g['etas'])}"
                         for g in iov)] if iov else []),
         f"    covariates={covariates!r},",
         "    individual=individual,",
@@ -1015,6 +1023,13 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
     return Translation(src, method, covariance, data_columns, covariates, names)
 
 
+def _eta_list(etas):
+    """ETA(4)-ETA(6) for consecutive etas, else ETA(4), ETA(6)."""
+    if etas == list(range(etas[0], etas[-1] + 1)):
+        return f"ETA({etas[0]})-ETA({etas[-1]})"
+    return ", ".join(f"ETA({n})" for n in etas)
+
+
 def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
     """Inter-occasion variability: ``$OMEGA BLOCK(1) v`` followed by ``BLOCK(1) SAME``
     records is one variance shared by n etas, and the $PK variable that picks the
@@ -1026,20 +1041,39 @@ def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
         if b.same:
             if not groups or groups[-1]["end"] != k or groups[-1]["size"] != b.size:
                 r.fail("SAME must follow a BLOCK(n) of the same size")
-            if b.size != 1:
-                r.fail("BLOCK(n) SAME with n > 1 (correlated inter-occasion etas) is not supported")
+            if b.size > 2:
+                r.fail("BLOCK(n) SAME with n > 2 (correlated inter-occasion etas) is not supported")
             groups[-1]["etas"].append(k + 1)
-            groups[-1]["end"] = k + 1
+            groups[-1]["end"] = k + b.size
         else:
             groups.append({"etas": [k + 1], "end": k + b.size, "size": b.size if b.block else None,
-                           "variance": b.values[0], "fixed": bool(b.fixed[0]), "record": r})
+                           "variance": b.values[0], "fixed": bool(b.fixed[0]), "record": r, "values": b.values})
         k += b.size
     groups = [g for g in groups if len(g["etas"]) > 1]
+    # A BLOCK(2) SAME group (two correlated etas per occasion, OMEGA = L L') becomes two
+    # groups of independent etas u_1, u_2 of variance 1 FIX, read as L u: the first
+    # occasion eta is l11 u_1, the second l21 u_1 + l22 u_2, with l11, l21, l22 thetas.
+    expanded = []
+    for g in groups:
+        if g["size"] != 2:
+            expanded.append(g)
+            continue
+        s11, s21, s22 = g["values"]
+        if not (s11 > 0 and s22 > 0 and s21**2 < s11 * s22):
+            g["record"].fail("the BLOCK(2) is not positive definite")
+        l11 = math.sqrt(s11)
+        l21 = s21 / l11
+        l22 = math.sqrt(s22 - l21**2)
+        for j in (0, 1):
+            expanded.append(dict(g, etas=[n + j for n in g["etas"]], variance=1.0, fixed=True,
+                                 block=(j, l11, l21, l22, bool(g["fixed"]))))
+    groups = expanded
     if not groups:
         return pk_code, []
     code = list(pk_code)
     out = []
     taken = set()
+    first = None  # the first eta's IOV name of the BLOCK(2) SAME group being read
     for g in groups:
         etas = set(g["etas"])
         carriers = []
@@ -1053,7 +1087,8 @@ def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
         value = C.inline(code[:last + 1], target)
         items = {v[1] for v in C.symbols(value) if not v[1].startswith("_C")}
         if len(items) != 1 or data_item(next(iter(items))) is None:
-            g["record"].fail(f"the etas {', '.join(f'ETA({n})' for n in g['etas'])} (BLOCK(1) SAME) must be picked "
+            g["record"].fail(f"the etas {', '.join(f'ETA({n})' for n in g['etas'])} (BLOCK({g['size'] or 1}) SAME) "
+                             f"must be picked "
                              f"by an occasion column in $PK, e.g. IF (OCC.EQ.1) IOV=ETA({g['etas'][0]})")
         column = next(iter(items))
         sentinel = {n: 1000.0 + j for j, n in enumerate(g["etas"])}
@@ -1070,6 +1105,19 @@ def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
         name = _pyname("kappa_" + (users[0] if users else target[1]).lower(), taken)
         taken.add(name)
         leaf = ("var", "__IOV_" + name)
+        if g.get("block"):
+            j, l11, l21, l22, fixed = g["block"]
+            if j == 0:
+                first = name
+                chol = [(f"l_{name}", l11, fixed), (f"l_{name}_2", l21, fixed)]
+                leaf = ("*", ("var", "__CHOL_" + chol[0][0]), leaf)
+            else:
+                if first is None:
+                    g["record"].fail("the first eta of the BLOCK(2) SAME is not used in $PK")
+                chol = [(f"l_{name}", l22, fixed)]
+                leaf = ("+", ("*", ("var", f"__CHOL_l_{first}_2"), ("var", "__IOV_" + first)),
+                        ("*", ("var", "__CHOL_" + chol[0][0]), leaf))
+            g = dict(g, cholesky=chol)
         code = [C.Flat(s.target, C.substitute(s.value, {target: leaf}), s.line) for s in code]
         out.append(dict(g, column=data_item(column), name=name))
     # what the carriers needed (indicators) is dead now
