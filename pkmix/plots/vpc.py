@@ -30,6 +30,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from .._simulate import _bin_edges, time_bins
 from ._common import OBS_COLOR, REF_COLOR, new_figure
 
 _BAND_COLORS = {"outer": "#4a90d9", "median": "#e06666"}
@@ -38,78 +39,6 @@ _LINE_COLORS = {"outer": "#1f4e79", "median": "#a61c00"}
 
 def _pname(q: float) -> str:
     return f"p{q:g}"
-
-
-# --------------------------------------------------------------------------- binning
-def time_bins(times, n_bins: int = 10, *, min_obs: int = 5) -> np.ndarray:
-    """Bin edges for observation times: the split of the distinct times into ``n_bins``
-    groups with the least within-group sum of squares of log(time + c) (1-D k-means
-    solved exactly by dynamic programming, as in Jenks' natural breaks), so the clusters of a sampling
-    design (0.25, 0.5, 1, 2 h ...) each get their own bin. Then each bin with fewer than
-    ``min_obs`` observations is merged into its smaller neighbour.
-
-    Returns:
-        Increasing edges; edge k lies halfway between the last time of group k and the
-        first of group k + 1, the first and last edges are the extreme times.
-    """
-    t = np.asarray(times, dtype=float)
-    t = t[np.isfinite(t)]
-    if t.size == 0:
-        raise ValueError("time_bins: no finite times")
-    values, counts = np.unique(t, return_counts=True)
-    n = values.size
-    k = max(1, min(int(n_bins), n))
-    if n > 3000:  # the exact split is O(k n^2); quantile edges serve for large irregular data
-        edges = np.unique(np.quantile(t, np.linspace(0.0, 1.0, k + 1)))
-        return edges
-    w = counts.astype(float)
-    # Cluster on log(time + c): PK designs sample densely early and sparsely late, and on
-    # the raw scale the spread of the late samples (24 h +- 1 h) would outweigh the gaps
-    # between the early ones (0.25 h vs 0.5 h). c, a tenth of the median time since the
-    # first, keeps time 0 and the first samples apart without stretching them.
-    shifted = values - values[0]
-    c = 0.1 * float(np.median(np.repeat(shifted, counts)))
-    c = c if c > 0 else 0.1 * max(float(shifted[-1]), 1e-12)
-    u = np.log(shifted + c)
-    cw = np.concatenate([[0.0], np.cumsum(w)])
-    cx = np.concatenate([[0.0], np.cumsum(w * u)])
-    cxx = np.concatenate([[0.0], np.cumsum(w * u**2)])
-
-    def sse(i, j):  # groups values[i:j] (arrays of i for one j)
-        ww = cw[j] - cw[i]
-        sx = cx[j] - cx[i]
-        return (cxx[j] - cxx[i]) - np.where(ww > 0, sx * sx / np.where(ww > 0, ww, 1.0), 0.0)
-
-    inf = np.inf
-    cost = np.full((k + 1, n + 1), inf)
-    arg = np.zeros((k + 1, n + 1), dtype=int)
-    cost[0, 0] = 0.0
-    for m in range(1, k + 1):
-        for j in range(m, n + 1):
-            i = np.arange(m - 1, j)
-            c = cost[m - 1, i] + sse(i, j)
-            best = int(np.argmin(c))
-            cost[m, j] = c[best]
-            arg[m, j] = i[best]
-    cuts = []
-    j = n
-    for m in range(k, 0, -1):
-        i = arg[m, j]
-        cuts.append(i)
-        j = i
-    starts = sorted(cuts)[1:]  # first index of groups 2..k
-    # A bin of a handful of observations has no meaningful 5th or 95th percentile: merge
-    # each bin under ``min_obs`` into its smaller neighbour.
-    bounds = [0, *starts, n]
-    sizes = [int(w[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
-    while len(sizes) > 1 and min(sizes) < min_obs:
-        i = int(np.argmin(sizes))
-        j = i - 1 if i == len(sizes) - 1 or (i > 0 and sizes[i - 1] <= sizes[i + 1]) else i + 1
-        lo = min(i, j)
-        sizes[lo:lo + 2] = [sizes[lo] + sizes[lo + 1]]
-        del bounds[lo + 1]
-    inner = [(values[s - 1] + values[s]) / 2.0 for s in bounds[1:-1]]
-    return np.array([values[0], *inner, values[-1]])
 
 
 # --------------------------------------------------------------------------- summary
@@ -140,7 +69,7 @@ def vpc_summary(time, dv, simulated, *, bins=10, percentiles=(5, 50, 95), ci: fl
     if sim.ndim != 2 or sim.shape[1] != time.size or dv.size != time.size:
         raise ValueError(f"vpc_summary: simulated must be [n_sim, n_obs] with n_obs = {time.size}; got "
                          f"{sim.shape} (dv has {dv.size})")
-    edges = time_bins(time, bins) if np.isscalar(bins) else np.asarray(bins, dtype=float)
+    edges = _bin_edges(time, bins)
     has_lloq = lloq is not None and np.any(np.isfinite(np.broadcast_to(np.asarray(lloq, float), time.shape)))
     limit = np.broadcast_to(np.asarray(lloq if has_lloq else -np.inf, dtype=float), time.shape)
     limit = np.where(np.isfinite(limit), limit, -np.inf)
@@ -181,7 +110,7 @@ def vpc_from_result(result, *, n_sim: int = 200, bins=10, percentiles=(5, 50, 95
         raise ValueError("a VPC needs the model, the dataset and the estimates (result.model/.dataset/.values)")
     frame = dataset.frame
     times = frame.loc[((frame["EVID"] == 0) & (frame["MDV"] == 0)).to_numpy(), "TIME"].to_numpy(dtype=float)
-    edges = time_bins(times, bins) if np.isscalar(bins) else np.asarray(bins, dtype=float)
+    edges = _bin_edges(times, bins)
     v = vpc(model, dataset, values, n=n_sim, bins=edges, pi=tuple(q / 100.0 for q in percentiles), ci=ci, seed=seed)
     ((_, layout),) = vpc_layouts(v)
     return layout
