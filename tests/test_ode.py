@@ -84,14 +84,22 @@ def test_michaelis_menten_steady_state_matches_repeated_dosing():
     # SS=1 for a nonlinear system (Newton on the dosing cycle) against 150 real doses;
     # the bolus regimen and an infusion regimen, observed through one interval. (Near
     # saturation the approach to steady state is slow: 60 doses are 1e-5 short.)
+    # The four profiles are four subjects of one dataset: one compiled prediction instead
+    # of one per shape and steady-state flag (subjects of a batch are independent:
+    # test_subjects_are_independent_in_a_batch).
     tau = 12.0
     obs = np.array([0.0, 0.5, 2.0, 6.0, 11.5])
-    model = mm_model()
-    for dose in (dict(AMT=100.0), dict(AMT=100.0, RATE=50.0)):
-        _, ss = observed(model, frame_of([dict(TIME=0.0, SS=1, II=tau, **dose)], obs))
-        start = 149 * tau
-        regimen = [dict(TIME=k * tau, **dose) for k in range(150)]
-        _, brute = observed(model, frame_of(regimen, obs + start))
+    start = 149 * tau
+    doses = (dict(AMT=100.0), dict(AMT=100.0, RATE=50.0))
+    frames = []
+    for i, dose in enumerate(doses):
+        frames.append(frame_of([dict(TIME=0.0, SS=1, II=tau, **dose)], obs).assign(ID=2 * i + 1))
+        frames.append(frame_of([dict(TIME=k * tau, **dose) for k in range(150)], obs + start).assign(ID=2 * i + 2))
+    out = pkmix.predict(mm_model(), pd.concat(frames, ignore_index=True).fillna(0.0))
+    pred = out[out["EVID"] == 0]
+    for i, dose in enumerate(doses):
+        ss = pred.loc[pred["ID"] == 2 * i + 1, "PRED"].to_numpy()
+        brute = pred.loc[pred["ID"] == 2 * i + 2, "PRED"].to_numpy()
         assert np.isfinite(ss).all()
         assert_close(ss, brute, rtol=1e-7, atol=1e-9, what=f"MM steady state {dose}")
         if "RATE" not in dose:
