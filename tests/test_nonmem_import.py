@@ -267,3 +267,10 @@ def test_cli_refuses_unsupported_streams(tmp_path, capsys):
     assert "$MIX (line 31)" in err and "not supported" in err and "Traceback" not in err
     assert main(["evaluate", str(bad)]) == 2
     assert "$MIX (line 31)" in capsys.readouterr().err
+
+
+def test_pharmpy_advan5_stream_is_refused_with_its_record_and_line():
+    """Pharmpy's pheno_advan5_depot.mod (ADVAN5, the general linear model, with $MODEL and K12/K20/K23/K32): pkmix
+    has no ADVAN5 and refuses the stream, naming the record and its line, rather than import another model."""
+    with pytest.raises(nonmem.ControlStreamError, match=r"\$SUBROUTINE \(line 4\): ADVAN5 is not supported"):
+        nonmem.load(HERE / "pheno_advan5_depot.mod")
