@@ -167,6 +167,7 @@ def answer_objects(request: DoseRequest, info: ModelInfo):
     t_start = time.perf_counter()
     patient = load_patient(request.patient)
     findings = check_dates(patient)
+    _resolve_target(info, request.target)
     fit = map_estimate(info, patient, covariate_rule=request.covariate_rule,
                        curve_points=None if request.curve else 0)
     findings += _check_fit(fit)
@@ -194,6 +195,18 @@ def answer_objects(request: DoseRequest, info: ModelInfo):
     out = to_json_safe(out)
     out["audit_id"] = _audit(request, info, out, "dose")
     return out, fit, rec
+
+
+def _resolve_target(info, text):
+    """The request's target (or the model's default when none is given) as a ``Target``;
+    RequestError (field ``target``) when it does not parse or the model lists no default.
+    Resolved before the MAP fit, so a request without a usable target costs no fit."""
+    from .targets import Target, default_target
+
+    try:
+        return default_target(info) if text is None else Target.parse(text)
+    except ValueError as e:
+        raise RequestError("target", str(e)) from None
 
 
 def _check_fit(fit):
@@ -496,7 +509,7 @@ def _parse_question(data, question: str) -> dict:
     return out
 
 
-def _question(question: str, data, info, compute):
+def _question(question: str, data, info, compute, *, resolve_target: bool = False):
     """Parse, fit, check plausibility, answer, audit: the frame every question shares."""
     from .map import map_estimate
     from .patient import load_patient
@@ -506,10 +519,11 @@ def _question(question: str, data, info, compute):
     info = info if info is not None else library_model_info(values["model"])
     patient = load_patient(values["patient"])
     findings = check_dates(patient)
+    target = _resolve_target(info, values["target"]) if resolve_target else None
     fit = map_estimate(info, patient, covariate_rule=values["covariate_rule"], curve_points=0)
     findings += _check_fit(fit)
     try:
-        result = compute(fit, values)
+        result = compute(fit, values if target is None else {**values, "target": target})
     except ValueError as e:
         text = str(e)
         head = text.split(":", 1)[0].split(" ", 1)[0]
@@ -530,12 +544,6 @@ def _question(question: str, data, info, compute):
     return out
 
 
-def _target_or_default(fit, text):
-    from .targets import Target, default_target
-
-    return default_target(fit.info) if text is None else Target.parse(text)
-
-
 def next_dose(data: Mapping, info: ModelInfo | None = None) -> dict:
     """The dose to give at a chosen time for a target (`pkmix.dosing.next_dose`).
 
@@ -551,8 +559,8 @@ def next_dose(data: Mapping, info: ModelInfo | None = None) -> dict:
     """
     from .questions import next_dose as compute
 
-    return _question("next_dose", data, info, lambda fit, v: compute(
-        fit, _target_or_default(fit, v["target"]), v["at"], interval=v["interval"], infusion_duration=v["infusion"],
+    return _question("next_dose", data, info, resolve_target=True, compute=lambda fit, v: compute(
+        fit, v["target"], v["at"], interval=v["interval"], infusion_duration=v["infusion"],
         route=v["route"], dose_unit=v["dose_unit"], dose_min=v["dose_min"], dose_max=v["dose_max"],
         max_daily_dose=v["max_daily_dose"], max_infusion_rate=v["max_rate"]))
 
@@ -586,8 +594,8 @@ def interval_for(data: Mapping, info: ModelInfo | None = None) -> dict:
     """
     from .questions import interval_for as compute
 
-    return _question("interval_for", data, info, lambda fit, v: compute(
-        fit, v["dose"], _target_or_default(fit, v["target"]), infusion_duration=v["infusion"], route=v["route"],
+    return _question("interval_for", data, info, resolve_target=True, compute=lambda fit, v: compute(
+        fit, v["dose"], v["target"], infusion_duration=v["infusion"], route=v["route"],
         shortest=v["shortest"], longest=v["longest"]))
 
 
