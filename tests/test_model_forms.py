@@ -245,3 +245,47 @@ def test_iov_block_cholesky_factor():
     theta = dict(zip(model.theta_names, np.asarray(model.initial_values().theta)))
     lower = np.array([[theta["l_kappa_cl"], 0.0], [theta["l_kappa_cl_2"], theta["l_kappa_v"]]])
     np.testing.assert_allclose(lower @ lower.T, [[0.02, 0.005], [0.005, 0.01]], rtol=1e-10)
+
+
+def _iov3_stream(tmp_path, name, omega, picks):
+    """theo_iov_block.ctl with inter-occasion etas on KA, CL and V: ``omega`` the IOV $OMEGA
+    records, ``picks`` the eta numbers (KA, CL, V) of occasion 1 and of occasion 2."""
+    text = (HERE / "theo_iov_block.ctl").read_text()
+    (ka1, cl1, v1), (ka2, cl2, v2) = picks
+    pk_old = text[text.index("IOVCL = 0"):text.index("KA = EXP")]
+    pk_new = (f"IOVKA = 0\nIOVCL = 0\nIOVV = 0\nIF (OCC.EQ.1) THEN\n  IOVKA = ETA({ka1})\n  IOVCL = ETA({cl1})\n"
+              f"  IOVV = ETA({v1})\nENDIF\nIF (OCC.EQ.2) THEN\n  IOVKA = ETA({ka2})\n  IOVCL = ETA({cl2})\n"
+              f"  IOVV = ETA({v2})\nENDIF\n")
+    text = text.replace(pk_old, pk_new).replace("KA = EXP(THETA(1) + ETA(1))", "KA = EXP(THETA(1) + ETA(1) + IOVKA)")
+    text = text.replace("$OMEGA BLOCK(2) 0.02 0.005 0.01 ; IOV CL, V\n$OMEGA BLOCK(2) SAME\n", omega)
+    (tmp_path / "theo_occ.csv").write_text((HERE / "theo_occ.csv").read_text())
+    path = tmp_path / name
+    path.write_text(text)
+    return nonmem.load(path)
+
+
+def test_iov_block3_without_covariance_is_three_iov_etas(tmp_path):
+    """BLOCK(3) SAME, read as OMEGA = L L' over three IOV etas of variance 1: with zero
+    covariances it is the model of three BLOCK(1) SAME groups (FOCE-I)."""
+    block = _iov3_stream(tmp_path, "block3.ctl", "$OMEGA BLOCK(3) 0.03 0 0.02 0 0 0.01\n$OMEGA BLOCK(3) SAME\n",
+                         ((4, 5, 6), (7, 8, 9)))
+    diagonal = _iov3_stream(tmp_path, "diagonal3.ctl",
+                            "$OMEGA BLOCK(1) 0.03\n$OMEGA BLOCK(1) SAME\n$OMEGA BLOCK(1) 0.02\n$OMEGA BLOCK(1) SAME\n"
+                            "$OMEGA BLOCK(1) 0.01\n$OMEGA BLOCK(1) SAME\n", ((4, 6, 8), (5, 7, 9)))
+    assert block.model.iov_names == ("kappa_ka", "kappa_cl", "kappa_v")
+    want = _evaluate(diagonal.model, diagonal.load_data(), "focei").ofv
+    assert _evaluate(block.model, block.load_data(), "focei").ofv == pytest.approx(want, abs=1e-8)
+
+
+def test_iov_block3_cholesky_factor(tmp_path):
+    """L's elements, named by column (l_<eta> its diagonal, l_<eta>_<row> below it), give
+    back a BLOCK(3) with nonzero covariances: L L' = OMEGA."""
+    omega = np.array([[0.03, 0.004, 0.002], [0.004, 0.02, 0.003], [0.002, 0.003, 0.01]])
+    values = " ".join(f"{omega[i, j]:g}" for i in range(3) for j in range(i + 1))
+    model = _iov3_stream(tmp_path, "block3.ctl", f"$OMEGA BLOCK(3) {values}\n$OMEGA BLOCK(3) SAME\n",
+                         ((4, 5, 6), (7, 8, 9))).model
+    t = dict(zip(model.theta_names, np.asarray(model.initial_values().theta)))
+    lower = np.array([[t["l_kappa_ka"], 0.0, 0.0],
+                      [t["l_kappa_ka_2"], t["l_kappa_cl"], 0.0],
+                      [t["l_kappa_ka_3"], t["l_kappa_cl_3"], t["l_kappa_v"]]])
+    np.testing.assert_allclose(lower @ lower.T, omega, rtol=1e-10)

@@ -412,7 +412,7 @@ def test_input_renames_and_drops(tmp_path):
     (("ADVAN1 TRANS2", "ADVAN3 TRANS5"), ["$SUBROUTINES (line 4)", "TRANS5 is not supported"]),
     (("ADVAN1 TRANS2", "ADVAN3 TRANS4"), ["ADVAN3 TRANS4 needs V1"]),
     (("$OMEGA 0.1 0.1", "$OMEGA 0.1\n$OMEGA BLOCK(3) 0.1 0.01 0.1 0 0 0.1\n$OMEGA BLOCK(3) SAME"),
-     ["$OMEGA (line 14)", "SAME with n > 2", "not supported"]),
+     ["$OMEGA (line 13)", "(BLOCK(3) SAME) must be picked by an occasion column"]),
     (("$OMEGA 0.1 0.1", "$OMEGA 0.1\n$OMEGA BLOCK(2) 0.1 0.01 0.1\n$OMEGA BLOCK(2) SAME"),
      ["$OMEGA (line 13)", "ETA(2), ETA(4) (BLOCK(2) SAME) must be picked by an occasion column"]),
     (("$SIGMA 0.01", "$SIGMA BLOCK(3) 0.01 0.001 0.01 0 0 0.01"), ["$SIGMA (line 13)", "BLOCK(n) with n > 2"]),

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import _code as C
 from ._data import PASSED, RESERVED, DataSpec, InputItem, parse_data, parse_input
 from ._records import (SUPPORTED, ControlStreamError, RandomBlock, Record, ThetaInit, options, parse_random,
@@ -847,10 +849,10 @@ def translate(cs: ControlStream, *, data_path: str | None = None) -> Translation
 
     theta_src = "\n".join(theta_decl(i, t) for i, t in enumerate(cs.thetas))
     for g in iov:
-        for name, value, fixed in g.get("cholesky", ()):
-            bound = "" if name.endswith("_2") else ", lower=0.0"
+        for name, value, fixed, diagonal in g.get("cholesky", ()):
+            bound = ", lower=0.0" if diagonal else ""
             theta_src += (f'\n        "{name}": pkmix.Theta({_num(round(value, 12))}{bound}'
-                          f'{", fixed=True" if fixed else ""}),  # Cholesky factor of the IOV BLOCK(2) '
+                          f'{", fixed=True" if fixed else ""}),  # Cholesky factor of the IOV BLOCK(n) '
                           f'(OMEGA = L L\')')
     omega_items = []
     k = 0
@@ -1041,8 +1043,6 @@ def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
         if b.same:
             if not groups or groups[-1]["end"] != k or groups[-1]["size"] != b.size:
                 r.fail("SAME must follow a BLOCK(n) of the same size")
-            if b.size > 2:
-                r.fail("BLOCK(n) SAME with n > 2 (correlated inter-occasion etas) is not supported")
             groups[-1]["etas"].append(k + 1)
             groups[-1]["end"] = k + b.size
         else:
@@ -1050,30 +1050,32 @@ def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
                            "variance": b.values[0], "fixed": bool(b.fixed[0]), "record": r, "values": b.values})
         k += b.size
     groups = [g for g in groups if len(g["etas"]) > 1]
-    # A BLOCK(2) SAME group (two correlated etas per occasion, OMEGA = L L') becomes two
-    # groups of independent etas u_1, u_2 of variance 1 FIX, read as L u: the first
-    # occasion eta is l11 u_1, the second l21 u_1 + l22 u_2, with l11, l21, l22 thetas.
+    # A BLOCK(n) SAME group (n correlated etas per occasion, OMEGA = L L') becomes n
+    # groups of independent etas u_1 .. u_n of variance 1 FIX, read as L u: the j-th
+    # occasion eta is sum_{i <= j} L[j, i] u_i, with L's elements as thetas.
     expanded = []
     for g in groups:
-        if g["size"] != 2:
+        if not g["size"] or g["size"] < 2:
             expanded.append(g)
             continue
-        s11, s21, s22 = g["values"]
-        if not (s11 > 0 and s22 > 0 and s21**2 < s11 * s22):
-            g["record"].fail("the BLOCK(2) is not positive definite")
-        l11 = math.sqrt(s11)
-        l21 = s21 / l11
-        l22 = math.sqrt(s22 - l21**2)
-        for j in (0, 1):
+        size = g["size"]
+        lower = np.zeros((size, size))
+        lower[np.tril_indices(size)] = g["values"]
+        omega = lower + np.tril(lower, -1).T
+        try:
+            chol = np.linalg.cholesky(omega)
+        except np.linalg.LinAlgError:
+            g["record"].fail(f"the BLOCK({size}) is not positive definite")
+        for j in range(size):
             expanded.append(dict(g, etas=[n + j for n in g["etas"]], variance=1.0, fixed=True,
-                                 block=(j, l11, l21, l22, bool(g["fixed"]))))
+                                 block=(j, chol, bool(g["fixed"]))))
     groups = expanded
     if not groups:
         return pk_code, []
     code = list(pk_code)
     out = []
     taken = set()
-    first = None  # the first eta's IOV name of the BLOCK(2) SAME group being read
+    block_names = []  # the IOV names of the BLOCK(n) SAME group being read, in order
     for g in groups:
         etas = set(g["etas"])
         carriers = []
@@ -1106,17 +1108,18 @@ def _occasion_etas(cs: ControlStream, pk_code, wanted, data_item, rec_pk):
         taken.add(name)
         leaf = ("var", "__IOV_" + name)
         if g.get("block"):
-            j, l11, l21, l22, fixed = g["block"]
-            if j == 0:
-                first = name
-                chol = [(f"l_{name}", l11, fixed), (f"l_{name}_2", l21, fixed)]
-                leaf = ("*", ("var", "__CHOL_" + chol[0][0]), leaf)
-            else:
-                if first is None:
-                    g["record"].fail("the first eta of the BLOCK(2) SAME is not used in $PK")
-                chol = [(f"l_{name}", l22, fixed)]
-                leaf = ("+", ("*", ("var", f"__CHOL_l_{first}_2"), ("var", "__IOV_" + first)),
-                        ("*", ("var", "__CHOL_" + chol[0][0]), leaf))
+            # Column j of L: its diagonal l_<name_j> and, below it, l_<name_j>_<k+1> = L[k, j];
+            # the eta reads the columns before it at its own row.
+            j, lower, fixed = g["block"]
+            block_names = block_names[:j]
+            if len(block_names) != j:
+                g["record"].fail(f"an earlier eta of the BLOCK({lower.shape[0]}) SAME is not used in $PK")
+            block_names.append(name)
+            chol = [(f"l_{name}", float(lower[j, j]), fixed, True)]
+            chol += [(f"l_{name}_{k + 1}", float(lower[k, j]), fixed, False) for k in range(j + 1, lower.shape[0])]
+            leaf = ("*", ("var", "__CHOL_" + chol[0][0]), leaf)
+            for i, earlier in enumerate(block_names[:j]):
+                leaf = ("+", ("*", ("var", f"__CHOL_l_{earlier}_{j + 1}"), ("var", "__IOV_" + earlier)), leaf)
             g = dict(g, cholesky=chol)
         code = [C.Flat(s.target, C.substitute(s.value, {target: leaf}), s.line) for s in code]
         out.append(dict(g, column=data_item(column), name=name))
