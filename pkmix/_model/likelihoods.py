@@ -216,52 +216,52 @@ class Binomial(AbstractLikelihood):
         return out
 
 
-class Poisson(AbstractLikelihood):
-    """Counts with mean exp(f) (``link="log"``) or f (``link="identity"``)."""
-
-    link: str = eqx.field(static=True, default="log")
+class _Counts(AbstractLikelihood):
+    """What the count likelihoods share: the mean exp(f) (``link="log"``) or f
+    (``link="identity"``), and the rule that DV is a count. Subclasses declare ``link``."""
 
     def __check_init__(self):
         if self.link not in COUNT_LINKS:
-            raise ValueError(f"poisson link must be one of {COUNT_LINKS}, got {self.link!r}")
+            raise ValueError(f"{self.label} link must be one of {COUNT_LINKS}, got {self.link!r}")
 
     @property
     def safe_prediction(self):
         return 1.0 if self.link == "identity" else 0.0
 
-    def m2ll_records(self, f, y, thetas, sds, subject):
-        log_mu = f if self.link == "log" else jnp.log(jnp.maximum(f, TINY))
-        return -2.0 * (y * log_mu - jnp.exp(log_mu) - gammaln(y + 1.0))
+    def _log_mean(self, f):
+        return f if self.link == "log" else jnp.log(jnp.maximum(f, TINY))
 
     def dv_violations(self, frame, rows):
         return self._dv_violations(frame, rows, lambda y: _integer_rows(y) & (y >= 0), "DV is an integer >= 0")
 
 
-class NegativeBinomial(AbstractLikelihood):
+class Poisson(_Counts):
+    """Counts with mean exp(f) (``link="log"``) or f (``link="identity"``)."""
+
+    link: str = eqx.field(static=True, default="log")
+
+    def m2ll_records(self, f, y, thetas, sds, subject):
+        log_mu = self._log_mean(f)
+        return -2.0 * (y * log_mu - jnp.exp(log_mu) - gammaln(y + 1.0))
+
+
+class NegativeBinomial(_Counts):
     """Counts with mean mu = exp(f) (or f) and variance mu + alpha mu^2 (NB2), alpha the
     theta named by ``dispersion`` (alpha > 0; glmmTMB's nbinom2 size theta is 1/alpha)."""
 
     dispersion: str = eqx.field(static=True)
     link: str = eqx.field(static=True, default="log")
 
-    def __check_init__(self):
-        if self.link not in COUNT_LINKS:
-            raise ValueError(f"negative_binomial link must be one of {COUNT_LINKS}, got {self.link!r}")
-
     @property
     def label(self):
         return "negative binomial"
-
-    @property
-    def safe_prediction(self):
-        return 1.0 if self.link == "identity" else 0.0
 
     @property
     def theta_parameters(self):
         return (self.dispersion,)
 
     def m2ll_records(self, f, y, thetas, sds, subject):
-        log_mu = f if self.link == "log" else jnp.log(jnp.maximum(f, TINY))
+        log_mu = self._log_mean(f)
         alpha = jnp.maximum(thetas[0], TINY)
         r = 1.0 / alpha
         log_r = -jnp.log(alpha)
@@ -269,9 +269,6 @@ class NegativeBinomial(AbstractLikelihood):
         lp = (gammaln(y + r) - gammaln(r) - gammaln(y + 1.0)
               + r * (log_r - log_total) + y * (log_mu - log_total))
         return -2.0 * lp
-
-    def dv_violations(self, frame, rows):
-        return self._dv_violations(frame, rows, lambda y: _integer_rows(y) & (y >= 0), "DV is an integer >= 0")
 
 
 class Ordinal(AbstractLikelihood):
